@@ -1,0 +1,78 @@
+"""The ``nni-latency`` command line: a thin dispatcher over ``nni_latency.commands.<name>`` modules.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Command modules import only argparse-level things at top level and the library inside ``run``, so
+``--help`` stays fast and NNI is loaded only by the commands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import warnings
+
+from . import __version__
+
+__all__ = ["main", "COMMANDS"]
+
+# name -> (module, one-line help). Order is the order shown by --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "profile": ("nni_latency.commands.profile", "benchmark a device, fit its latency model, write device_model.json"),
+    "fit": ("nni_latency.commands.fit", "refit a device model from a microbench.jsonl without measuring again"),
+    "predict": ("nni_latency.commands.predict", "predict the latency of one block or a module from a Python file"),
+    "evaluate": ("nni_latency.commands.evaluate", "measure a held-out test set and score a device model on it"),
+    "analyze": ("nni_latency.commands.analyze", "find the bottleneck blocks of a whole network"),
+    "lut": ("nni_latency.commands.lut", "write the predicted (or measured) per-layer lookup table of a search space"),
+    "search": ("nni_latency.commands.search", "run a YAML-configured FBNet search in NNI with the predicted latency"),
+}
+
+
+def _quiet_third_party() -> None:
+    # NNI and Lightning warn about unsupported torch classes and data loaders at import; harmless here.
+    for module in ("nni", "pytorch_lightning", "lightning_fabric", "lightning"):
+        warnings.filterwarnings("ignore", module=module)
+        logging.getLogger(module).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*(unsupported|deprecated).*", category=UserWarning)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nni-latency",
+        description="Learn a small latency model of a device from ~100 micro-benchmarks, predict any conv "
+                    "block with it, and use it as the latency term of NNI's FBNet-style search.",
+        epilog="Run `nni-latency COMMAND --help` for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(_module=module_name)
+        importlib.import_module(module_name).add_arguments(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    _quiet_third_party()
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; measured points are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        if args.verbose:
+            raise
+        print(f"nni-latency {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

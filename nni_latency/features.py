@@ -1,0 +1,292 @@
+"""Latency features of a block, counted from one real forward pass at the aten-operator level.
+
+Counting at the aten level (instead of with module hooks) sees functional code too: the residual
+``x + y`` of a basic block, the ``x * scale`` of squeeze-excitation, the reshape-transpose of a
+channel shuffle. Every feature is a sum over operators, so the features of a network are the sum
+of the features of its blocks, which is what lets block predictions add up to whole networks.
+
+FLOPs formula (documented once, used everywhere): FLOPs = 2 x multiply-accumulates, bias ignored.
+    convolution           MACs = output elements x (C_in / groups) x prod(kernel)
+    transposed conv       MACs = input elements  x (C_out / groups) x prod(kernel)
+    mm / addmm / bmm      MACs = rows x inner x cols (x batch)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+_logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BlockFeatures",
+    "FEATURE_NAMES",
+    "FEATURE_DOCS",
+    "extract_features",
+    "UncoveredOperatorWarning",
+    "make_inputs",
+]
+
+
+class UncoveredOperatorWarning(UserWarning):
+    """An operator that no feature formula covers; it is counted as a memory-bound op."""
+
+
+FEATURE_DOCS: dict[str, str] = {
+    "acts": "output elements of every convolution / linear op (the published ACTS)",
+    "inp": "input elements of every convolution / linear op (the published INP)",
+    "flops": "FLOPs (2 x MACs) of every convolution / linear op (the published FLOPs)",
+    "flops_dense": "FLOPs of ungrouped convolutions with a spatial kernel larger than 1",
+    "flops_pointwise": "FLOPs of ungrouped 1x1 convolutions and matrix multiplies",
+    "flops_grouped": "FLOPs of grouped convolutions that are not depthwise",
+    "flops_depthwise": "FLOPs of depthwise convolutions (groups == C_in > 1)",
+    "weights": "weight elements read by convolution / linear ops",
+    "mem_elements": "input + output elements of every other non-view op (BN, activations, add, pool, cat, ...)",
+    "conv_ops": "number of convolution / linear op calls",
+    "mem_ops": "number of other non-view op calls",
+}
+
+
+@dataclass(frozen=True)
+class BlockFeatures:
+    """Additive latency features of one block (see ``FEATURE_DOCS`` for each field)."""
+
+    acts: float = 0.0
+    inp: float = 0.0
+    flops: float = 0.0
+    flops_dense: float = 0.0
+    flops_pointwise: float = 0.0
+    flops_grouped: float = 0.0
+    flops_depthwise: float = 0.0
+    weights: float = 0.0
+    mem_elements: float = 0.0
+    conv_ops: float = 0.0
+    mem_ops: float = 0.0
+    op_counts: dict[str, int] = field(default_factory=dict, compare=False)
+    uncovered: tuple[str, ...] = field(default=(), compare=False)
+
+    def as_dict(self) -> dict[str, float]:
+        """The numeric features only, keyed by ``FEATURE_NAMES``."""
+        return {name: getattr(self, name) for name in FEATURE_NAMES}
+
+    def __add__(self, other: BlockFeatures) -> BlockFeatures:
+        summed = {name: getattr(self, name) + getattr(other, name) for name in FEATURE_NAMES}
+        return BlockFeatures(
+            **summed,
+            op_counts=dict(Counter(self.op_counts) + Counter(other.op_counts)),
+            uncovered=tuple(sorted(set(self.uncovered) | set(other.uncovered))),
+        )
+
+
+FEATURE_NAMES: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(BlockFeatures) if f.type in ("float", float)
+)
+
+# Operators that only change tensor metadata (or are bookkeeping): free, never warned about.
+_FREE_OPS = {
+    "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "unsqueeze", "squeeze",
+    "slice", "select", "detach", "alias", "as_strided", "split", "split_with_sizes", "chunk", "unbind",
+    "flatten", "unflatten", "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones",
+    "ones_like", "full", "full_like", "lift_fresh", "_to_copy_noop", "sym_size", "sym_stride", "size",
+    "stride", "dim", "is_contiguous", "_local_scalar_dense", "item", "new_empty", "new_zeros",
+    "new_ones", "narrow", "expand_as", "view_as", "reshape_as", "_reshape_alias", "set_", "resize_",
+    "randn", "rand", "normal_", "uniform_",
+}
+
+# Memory-bound operators known to cost about their input + output traffic and no conv FLOPs.
+_MEMORY_OPS = {
+    "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "relu", "relu_", "relu6", "hardtanh",
+    "hardtanh_", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "sigmoid", "sigmoid_",
+    "silu", "silu_", "gelu", "gelu_", "tanh", "tanh_", "elu", "elu_", "leaky_relu", "leaky_relu_",
+    "mish", "mish_", "softplus", "clamp", "clamp_", "clamp_min", "clamp_min_", "clamp_max",
+    "clamp_max_", "neg", "exp", "log", "sqrt", "rsqrt", "pow", "abs", "maximum", "minimum", "where",
+    "_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm",
+    "batch_norm", "_batch_norm_impl_index", "native_layer_norm", "native_group_norm", "layer_norm",
+    "group_norm", "instance_norm", "cat", "stack", "clone", "copy_", "contiguous", "_to_copy",
+    "mean", "sum", "amax", "max", "min", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d",
+    "max_pool2d", "max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices",
+    "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d", "adaptive_max_pool2d",
+    "upsample_nearest2d", "upsample_bilinear2d", "_softmax", "softmax", "_log_softmax", "log_softmax",
+    "constant_pad_nd", "reflection_pad2d", "replication_pad2d", "pixel_shuffle", "pixel_unshuffle",
+    "channel_shuffle", "native_dropout", "dropout", "fill_", "zero_", "addcmul", "addcdiv", "lerp",
+    "bernoulli_", "roll", "flip", "gather", "index_select", "masked_fill", "masked_fill_", "fmod",
+    "remainder", "floor", "ceil", "round", "sign", "erf", "reciprocal", "_unsafe_index", "index",
+}
+
+_CONV_OPS = {"convolution", "_convolution", "convolution_overrideable"}
+_MATMUL_OPS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear"}
+
+
+def _numel(x: Any) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.numel()
+    if isinstance(x, (list, tuple)):
+        return sum(_numel(v) for v in x)
+    return 0
+
+
+def _conv_features(args: Sequence[Any], out: torch.Tensor) -> dict[str, float]:
+    # convolution(input[N,Cin,*S], weight[Cout,Cin/g,*K] or [Cin,Cout/g,*K] if transposed, bias, stride,
+    #             padding, dilation, transposed, output_padding, groups) -> [N,Cout,*S']
+    x, weight = args[0], args[1]
+    transposed, groups = bool(args[6]), int(args[8])
+    kernel = math.prod(weight.shape[2:])
+    c_in = x.shape[1]
+    if transposed:
+        macs = x.numel() * (weight.shape[1]) * kernel  # weight[1] is C_out / groups
+    else:
+        macs = out.numel() * weight.shape[1] * kernel  # weight[1] is C_in / groups
+    flops = 2.0 * macs
+    if groups > 1 and groups == c_in:
+        kind = "flops_depthwise"
+    elif groups > 1:
+        kind = "flops_grouped"
+    elif kernel == 1:
+        kind = "flops_pointwise"
+    else:
+        kind = "flops_dense"
+    return {"acts": out.numel(), "inp": x.numel(), "flops": flops, kind: flops, "weights": weight.numel()}
+
+
+def _matmul_features(name: str, args: Sequence[Any], out: torch.Tensor) -> dict[str, float]:
+    # mm(a[n,k], b[k,m]); addmm(bias, a, b); bmm(a[B,n,k], b[B,k,m]); baddbmm(bias, a, b) -> out
+    a, b = (args[1], args[2]) if name in ("addmm", "baddbmm") else (args[0], args[1])
+    inner = a.shape[-1]
+    flops = 2.0 * out.numel() * inner
+    return {"acts": out.numel(), "inp": a.numel(), "flops": flops, "flops_pointwise": flops,
+            "weights": b.numel()}
+
+
+class _FeatureCounter(TorchDispatchMode):
+    """Accumulates features for every aten op that runs while the mode is active."""
+
+    def __init__(self, module_stack: list[str]):
+        super().__init__()
+        self.totals: Counter[str] = Counter()
+        self.op_counts: Counter[str] = Counter()
+        self.uncovered: dict[str, str] = {}
+        self._module_stack = module_stack
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = func.overloadpacket.__name__
+        if name in _FREE_OPS:
+            return out
+        self.op_counts[name] += 1
+        if name in _CONV_OPS:
+            self.totals.update(_conv_features(args, out))
+            self.totals["conv_ops"] += 1
+        elif name in _MATMUL_OPS:
+            self.totals.update(_matmul_features(name, args, out))
+            self.totals["conv_ops"] += 1
+        else:
+            if name not in _MEMORY_OPS and name not in self.uncovered:
+                self.uncovered[name] = self._module_stack[-1] if self._module_stack else "<root>"
+            self.totals["mem_elements"] += _numel(args) + _numel(out)
+            self.totals["mem_ops"] += 1
+        return out
+
+
+def make_inputs(input_shape: Sequence[int] | Sequence[Sequence[int]], device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32, seed: int | None = 0) -> tuple[torch.Tensor, ...]:
+    """Random input tensors for a shape (``N,C,H,W``) or a list of shapes (one per argument)."""
+    shapes = [input_shape] if all(isinstance(d, int) for d in input_shape) else list(input_shape)
+    for shape in shapes:
+        if not shape or any((not isinstance(d, int)) or d <= 0 for d in shape):
+            raise ValueError(f"input shape {tuple(shape)} is invalid: give positive integers such as 1,3,224,224")
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    return tuple(torch.randn(*shape, generator=generator).to(device=device, dtype=dtype) for shape in shapes)
+
+
+def _describe_mismatch(module: nn.Module, shapes: Sequence[Sequence[int]], error: Exception) -> str:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    hint = ""
+    first_conv = next((m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if first_conv is not None:
+        spatial = first_conv.weight.dim() - 2
+        hint = f"; the first convolution expects {spatial + 2}-d input with C={first_conv.in_channels}"
+    shape_text = " and ".join(",".join(map(str, s)) for s in shapes)
+    return f"input shape {shape_text} does not fit {type(module).__name__} ({first_line}){hint}"
+
+
+def run_counted(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[BlockFeatures, Any]:
+    """Run ``module(*inputs)`` once in eval mode with no grad, counting features; returns (features, output)."""
+    stack: list[str] = []
+    handles = []
+
+    def enter(label: str):
+        def hook(*_):
+            stack.append(label)
+        return hook
+
+    def leave(*_):
+        if stack:
+            stack.pop()
+
+    for qualified_name, sub in module.named_modules():
+        handles.append(sub.register_forward_pre_hook(enter(f"{qualified_name or '<root>'} ({type(sub).__name__})")))
+        handles.append(sub.register_forward_hook(leave))
+    was_training = module.training
+    module.eval()
+    counter = _FeatureCounter(stack)
+    try:
+        with torch.no_grad(), counter:
+            output = module(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        module.train(was_training)
+    for op, where in counter.uncovered.items():
+        _warn_uncovered(op, where)
+    totals = {name: float(counter.totals.get(name, 0.0)) for name in FEATURE_NAMES}
+    features = BlockFeatures(**totals, op_counts=dict(counter.op_counts),
+                             uncovered=tuple(sorted(counter.uncovered)))
+    return features, output
+
+
+_warned_uncovered: set[str] = set()
+
+
+def _warn_uncovered(op: str, where: str) -> None:
+    # One warning per operator per process, naming the module that used it.
+    if op in _warned_uncovered:
+        return
+    _warned_uncovered.add(op)
+    warnings.warn(
+        f"operator aten.{op} (in module {where}) is not covered by the conv formula; "
+        "it is counted as a memory-bound op from its input and output sizes",
+        UncoveredOperatorWarning, stacklevel=3,
+    )
+
+
+def extract_features(module: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]]) -> BlockFeatures:
+    """Features of ``module`` for one input of ``input_shape`` (batch included), from one forward pass.
+
+    Raises ``ValueError`` with a one-line explanation if the shape does not fit the module.
+    """
+    device, dtype = _module_device_dtype(module)
+    inputs = make_inputs(input_shape, device=device, dtype=dtype)
+    try:
+        features, _ = run_counted(module, inputs)
+    except (RuntimeError, ValueError, IndexError, TypeError) as error:
+        raise ValueError(_describe_mismatch(module, [tuple(t.shape) for t in inputs], error)) from error
+    return features
+
+
+def _module_device_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
+    tensor = next(module.parameters(), None)
+    if tensor is None:
+        tensor = next(module.buffers(), None)
+    if tensor is None or not tensor.is_floating_point():
+        return torch.device("cpu"), torch.float32
+    return tensor.device, tensor.dtype
