@@ -48,9 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:  # a real missing dependency: let it surface
+                raise
+            continue
+        sub = subparsers.add_parser(name, help=help_text, description=help_text,
+                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         sub.set_defaults(_module=module_name)
-        importlib.import_module(module_name).add_arguments(sub)
+        module.add_arguments(sub)
     return parser
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "extract_features",
     "UncoveredOperatorWarning",
     "make_inputs",
+    "FEATURE_ROLES",
 ]
 
 
@@ -53,6 +54,14 @@ FEATURE_DOCS: dict[str, str] = {
     "mem_elements": "input + output elements of every other non-view op (BN, activations, add, pool, cat, ...)",
     "conv_ops": "number of convolution / linear op calls",
     "mem_ops": "number of other non-view op calls",
+}
+
+
+# What each feature's cost term measures: arithmetic, data movement, or per-op overhead.
+FEATURE_ROLES: dict[str, str] = {
+    "flops": "compute", "flops_dense": "compute", "flops_pointwise": "compute", "flops_grouped": "compute",
+    "flops_depthwise": "compute", "acts": "memory", "inp": "memory", "weights": "memory",
+    "mem_elements": "memory", "conv_ops": "overhead", "mem_ops": "overhead",
 }
 
 

@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import LinearRegression
 from sklearn.utils.validation import check_is_fitted
 
-from .features import FEATURE_NAMES, BlockFeatures, extract_features
+from .features import FEATURE_NAMES, FEATURE_ROLES, BlockFeatures, extract_features
 
 _logger = logging.getLogger(__name__)
 
@@ -51,6 +51,13 @@ class _LatencyRegressor(RegressorMixin, BaseEstimator):
 
     def get_state(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def contributions(self, X) -> dict[str, np.ndarray]:
+        """Each feature's term (and the intercept's) in the prediction; they sum to ``predict(X)``."""
+        X = np.asarray(X, float)
+        terms = {name: X[:, i] * self.coef_[i] for i, name in enumerate(self.feature_names)}
+        terms["intercept"] = np.full(len(X), self.intercept_)
+        return terms
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> _LatencyRegressor:
@@ -112,6 +119,15 @@ class TwoRegimeModel(_LatencyRegressor):
         check_is_fitted(self, "coef_")
         initial = np.asarray(X, float) @ self.coef_ + self.intercept_
         return np.where(initial < self.breakpoint_, self.slope_ * initial + self.offset_, initial)
+
+    def contributions(self, X):
+        # Below the breakpoint the prediction is slope*initial + offset: scale the terms, offset is overhead.
+        terms = super().contributions(X)
+        initial = sum(terms.values())
+        low = initial < self.breakpoint_
+        scaled = {name: np.where(low, self.slope_ * value, value) for name, value in terms.items()}
+        scaled["intercept"] = scaled["intercept"] + np.where(low, self.offset_, 0.0)
+        return scaled
 
     def get_state(self):
         a, b, c = (float(v) for v in self.coef_)
@@ -259,6 +275,14 @@ class LatencyModel:
     def predict(self, features: BlockFeatures | Mapping[str, float]) -> float:
         """Latency (ms) of one block from its features."""
         return float(self.predict_many([features])[0])
+
+    def breakdown_many(self, rows) -> dict[str, np.ndarray]:
+        """Predicted ms split by role (compute, memory, overhead) for each row; sums to the prediction."""
+        X = features_matrix(rows, self.regressor.feature_names)
+        roles = {"compute": np.zeros(len(X)), "memory": np.zeros(len(X)), "overhead": np.zeros(len(X))}
+        for name, value in self.regressor.contributions(X).items():
+            roles[FEATURE_ROLES.get(name, "overhead")] += value
+        return roles
 
     def predict_module(self, module, input_shape) -> float:
         """Latency (ms) of ``module`` on ``input_shape`` (batch included), from one counted forward pass."""

@@ -1,0 +1,1 @@
+"""One module per ``nni-latency`` command; each defines HELP, add_arguments(parser) and run(args)."""

@@ -1,0 +1,69 @@
+"""``nni-latency predict``: the latency of one block, described by flags or given as a Python module."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "predict the latency of one block or a module from a Python file"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="device_model.json from `nni-latency profile`")
+    parser.add_argument("target", nargs="?", default=None,
+                        help="optional path/to/file.py:callable or package.module:callable returning an nn.Module; "
+                             "without it, the block is described by --family and the flags below")
+    parser.add_argument("--input-shape", default=None, help="N,C,H,W input shape (required with a target)")
+    block = parser.add_argument_group("block description (when no target is given)")
+    block.add_argument("--family", default="mbconv",
+                       help="mbconv, conv_bn_relu, dw_separable, basic, bottleneck, shuffle or skip")
+    block.add_argument("--c-in", type=int, default=32)
+    block.add_argument("--c-out", type=int, default=32)
+    block.add_argument("--resolution", type=int, default=56, help="input height = width")
+    block.add_argument("--stride", type=int, default=1)
+    block.add_argument("--kernel", type=int, default=3)
+    block.add_argument("--expansion", type=int, default=6, help="MBConv expansion ratio")
+    block.add_argument("--groups", type=int, default=1)
+    block.add_argument("--se", action="store_true", help="add squeeze-excitation (mbconv, basic, bottleneck)")
+    block.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print the prediction and features as JSON")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"input shape {text!r} is not a list of integers; write it like 1,3,224,224") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise ValueError(f"input shape {text!r} must be positive integers, like 1,3,224,224")
+    return shape
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ..blocks import BlockSpec
+    from ..features import extract_features
+    from ..model import LatencyModel
+
+    model = LatencyModel.load(args.model)
+    if args.target:
+        from ..targets import load_module_target
+
+        if not args.input_shape:
+            raise ValueError("a target needs --input-shape N,C,H,W")
+        module, shape, name = load_module_target(args.target), parse_shape(args.input_shape), args.target
+    else:
+        spec = BlockSpec(args.family, args.c_in, args.c_out, args.resolution, args.stride, args.kernel,
+                         args.expansion, args.groups, args.se, args.batch)
+        module, shape, name = spec.build(), spec.input_shape, spec.key
+        if args.input_shape:
+            shape = parse_shape(args.input_shape)
+    features = extract_features(module, shape)
+    latency = model.predict(features)
+    if args.json:
+        print(json.dumps({"block": name, "input_shape": list(shape), "predicted_ms": latency,
+                          "features": features.as_dict()}, indent=2))
+    else:
+        print(f"{name} on input {','.join(map(str, shape))}: {latency:.4f} ms predicted "
+              f"({features.flops / 1e6:.2f} MFLOPs, {model.kind} model of {model.device.get('name', '?')})")
+    return 0

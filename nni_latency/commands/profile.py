@@ -1,0 +1,43 @@
+"""``nni-latency profile``: benchmark a device, fit its latency model, write device_model.json and a plot."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "benchmark a device, fit its latency model, write device_model.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads used while timing (default: the config's, 1 in the shipped configs; "
+                             "1 gives the most stable numbers)")
+    parser.add_argument("--config", default=None,
+                        help="YAML suite config (default: the packaged configs/profile_cpu.yaml or "
+                             "profile_cuda.yaml for the device)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set count=60 --set timing.protocol=hot")
+    parser.add_argument("--output-dir", default="runs/profile",
+                        help="where device_model.json, microbench.jsonl and fit.png/svg go (default: runs/profile); "
+                             "rerunning into the same directory resumes an interrupted run")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import ProfileConfig, load_config, packaged_config
+    from ..microbench import run_profile
+    from ..plots import plot_fit
+    from ..summary import format_profile_summary
+    from ..timing import resolve_device
+
+    device = resolve_device(args.device)
+    config_path = args.config or packaged_config(f"profile_{'cuda' if device.type == 'cuda' else 'cpu'}.yaml")
+    config = load_config(config_path, ProfileConfig, args.overrides)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    result = run_profile(config, args.device, args.output_dir, threads=args.threads, progress=not args.no_progress)
+    plots = plot_fit(result.records, result.model, result.reference, result.output_dir / "fit")
+    print(format_profile_summary(result.model, result.records, result.reference, result.seconds))
+    print(f"wrote {result.output_dir / 'device_model.json'}, {result.output_dir / 'microbench.jsonl'}, "
+          f"{', '.join(str(p) for p in plots)}")
+    return 0

@@ -1,0 +1,155 @@
+"""YAML configuration files as (nested) dataclasses; an unknown or mistyped key is an error naming it.
+
+``load_config(path, ProfileConfig)`` reads a file; ``config_from_dict`` does the same for a dict, and
+``apply_overrides`` applies ``dotted.key=value`` strings (the ``--set`` flag) before validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar
+
+import yaml
+
+__all__ = ["ProfileConfig", "TimingConfig", "load_config", "config_from_dict", "apply_overrides",
+           "packaged_config", "config_to_dict"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class TimingConfig:
+    """How each block is timed (see ``nni_latency.timing.measure_latency``)."""
+
+    protocol: str = "rotate"
+    allocator: str = "steady"
+    working_set_mb: float = 64.0
+    min_run_time: float = 0.1
+    max_run_time: float = 0.6
+    max_spread: float = 0.10
+
+
+@dataclass
+class ProfileConfig:
+    """The micro-benchmark suite: what blocks to sample and how to measure and fit them."""
+
+    seed: int = 0
+    count: int = 100
+    batch: int = 1
+    dtype: str = "fp32"
+    threads: int = 1
+    model_kind: str = "relative_linear"
+    families: dict[str, float] = field(default_factory=lambda: {
+        "mbconv": 0.40, "conv_bn_relu": 0.15, "dw_separable": 0.12, "basic": 0.12, "bottleneck": 0.12,
+        "skip": 0.04, "shuffle": 0.0})
+    channels: list[int] = field(default_factory=lambda: [8, 512])
+    resolutions: list[int] = field(default_factory=lambda: [7, 14, 28, 56, 112])
+    kernels: list[int] = field(default_factory=lambda: [3, 5, 7])
+    expansions: list[int] = field(default_factory=lambda: [1, 3, 6])
+    groups: list[int] = field(default_factory=lambda: [1, 2])
+    strides: list[int] = field(default_factory=lambda: [1, 2])
+    max_mflops: float = 1500.0
+    timing: TimingConfig = field(default_factory=TimingConfig)
+
+
+def _suggest(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return config_from_dict(annotation, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, options[0], where)
+    if origin in (list, Sequence, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where} must be a list, got {value!r}")
+        (item_type, *_) = typing.get_args(annotation) or (Any,)
+        return [_coerce(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where} must be a mapping, got {value!r}")
+        _, value_type = typing.get_args(annotation) or (Any, Any)
+        return {str(k): _coerce(v, value_type, f"{where}.{k}") for k, v in value.items()}
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool) and not (
+            isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))):
+        raise ValueError(f"{where} must be {annotation.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise a one-line ValueError."""
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be a mapping of keys to values, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ValueError(f"unknown key {where}.{key}{_suggest(str(key), known)}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML scalars) to a nested dict, in place."""
+    for override in overrides:
+        if "=" not in override:
+            raise ValueError(f"override {override!r} must look like dotted.key=value")
+        dotted, raw = override.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {override!r}: {key!r} is not a section")
+        node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return data
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a config shipped with the package (``nni_latency/configs/NAME``)."""
+    path = Path(str(resources.files("nni_latency") / "configs" / name))
+    if not path.exists():
+        raise ValueError(f"no packaged config named {name!r}")
+    return path
+
+
+def load_config(path: str | os.PathLike, cls: type[T], overrides: Sequence[str] = ()) -> T:
+    """Read a YAML file into dataclass ``cls``; every problem is a one-line ValueError naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"config {str(path)!r} cannot be read ({error.strerror or error})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ValueError(f"config {str(path)!r} is not valid YAML{at}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"config {str(path)!r} must be a mapping of keys to values")
+    apply_overrides(data, overrides)
+    try:
+        return config_from_dict(cls, data)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None

@@ -1,0 +1,49 @@
+"""The short text summary printed after profiling or fitting: parameters, what bounds the device, fit quality."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["format_profile_summary", "bound_label"]
+
+
+def bound_label(breakdown: dict[str, float]) -> str:
+    """'compute-bound', 'memory-bound' or 'overhead-bound': the role with the largest share of time."""
+    role = max(breakdown, key=breakdown.get)
+    return f"{role}-bound"
+
+
+def _percent(value: float) -> str:
+    return "n/a" if not np.isfinite(value) else f"{100 * value:.1f}%"
+
+
+def format_profile_summary(model, records: Sequence[dict], reference=None, seconds: float | None = None) -> str:
+    rows = [r["features"] for r in records]
+    roles = {role: float(values.sum()) for role, values in model.breakdown_many(rows).items()}
+    total = sum(roles.values()) or 1.0
+    shares = {role: value / total for role, value in roles.items()}
+    lines = [f"device model: {model.kind} on {model.device.get('name', '?')} "
+             f"({model.device.get('threads', '?')} thread(s), {model.device.get('dtype', '?')}, "
+             f"batch {model.device.get('batch', '?')}, protocol {model.device.get('protocol', '?')})"]
+    if seconds is not None:
+        lines.append(f"profiled {len(records)} blocks in {seconds:.1f} s")
+    lines.append("parameters:")
+    for name, value in model.parameters.items():
+        if isinstance(value, dict):
+            lines.extend(f"  {name}.{k:<16} {v:.4g}" for k, v in value.items())
+        else:
+            lines.append(f"  {name:<24} {value:.4g}")
+    lines.append("time on the training blocks: " + ", ".join(f"{role} {_percent(share)}"
+                                                        for role, share in shares.items())
+                 + f" -> the device looks {bound_label(shares)} on this suite")
+    cv = model.metrics.get("cv", {})
+    if cv:
+        lines.append("cross-validated fit (5 folds, held-out rows):")
+        for kind, metrics in cv.items():
+            marker = "*" if kind == model.kind else " "
+            lines.append(f" {marker}{kind:<16} MdAPE {_percent(metrics['mdape'])}  within 10% "
+                         f"{_percent(metrics['within_10pct'])}  Kendall tau {metrics['kendall_tau']:.3f}  "
+                         f"r {metrics['pearson_r']:.3f}")
+    return "\n".join(lines)
