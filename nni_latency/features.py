@@ -9,6 +9,10 @@ FLOPs formula (documented once, used everywhere): FLOPs = 2 x multiply-accumulat
     convolution           MACs = output elements x (C_in / groups) x prod(kernel)
     transposed conv       MACs = input elements  x (C_out / groups) x prod(kernel)
     mm / addmm / bmm      MACs = rows x inner x cols (x batch)
+
+The ``vflops_*`` features repeat the per-kind FLOPs with every channel count rounded up to a multiple
+of 16, the fp32 vector width that oneDNN blocks channels by on AVX-512: a 24-channel conv costs about
+what a 32-channel one does. Per-kind conv counts carry the per-call overhead, which differs by kind.
 """
 
 from __future__ import annotations
@@ -54,6 +58,14 @@ FEATURE_DOCS: dict[str, str] = {
     "mem_elements": "input + output elements of every other non-view op (BN, activations, add, pool, cat, ...)",
     "conv_ops": "number of convolution / linear op calls",
     "mem_ops": "number of other non-view op calls",
+    "vflops_dense": "flops_dense with channels rounded up to a multiple of 16 (vector width)",
+    "vflops_pointwise": "flops_pointwise with channels rounded up to a multiple of 16",
+    "vflops_grouped": "flops_grouped with channels per group rounded up to a multiple of 16",
+    "vflops_depthwise": "flops_depthwise with channels rounded up to a multiple of 16",
+    "convs_dense": "number of dense (ungrouped, kernel > 1) convolutions",
+    "convs_pointwise": "number of 1x1 convolutions and matrix multiplies",
+    "convs_grouped": "number of grouped, not depthwise, convolutions",
+    "convs_depthwise": "number of depthwise convolutions",
 }
 
 
@@ -62,6 +74,9 @@ FEATURE_ROLES: dict[str, str] = {
     "flops": "compute", "flops_dense": "compute", "flops_pointwise": "compute", "flops_grouped": "compute",
     "flops_depthwise": "compute", "acts": "memory", "inp": "memory", "weights": "memory",
     "mem_elements": "memory", "conv_ops": "overhead", "mem_ops": "overhead",
+    "vflops_dense": "compute", "vflops_pointwise": "compute", "vflops_grouped": "compute",
+    "vflops_depthwise": "compute", "convs_dense": "overhead", "convs_pointwise": "overhead",
+    "convs_grouped": "overhead", "convs_depthwise": "overhead",
 }
 
 
@@ -80,6 +95,14 @@ class BlockFeatures:
     mem_elements: float = 0.0
     conv_ops: float = 0.0
     mem_ops: float = 0.0
+    vflops_dense: float = 0.0
+    vflops_pointwise: float = 0.0
+    vflops_grouped: float = 0.0
+    vflops_depthwise: float = 0.0
+    convs_dense: float = 0.0
+    convs_pointwise: float = 0.0
+    convs_grouped: float = 0.0
+    convs_depthwise: float = 0.0
     op_counts: dict[str, int] = field(default_factory=dict, compare=False)
     uncovered: tuple[str, ...] = field(default=(), compare=False)
 
@@ -132,6 +155,11 @@ _MEMORY_OPS = {
 }
 
 _CONV_OPS = {"convolution", "_convolution", "convolution_overrideable"}
+_VECTOR_WIDTH = 16
+
+
+def _vector_padded(channels: int) -> int:
+    return -(-channels // _VECTOR_WIDTH) * _VECTOR_WIDTH
 _MATMUL_OPS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear"}
 
 
@@ -149,30 +177,33 @@ def _conv_features(args: Sequence[Any], out: torch.Tensor) -> dict[str, float]:
     x, weight = args[0], args[1]
     transposed, groups = bool(args[6]), int(args[8])
     kernel = math.prod(weight.shape[2:])
-    c_in = x.shape[1]
+    c_in, c_out = x.shape[1], out.shape[1]
     if transposed:
         macs = x.numel() * (weight.shape[1]) * kernel  # weight[1] is C_out / groups
+        positions = x.numel() // c_in  # the sliding happens over the input positions
     else:
         macs = out.numel() * weight.shape[1] * kernel  # weight[1] is C_in / groups
+        positions = out.numel() // c_out
     flops = 2.0 * macs
     if groups > 1 and groups == c_in:
-        kind = "flops_depthwise"
-    elif groups > 1:
-        kind = "flops_grouped"
-    elif kernel == 1:
-        kind = "flops_pointwise"
+        kind = "depthwise"
+        vector_macs = positions * _vector_padded(max(c_in, c_out)) * kernel
     else:
-        kind = "flops_dense"
-    return {"acts": out.numel(), "inp": x.numel(), "flops": flops, kind: flops, "weights": weight.numel()}
+        kind = "grouped" if groups > 1 else ("pointwise" if kernel == 1 else "dense")
+        vector_macs = (positions * groups * _vector_padded(c_in // groups) * _vector_padded(c_out // groups)
+                       * kernel)
+    return {"acts": out.numel(), "inp": x.numel(), "flops": flops, f"flops_{kind}": flops,
+            "weights": weight.numel(), f"vflops_{kind}": 2.0 * vector_macs, f"convs_{kind}": 1}
 
 
 def _matmul_features(name: str, args: Sequence[Any], out: torch.Tensor) -> dict[str, float]:
     # mm(a[n,k], b[k,m]); addmm(bias, a, b); bmm(a[B,n,k], b[B,k,m]); baddbmm(bias, a, b) -> out
     a, b = (args[1], args[2]) if name in ("addmm", "baddbmm") else (args[0], args[1])
-    inner = a.shape[-1]
+    inner, cols = a.shape[-1], out.shape[-1]
     flops = 2.0 * out.numel() * inner
+    vector_flops = 2.0 * (out.numel() // cols) * _vector_padded(inner) * _vector_padded(cols)
     return {"acts": out.numel(), "inp": a.numel(), "flops": flops, "flops_pointwise": flops,
-            "weights": b.numel()}
+            "weights": b.numel(), "vflops_pointwise": vector_flops, "convs_pointwise": 1}
 
 
 class _FeatureCounter(TorchDispatchMode):

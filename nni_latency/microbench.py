@@ -127,8 +127,14 @@ def load_records(path: str | Path) -> list[dict]:
         if not isinstance(latency, (int, float)) or not math.isfinite(latency) or latency <= 0:
             dropped += 1
             continue
-        if not isinstance(record.get("features"), dict) or any(n not in record["features"] for n in FEATURE_NAMES):
-            raise ValueError(f"{path}: row {record.get('key', '?')!r} lacks features; re-profile to recreate it")
+        features = record.get("features")
+        if not isinstance(features, dict) or any(n not in features for n in FEATURE_NAMES):
+            # Rows from an older feature set: recount from the block spec (a forward pass, no timing).
+            if not isinstance(record.get("spec"), dict):
+                raise ValueError(f"{path}: row {record.get('key', '?')!r} lacks features and a block spec; "
+                                 "re-profile to recreate it")
+            spec = BlockSpec(**record["spec"])
+            record["features"] = extract_features(spec.build(), spec.input_shape).as_dict()
         records.append(record)
     if dropped:
         warnings.warn(f"{path}: dropped {dropped} row(s) with NaN, inf or non-positive latency", stacklevel=2)

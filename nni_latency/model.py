@@ -3,8 +3,8 @@
 Kinds:
   * ``two_regime``: the published reference. initial = a*ACTS + b*INP + c*FLOPs + d; below a learned
     breakpoint, predicted = slope*initial + offset, else initial. Least squares, as published.
-  * ``relative_linear``: non-negative weights on every additive feature (per-kind FLOPs, weights,
-    memory traffic, op counts), fitted to minimise squared *relative* error. Non-negative weights keep
+  * ``relative_linear``: non-negative weights on additive features (per-kind FLOPs at vector-padded
+    channel counts, weights, memory traffic, per-kind op counts), fitted to minimise squared *relative* error. Non-negative weights keep
     each term a cost, so predictions stay additive and extrapolate sanely; relative error keeps
     small blocks from being ignored. It is the default because it measures best on held-out blocks.
   * ``flops``: latency = c*FLOPs + d, the proxy NNI's FlopsProfiler amounts to (a baseline).
@@ -147,8 +147,9 @@ class RelativeLinearModel(_LatencyRegressor):
     """latency = sum_k w_k * feature_k + w_0 with w >= 0, minimising sum(((pred - y) / y)^2)."""
 
     kind = "relative_linear"
-    feature_names = ("flops_dense", "flops_pointwise", "flops_grouped", "flops_depthwise", "acts", "inp",
-                     "weights", "mem_elements", "conv_ops", "mem_ops")
+    feature_names = ("vflops_dense", "vflops_pointwise", "vflops_grouped", "vflops_depthwise", "acts", "inp",
+                     "weights", "mem_elements", "convs_dense", "convs_pointwise", "convs_grouped",
+                     "convs_depthwise", "mem_ops")
 
     def fit(self, X, y):
         X, y = np.asarray(X, float), np.asarray(y, float)
