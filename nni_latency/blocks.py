@@ -13,14 +13,21 @@ import torch
 from torch import nn
 
 __all__ = [
-    "BlockSpec", "FAMILIES", "build_block", "ConvBNAct", "MBConv", "DepthwiseSeparable", "BasicBlock",
+    "BlockSpec", "FAMILIES", "ACTIVATIONS", "build_block", "ConvBNAct", "MBConv", "DepthwiseSeparable", "BasicBlock",
     "Bottleneck", "SqueezeExcite", "ShuffleUnit", "Skip",
 ]
 
 
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True), "relu6": lambda: nn.ReLU6(inplace=True),
+    "hswish": lambda: nn.Hardswish(inplace=True), "silu": lambda: nn.SiLU(inplace=True),
+}
+
+
 def _activation(name: str) -> nn.Module:
-    return {"relu": nn.ReLU(inplace=True), "relu6": nn.ReLU6(inplace=True),
-            "hswish": nn.Hardswish(inplace=True), "silu": nn.SiLU(inplace=True)}[name]
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}: use one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
 
 
 class ConvBNAct(nn.Sequential):
@@ -75,18 +82,19 @@ class MBConv(nn.Module):
 class DepthwiseSeparable(nn.Sequential):
     """MobileNetV1 unit: kxk depthwise then 1x1 pointwise, each with BN and activation."""
 
+
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, act: str = "relu"):
         super().__init__(ConvBNAct(c_in, c_in, kernel, stride, groups=c_in, act=act),
                          ConvBNAct(c_in, c_out, 1, act=act))
 
 
 class _Residual(nn.Module):
-    def __init__(self, body: nn.Module, c_in: int, c_out: int, stride: int):
+    def __init__(self, body: nn.Module, c_in: int, c_out: int, stride: int, act: str = "relu"):
         super().__init__()
         self.body = body
         self.shortcut = (nn.Identity() if stride == 1 and c_in == c_out
                          else ConvBNAct(c_in, c_out, 1, stride, act=None))
-        self.act = nn.ReLU(inplace=True)
+        self.act = _activation(act)
 
     def forward(self, x):
         return self.act(self.body(x) + self.shortcut(x))
@@ -95,25 +103,26 @@ class _Residual(nn.Module):
 class BasicBlock(_Residual):
     """ResNet basic block: two kxk convs (optionally grouped) and a shortcut."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1, se: bool = False):
-        layers = [ConvBNAct(c_in, c_out, kernel, stride, groups=groups),
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1, se: bool = False,
+                 act: str = "relu"):
+        layers = [ConvBNAct(c_in, c_out, kernel, stride, groups=groups, act=act),
                   ConvBNAct(c_out, c_out, kernel, groups=groups, act=None)]
         if se:
             layers.append(SqueezeExcite(c_out))
-        super().__init__(nn.Sequential(*layers), c_in, c_out, stride)
+        super().__init__(nn.Sequential(*layers), c_in, c_out, stride, act)
 
 
 class Bottleneck(_Residual):
     """ResNet / ResNeXt bottleneck: 1x1 reduce, kxk (grouped for ResNeXt), 1x1 expand, shortcut."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, groups: int = 1,
-                 reduction: int = 4, se: bool = False):
+                 reduction: int = 4, se: bool = False, act: str = "relu"):
         mid = max(groups, (c_out // reduction) // groups * groups)
-        layers = [ConvBNAct(c_in, mid, 1), ConvBNAct(mid, mid, kernel, stride, groups=groups),
+        layers = [ConvBNAct(c_in, mid, 1, act=act), ConvBNAct(mid, mid, kernel, stride, groups=groups, act=act),
                   ConvBNAct(mid, c_out, 1, act=None)]
         if se:
             layers.append(SqueezeExcite(c_out))
-        super().__init__(nn.Sequential(*layers), c_in, c_out, stride)
+        super().__init__(nn.Sequential(*layers), c_in, c_out, stride, act)
 
 
 class ShuffleUnit(nn.Module):
@@ -151,16 +160,12 @@ class Skip(nn.Module):
         return x if self.proj is None else self.proj(x)
 
 
-def _build_mbconv(s: BlockSpec) -> nn.Module:
-    return MBConv(s.c_in, s.c_out, s.kernel, s.stride, s.expansion, s.groups, s.se)
-
-
 FAMILIES: dict[str, Callable[[BlockSpec], nn.Module]] = {
-    "mbconv": _build_mbconv,
-    "conv_bn_relu": lambda s: ConvBNAct(s.c_in, s.c_out, s.kernel, s.stride, s.groups),
-    "dw_separable": lambda s: DepthwiseSeparable(s.c_in, s.c_out, s.kernel, s.stride),
-    "basic": lambda s: BasicBlock(s.c_in, s.c_out, s.kernel, s.stride, s.groups, s.se),
-    "bottleneck": lambda s: Bottleneck(s.c_in, s.c_out, s.kernel, s.stride, s.groups, se=s.se),
+    "mbconv": lambda s: MBConv(s.c_in, s.c_out, s.kernel, s.stride, s.expansion, s.groups, s.se, s.act),
+    "conv_bn_relu": lambda s: ConvBNAct(s.c_in, s.c_out, s.kernel, s.stride, s.groups, s.act),
+    "dw_separable": lambda s: DepthwiseSeparable(s.c_in, s.c_out, s.kernel, s.stride, s.act),
+    "basic": lambda s: BasicBlock(s.c_in, s.c_out, s.kernel, s.stride, s.groups, s.se, s.act),
+    "bottleneck": lambda s: Bottleneck(s.c_in, s.c_out, s.kernel, s.stride, s.groups, se=s.se, act=s.act),
     "shuffle": lambda s: ShuffleUnit(s.c_in, s.c_out, s.kernel, s.stride),
     "skip": lambda s: Skip(s.c_in, s.c_out, s.stride),
 }
@@ -180,6 +185,7 @@ class BlockSpec:
     groups: int = 1
     se: bool = False
     batch: int = 1
+    act: str = "relu"
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -191,6 +197,7 @@ class BlockSpec:
         extras = f"_e{self.expansion}" if self.family == "mbconv" else ""
         extras += f"_g{self.groups}" if self.groups != 1 else ""
         extras += "_se" if self.se else ""
+        extras += f"_{self.act}" if self.act != "relu" else ""
         return (f"{self.family}_k{self.kernel}{extras}_c{self.c_in}-{self.c_out}_r{self.resolution}"
                 f"_s{self.stride}_b{self.batch}")
 

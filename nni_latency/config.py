@@ -53,8 +53,12 @@ class ProfileConfig:
     resolutions: list[int] = field(default_factory=lambda: [7, 14, 28, 56, 112])
     kernels: list[int] = field(default_factory=lambda: [3, 5, 7])
     expansions: list[int] = field(default_factory=lambda: [1, 3, 6])
-    groups: list[int] = field(default_factory=lambda: [1, 2])
+    groups: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     strides: list[int] = field(default_factory=lambda: [1, 2])
+    activations: list[str] = field(default_factory=lambda: ["relu", "relu", "relu6", "hswish", "silu"])
+    se_share: float = 0.15
+    extra_batches: list[int] = field(default_factory=lambda: [2, 4])
+    extra_batch_share: float = 0.15
     max_mflops: float = 1500.0
     timing: TimingConfig = field(default_factory=TimingConfig)
 

@@ -50,19 +50,25 @@ def _random_spec(family: str, rng: np.random.Generator, config: ProfileConfig) -
     stride = int(rng.choice(config.strides)) if resolution > min(config.resolutions) else 1
     kernel = int(rng.choice(config.kernels))
     expansion, groups = 1, 1
+    act = str(rng.choice(config.activations))
+    se = family in ("mbconv", "basic", "bottleneck") and rng.random() < config.se_share
+    batch = int(rng.choice(config.extra_batches)) if config.extra_batches and rng.random() < config.extra_batch_share \
+        else config.batch
     if family == "mbconv":
         expansion = int(rng.choice(config.expansions))
-        groups = int(rng.choice(config.groups))
+        groups = int(rng.choice([g for g in config.groups if g <= 2] or [1]))  # FBNet groups its 1x1s by 2
     elif family in ("conv_bn_relu", "bottleneck"):
-        groups = int(rng.choice(config.groups)) if rng.random() < 0.3 else 1
+        groups = int(rng.choice(config.groups)) if rng.random() < 0.4 else 1
         kernel = 1 if family == "conv_bn_relu" and rng.random() < 0.3 else kernel
     elif family == "basic":
         kernel = 3
     elif family == "skip":
-        stride, c_out = 1, c_in
+        stride, c_out, act, se = 1, c_in, "relu", False
     if family == "bottleneck":
         c_out = max(c_out, 4 * 8 * groups)
-    return BlockSpec(family, c_in, c_out, resolution, stride, kernel, expansion, groups, batch=config.batch)
+    if family == "conv_bn_relu" and groups > 1:
+        c_in, c_out = _round_channels(c_in, 8 * groups), _round_channels(c_out, 8 * groups)
+    return BlockSpec(family, c_in, c_out, resolution, stride, kernel, expansion, groups, se, batch, act)
 
 
 def _work_proxy(spec: BlockSpec) -> float:
