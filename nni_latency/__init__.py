@@ -11,6 +11,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+source"
 
+from .analysis import Report, analyze
 from .blocks import BlockSpec, build_block
 from .features import FEATURE_NAMES, BlockFeatures, extract_features
 from .model import DEFAULT_KIND, MODEL_KINDS, FlopsModel, LatencyModel, RelativeLinearModel, TwoRegimeModel
@@ -31,4 +32,6 @@ __all__ = [
     "FlopsModel",
     "MODEL_KINDS",
     "DEFAULT_KIND",
+    "analyze",
+    "Report",
 ]

@@ -14,7 +14,7 @@ from torch import nn
 
 __all__ = [
     "BlockSpec", "FAMILIES", "ACTIVATIONS", "build_block", "ConvBNAct", "MBConv", "DepthwiseSeparable", "BasicBlock",
-    "Bottleneck", "SqueezeExcite", "ShuffleUnit", "Skip",
+    "Bottleneck", "SqueezeExcite", "ShuffleUnit", "Skip", "Classifier",
 ]
 
 
@@ -149,6 +149,13 @@ class ShuffleUnit(nn.Module):
         return out.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
+class Classifier(nn.Sequential):
+    """Network head: global average pool, flatten, fully connected layer."""
+
+    def __init__(self, c_in: int, classes: int):
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, classes))
+
+
 class Skip(nn.Module):
     """FBNet's skip candidate: identity, or a 1x1 projection when the stride or width changes."""
 
@@ -168,6 +175,10 @@ FAMILIES: dict[str, Callable[[BlockSpec], nn.Module]] = {
     "bottleneck": lambda s: Bottleneck(s.c_in, s.c_out, s.kernel, s.stride, s.groups, se=s.se, act=s.act),
     "shuffle": lambda s: ShuffleUnit(s.c_in, s.c_out, s.kernel, s.stride),
     "skip": lambda s: Skip(s.c_in, s.c_out, s.stride),
+    # Stems and transitions: the window ops whose cost per element differs from BN or activations.
+    "classifier": lambda s: Classifier(s.c_in, s.c_out),
+    "maxpool": lambda s: nn.MaxPool2d(s.kernel, s.stride, s.kernel // 2),
+    "avgpool": lambda s: nn.AvgPool2d(s.kernel, s.stride, s.kernel // 2),
 }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import operator
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ FEATURE_DOCS: dict[str, str] = {
     "convs_pointwise": "number of 1x1 convolutions and matrix multiplies",
     "convs_grouped": "number of grouped, not depthwise, convolutions",
     "convs_depthwise": "number of depthwise convolutions",
+    "maxpool_work": "output elements x window size of max pooling (window ops cost per window element)",
+    "avgpool_work": "output elements x window size of average pooling",
 }
 
 
@@ -76,7 +79,8 @@ FEATURE_ROLES: dict[str, str] = {
     "mem_elements": "memory", "conv_ops": "overhead", "mem_ops": "overhead",
     "vflops_dense": "compute", "vflops_pointwise": "compute", "vflops_grouped": "compute",
     "vflops_depthwise": "compute", "convs_dense": "overhead", "convs_pointwise": "overhead",
-    "convs_grouped": "overhead", "convs_depthwise": "overhead",
+    "convs_grouped": "overhead", "convs_depthwise": "overhead", "maxpool_work": "memory",
+    "avgpool_work": "memory",
 }
 
 
@@ -103,6 +107,8 @@ class BlockFeatures:
     convs_pointwise: float = 0.0
     convs_grouped: float = 0.0
     convs_depthwise: float = 0.0
+    maxpool_work: float = 0.0
+    avgpool_work: float = 0.0
     op_counts: dict[str, int] = field(default_factory=dict, compare=False)
     uncovered: tuple[str, ...] = field(default=(), compare=False)
 
@@ -155,6 +161,10 @@ _MEMORY_OPS = {
 }
 
 _CONV_OPS = {"convolution", "_convolution", "convolution_overrideable"}
+# Windowed pooling: (op name -> feature). Adaptive pooling is a plain reduction and stays a memory op.
+_WINDOW_OPS = {"max_pool1d": "maxpool_work", "max_pool2d": "maxpool_work", "max_pool3d": "maxpool_work",
+               "max_pool2d_with_indices": "maxpool_work", "max_pool3d_with_indices": "maxpool_work",
+               "avg_pool1d": "avgpool_work", "avg_pool2d": "avgpool_work", "avg_pool3d": "avgpool_work"}
 _VECTOR_WIDTH = 16
 
 
@@ -230,7 +240,11 @@ class _FeatureCounter(TorchDispatchMode):
             self.totals.update(_matmul_features(name, args, out))
             self.totals["conv_ops"] += 1
         else:
-            if name not in _MEMORY_OPS and name not in self.uncovered:
+            if name in _WINDOW_OPS:
+                # pool(input, kernel_size, ...) -> output (or (output, indices)); work = outputs x window
+                result = out[0] if isinstance(out, (tuple, list)) else out
+                self.totals[_WINDOW_OPS[name]] += result.numel() * math.prod(args[1])
+            elif name not in _MEMORY_OPS and name not in self.uncovered:
                 self.uncovered[name] = self._module_stack[-1] if self._module_stack else "<root>"
             self.totals["mem_elements"] += _numel(args) + _numel(out)
             self.totals["mem_ops"] += 1
@@ -240,10 +254,16 @@ class _FeatureCounter(TorchDispatchMode):
 def make_inputs(input_shape: Sequence[int] | Sequence[Sequence[int]], device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32, seed: int | None = 0) -> tuple[torch.Tensor, ...]:
     """Random input tensors for a shape (``N,C,H,W``) or a list of shapes (one per argument)."""
-    shapes = [input_shape] if all(isinstance(d, int) for d in input_shape) else list(input_shape)
-    for shape in shapes:
-        if not shape or any((not isinstance(d, int)) or d <= 0 for d in shape):
-            raise ValueError(f"input shape {tuple(shape)} is invalid: give positive integers such as 1,3,224,224")
+    nested = len(input_shape) > 0 and all(isinstance(d, (list, tuple, torch.Size)) for d in input_shape)
+    shapes = [tuple(shape) for shape in input_shape] if nested else [tuple(input_shape)]
+    for index, shape in enumerate(shapes):
+        try:
+            dims = tuple(operator.index(d) for d in shape)  # ints, numpy ints, torch.Size; never floats
+        except TypeError:
+            dims = ()
+        if not dims or any(d <= 0 for d in dims):
+            raise ValueError(f"input shape {shape} is invalid: give positive integers such as 1,3,224,224")
+        shapes[index] = dims
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return tuple(torch.randn(*shape, generator=generator).to(device=device, dtype=dtype) for shape in shapes)
 

@@ -1,30 +1,65 @@
-"""Error metrics for latency predictions; relative errors, since latencies span four decades."""
+"""Error metrics for latency predictions; relative errors, since latencies span four decades.
+
+Errors are fractions (``mdape`` 0.05 means a median error of 5%). Kendall tau is the metric that
+matters to a search: it says whether the predictor ranks candidates as the device does.
+"""
 
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+import math
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 from scipy import stats
 from sklearn.metrics import r2_score
 
-__all__ = ["absolute_percentage_errors", "regression_metrics", "within_group_kendall"]
+__all__ = ["absolute_percentage_errors", "regression_metrics", "within_group_kendall", "per_group_errors",
+           "json_safe"]
+
+
+def _checked(measured, predicted) -> tuple[np.ndarray, np.ndarray]:
+    measured, predicted = np.asarray(measured, float).ravel(), np.asarray(predicted, float).ravel()
+    if measured.shape != predicted.shape:
+        raise ValueError(f"{len(measured)} measured latencies but {len(predicted)} predictions; pass one each")
+    if np.any(~np.isfinite(measured)) or np.any(measured <= 0):
+        raise ValueError("measured latencies must be finite and positive; drop failed or zero measurements first")
+    if np.any(~np.isfinite(predicted)):
+        raise ValueError("predictions contain NaN or inf; check the model and the features it was given")
+    return measured, predicted
 
 
 def absolute_percentage_errors(measured, predicted) -> np.ndarray:
-    measured, predicted = np.asarray(measured, float), np.asarray(predicted, float)
+    """|predicted - measured| / measured, per point."""
+    measured, predicted = _checked(measured, predicted)
     return np.abs(predicted - measured) / measured
 
 
+def _median_or_nan(values: np.ndarray) -> float:
+    return float(np.median(values)) if len(values) else float("nan")
+
+
+def _kendall(measured: np.ndarray, predicted: np.ndarray) -> float:
+    # Constant input has no ranking; scipy warns and returns NaN, which is the honest answer.
+    if len(measured) < 2 or np.ptp(measured) == 0 or np.ptp(predicted) == 0:
+        return float("nan")
+    return float(stats.kendalltau(measured, predicted).statistic)
+
+
 def within_group_kendall(measured, predicted, groups: Sequence[Hashable], min_size: int = 3) -> dict[str, float]:
-    """Kendall tau inside each group (e.g. the candidates of one FBNet layer), then its mean and median."""
-    measured, predicted = np.asarray(measured, float), np.asarray(predicted, float)
+    """Kendall tau inside each group (e.g. the candidates of one FBNet layer), then its mean and median.
+
+    A search only compares candidates of the same layer, so this is the ranking that steers it.
+    Groups smaller than ``min_size`` (or with a ranking undefined by ties) are left out.
+    """
+    measured, predicted = _checked(measured, predicted)
     labels = np.asarray([str(g) for g in groups])
+    if len(labels) != len(measured):
+        raise ValueError(f"{len(labels)} group labels for {len(measured)} points; pass one label per point")
     taus = []
     for label in np.unique(labels):
         members = labels == label
         if members.sum() >= min_size:
-            tau = stats.kendalltau(measured[members], predicted[members]).statistic
+            tau = _kendall(measured[members], predicted[members])
             if np.isfinite(tau):
                 taus.append(tau)
     if not taus:
@@ -32,23 +67,50 @@ def within_group_kendall(measured, predicted, groups: Sequence[Hashable], min_si
     return {"groups": len(taus), "mean": float(np.mean(taus)), "median": float(np.median(taus))}
 
 
-def regression_metrics(measured, predicted, threshold_ms: float = 2.0) -> dict[str, float]:
-    """MdAPE overall and below/above ``threshold_ms``, share within 10%, Pearson r, R^2, Kendall tau."""
-    measured, predicted = np.asarray(measured, float), np.asarray(predicted, float)
+def per_group_errors(measured, predicted, groups: Sequence[Hashable]) -> dict[str, dict[str, float]]:
+    """Count, MdAPE and share within 10% per group label (e.g. per block family), sorted by label."""
     errors = absolute_percentage_errors(measured, predicted)
+    labels = np.asarray([str(g) for g in groups])
+    if len(labels) != len(errors):
+        raise ValueError(f"{len(labels)} group labels for {len(errors)} points; pass one label per point")
+    return {str(label): {"count": int((labels == label).sum()),
+                         "mdape": _median_or_nan(errors[labels == label]),
+                         "within_10pct": float(np.mean(errors[labels == label] <= 0.10))}
+            for label in np.unique(labels)}
+
+
+def regression_metrics(measured, predicted, threshold_ms: float = 2.0) -> dict[str, float]:
+    """MdAPE overall and below/above ``threshold_ms``, share within 10%, Pearson r, R^2, Kendall tau.
+
+    The split at 2 ms follows the published A100 results, where small blocks are the hard regime.
+    """
+    measured, predicted = _checked(measured, predicted)
+    errors = np.abs(predicted - measured) / measured
     low, high = measured < threshold_ms, measured >= threshold_ms
-
-    def median_or_nan(values):
-        return float(np.median(values)) if len(values) else float("nan")
-
+    varied = len(measured) > 2 and np.ptp(measured) > 0 and np.ptp(predicted) > 0
     return {
         "count": int(len(measured)),
-        "mdape": median_or_nan(errors),
-        "mdape_low": median_or_nan(errors[low]),
-        "mdape_high": median_or_nan(errors[high]),
+        "count_low": int(low.sum()),
+        "count_high": int(high.sum()),
+        "mdape": _median_or_nan(errors),
+        "mdape_low": _median_or_nan(errors[low]),
+        "mdape_high": _median_or_nan(errors[high]),
         "threshold_ms": float(threshold_ms),
         "within_10pct": float(np.mean(errors <= 0.10)) if len(errors) else float("nan"),
-        "pearson_r": float(stats.pearsonr(measured, predicted).statistic) if len(measured) > 2 else float("nan"),
+        "pearson_r": float(stats.pearsonr(measured, predicted).statistic) if varied else float("nan"),
         "r2": float(r2_score(measured, predicted)) if len(measured) > 1 else float("nan"),
-        "kendall_tau": float(stats.kendalltau(measured, predicted).statistic) if len(measured) > 1 else float("nan"),
+        "kendall_tau": _kendall(measured, predicted),
     }
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf floats replaced by None and numpy scalars made Python, for strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -30,10 +30,11 @@ from .timing import measure_latency, resolve_device, resolve_dtype
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["sample_specs", "measure_specs", "fit_records", "run_profile", "ProfileResult", "device_description",
+__all__ = ["sample_specs", "measure_specs", "fit_records", "cross_validated_predictions", "run_profile", "ProfileResult", "device_description",
            "load_records", "MIN_POINTS"]
 
-MIN_POINTS = 12
+# Enough that every kind still fits on the 4/5 of the rows a cross-validation fold trains on.
+MIN_POINTS = max(math.ceil(cls.min_points * 5 / 4) for cls in MODEL_KINDS.values())
 # What a measured row must agree on with the current run to be reused on resume.
 _PROTOCOL_KEYS = ("device", "threads", "dtype", "protocol", "allocator")
 
@@ -62,10 +63,19 @@ def _random_spec(family: str, rng: np.random.Generator, config: ProfileConfig) -
         kernel = 1 if family == "conv_bn_relu" and rng.random() < 0.3 else kernel
     elif family == "basic":
         kernel = 3
-    elif family == "skip":
-        stride, c_out, act, se = 1, c_in, "relu", False
+    elif family in ("skip", "maxpool", "avgpool"):
+        c_out, act, se = c_in, "relu", False
+        stride = 1 if family == "skip" else stride
+        kernel = int(rng.choice([2, 3])) if family != "skip" else kernel
     if family == "bottleneck":
         c_out = max(c_out, 4 * 8 * groups)
+    if family == "conv_bn_relu" and groups == 1 and rng.random() < 0.2:
+        # A network stem: RGB input at full resolution (C_in = 3 is handled unlike any padded channel count).
+        c_in, stride, resolution = 3, 2, int(rng.choice([max(config.resolutions), 2 * max(config.resolutions)]))
+        kernel = int(rng.choice([3, 5, 7]))
+    if family == "classifier":
+        c_in = _round_channels(c_in * 4)
+        c_out, resolution, stride, kernel = int(rng.choice([10, 100, 1000])), int(rng.choice([1, 7])), 1, 1
     if family == "conv_bn_relu" and groups > 1:
         c_in, c_out = _round_channels(c_in, 8 * groups), _round_channels(c_out, 8 * groups)
     return BlockSpec(family, c_in, c_out, resolution, stride, kernel, expansion, groups, se, batch, act)
@@ -177,8 +187,8 @@ def measure_specs(specs: Sequence[BlockSpec], dataset: Path, protocol_info: dict
     return [r for k, r in existing.items() if k in wanted]
 
 
-def cross_validated_metrics(records: Sequence[dict], kind: str, folds: int = 5, seed: int = 0) -> dict[str, float]:
-    """Metrics of ``kind`` on held-out folds of the profiling rows (never on its own training rows)."""
+def cross_validated_predictions(records: Sequence[dict], kind: str, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Each row's prediction by a ``kind`` model fitted on the other folds (never on the row itself)."""
     from sklearn.model_selection import KFold
 
     y = np.array([r["latency_ms"] for r in records])
@@ -190,7 +200,13 @@ def cross_validated_metrics(records: Sequence[dict], kind: str, folds: int = 5, 
         for train, test in splitter.split(y):
             fold_model = LatencyModel.fit([rows[i] for i in train], y[train], kind=kind)
             predictions[test] = fold_model.predict_many([rows[i] for i in test])
-    return regression_metrics(y, predictions)
+    return predictions
+
+
+def cross_validated_metrics(records: Sequence[dict], kind: str, folds: int = 5, seed: int = 0) -> dict[str, float]:
+    """Metrics of ``kind`` on held-out folds of the profiling rows."""
+    y = np.array([r["latency_ms"] for r in records])
+    return regression_metrics(y, cross_validated_predictions(records, kind, folds, seed))
 
 
 def fit_records(records: Sequence[dict], kind: str, device: dict[str, Any] | None = None,
@@ -217,13 +233,37 @@ class ProfileResult:
     seconds: float
 
 
+def validate_profile_config(config: ProfileConfig, threads: int) -> None:
+    """Check every value before anything is measured, so a typo never costs a whole run."""
+    from .timing import ALLOCATORS, PROTOCOLS
+
+    checks = [
+        (config.model_kind in MODEL_KINDS,
+         f"unknown model kind {config.model_kind!r} in model_kind: use one of {', '.join(MODEL_KINDS)}"),
+        (threads >= 1, f"threads must be at least 1, got {threads}"),
+        (config.count >= MIN_POINTS, f"count must be at least {MIN_POINTS} to fit and cross-validate, got {config.count}"),
+        (config.batch >= 1 and all(b >= 1 for b in config.extra_batches), "batch sizes must be at least 1"),
+        (len(config.channels) == 2 and 1 <= config.channels[0] <= config.channels[1],
+         f"channels must be [low, high] with 1 <= low <= high, got {config.channels}"),
+        (bool(config.resolutions) and all(r >= 1 for r in config.resolutions), "resolutions must be positive"),
+        (config.timing.protocol in PROTOCOLS, f"timing.protocol must be one of {', '.join(PROTOCOLS)}"),
+        (config.timing.allocator in ALLOCATORS, f"timing.allocator must be one of {', '.join(ALLOCATORS)}"),
+        (0 < config.timing.min_run_time <= config.timing.max_run_time,
+         "timing: need 0 < min_run_time <= max_run_time"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+
+
 def run_profile(config: ProfileConfig, device: str = "cpu", output_dir: str | Path = "runs/profile",
                 threads: int | None = None, progress: bool = True) -> ProfileResult:
     """Benchmark the suite on ``device``, fit ``config.model_kind`` and write the device model and dataset."""
     started = time.perf_counter()
     torch_device = resolve_device(device)
     resolve_dtype(config.dtype, torch_device)
-    threads = threads or config.threads
+    threads = config.threads if threads is None else threads
+    validate_profile_config(config, threads)
     out = ensure_writable_dir(output_dir)
     specs = sample_specs(config)
     timing = config.timing

@@ -48,6 +48,7 @@ class _LatencyRegressor(RegressorMixin, BaseEstimator):
 
     kind: ClassVar[str]
     feature_names: ClassVar[tuple[str, ...]]
+    min_points: ClassVar[int]
 
     def get_state(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -75,12 +76,15 @@ class TwoRegimeModel(_LatencyRegressor):
 
     kind = "two_regime"
     feature_names = ("acts", "inp", "flops")
+    min_points = 6
 
     def __init__(self, n_splits: int = 20):
         self.n_splits = n_splits
 
     def fit(self, X, y):
         X, y = np.asarray(X, float), np.asarray(y, float)
+        if len(y) < self.min_points:
+            raise ValueError(f"two_regime needs at least {self.min_points} points to fit, got {len(y)}")
         design = np.column_stack([X, np.ones(len(X))])
         best = None
         splits = np.unique(np.quantile(y, np.linspace(0.0, 0.8, self.n_splits)))
@@ -94,7 +98,7 @@ class TwoRegimeModel(_LatencyRegressor):
                 if best is None or sse < best[0] - 1e-12 * max(1.0, best[0]):
                     best = (sse, linear, breakpoint, slope, offset)
         if best is None:
-            raise ValueError(f"two_regime needs at least {design.shape[1] + 1} points to fit, got {len(y)}")
+            raise ValueError(f"two_regime needs at least {self.min_points} points to fit, got {len(y)}")
         _, linear, self.breakpoint_, self.slope_, self.offset_ = best
         self.coef_, self.intercept_ = linear[:-1], float(linear[-1])
         return self
@@ -139,7 +143,9 @@ class TwoRegimeModel(_LatencyRegressor):
         model = cls()
         model.coef_ = np.array([state["a"], state["b"], state["c"]], float)
         model.intercept_ = float(state["d"])
-        model.breakpoint_, model.slope_, model.offset_ = (float(state[k]) for k in ("breakpoint", "slope", "offset"))
+        # A single-regime fit has breakpoint -inf, which strict JSON stores as null.
+        model.breakpoint_ = -np.inf if state["breakpoint"] is None else float(state["breakpoint"])
+        model.slope_, model.offset_ = float(state["slope"]), float(state["offset"])
         return model
 
 
@@ -147,15 +153,16 @@ class RelativeLinearModel(_LatencyRegressor):
     """latency = sum_k w_k * feature_k + w_0 with w >= 0, minimising sum(((pred - y) / y)^2)."""
 
     kind = "relative_linear"
+    min_points = 8
     feature_names = ("vflops_dense", "vflops_pointwise", "vflops_grouped", "vflops_depthwise", "acts", "inp",
                      "weights", "mem_elements", "convs_dense", "convs_pointwise", "convs_grouped",
-                     "convs_depthwise", "mem_ops")
+                     "convs_depthwise", "mem_ops", "maxpool_work", "avgpool_work")
 
     def fit(self, X, y):
         X, y = np.asarray(X, float), np.asarray(y, float)
-        if len(y) < len(self.feature_names) + 2:
-            raise ValueError(f"relative_linear needs at least {len(self.feature_names) + 2} points to fit, "
-                             f"got {len(y)}")
+        if len(y) < self.min_points:
+            # Non-negative least squares stays well-posed with fewer points than features.
+            raise ValueError(f"relative_linear needs at least {self.min_points} points to fit, got {len(y)}")
         design = np.column_stack([X, np.ones(len(X))])
         coef = _scaled_lstsq(design, y, weights=1.0 / y**2, positive=True)
         self.coef_, self.intercept_ = coef[:-1], float(coef[-1])
@@ -181,11 +188,12 @@ class FlopsModel(_LatencyRegressor):
 
     kind = "flops"
     feature_names = ("flops",)
+    min_points = 3
 
     def fit(self, X, y):
         X, y = np.asarray(X, float), np.asarray(y, float)
-        if len(y) < 3:
-            raise ValueError(f"flops needs at least 3 points to fit, got {len(y)}")
+        if len(y) < self.min_points:
+            raise ValueError(f"flops needs at least {self.min_points} points to fit, got {len(y)}")
         coef = _scaled_lstsq(np.column_stack([X, np.ones(len(X))]), y)
         self.coef_, self.intercept_ = coef[:-1], float(coef[-1])
         return self
@@ -283,7 +291,8 @@ class LatencyModel:
         roles = {"compute": np.zeros(len(X)), "memory": np.zeros(len(X)), "overhead": np.zeros(len(X))}
         for name, value in self.regressor.contributions(X).items():
             roles[FEATURE_ROLES.get(name, "overhead")] += value
-        return roles
+        negative = sum(roles.values()) < 0  # predictions are clamped at 0 ms: so are their parts
+        return {role: np.where(negative, 0.0, value) for role, value in roles.items()}
 
     def predict_module(self, module, input_shape) -> float:
         """Latency (ms) of ``module`` on ``input_shape`` (batch included), from one counted forward pass."""

@@ -26,8 +26,10 @@ def _save(figure, path_stem: Path) -> list[Path]:
     return paths
 
 
-def plot_fit(records: Sequence[dict], model, reference, path_stem: str | Path) -> list[Path]:
-    """Left: the published two-regime fit (points, both regimes, breakpoint). Right: the chosen model."""
+def plot_fit(records: Sequence[dict], model, reference, path_stem: str | Path,
+             held_out_predictions: Sequence[float] | None = None) -> list[Path]:
+    """Left: the published two-regime fit (points, both regimes, breakpoint). Right: the chosen model's
+    held-out (cross-validated) predictions against the measurements, with the ±10% band."""
     plt = _pyplot()
     measured = np.array([r["latency_ms"] for r in records])
     families = [r["spec"]["family"] for r in records]
@@ -51,14 +53,16 @@ def plot_fit(records: Sequence[dict], model, reference, path_stem: str | Path) -
              ylabel="measured latency (ms)", title="published two-regime model (training points)")
     left.legend(fontsize=7)
 
-    predicted = model.predict_many(rows)
+    predicted = np.asarray(held_out_predictions if held_out_predictions is not None else model.predict_many(rows))
     right.scatter(measured, np.maximum(predicted, 1e-4), s=14, c="tab:blue")
     line = np.geomspace(measured.min() * 0.8, measured.max() * 1.25, 50)
     right.plot(line, line, "k-", linewidth=1)
     right.fill_between(line, line * 0.9, line * 1.1, color="tab:green", alpha=0.15, label="±10%")
     cv = model.metrics.get("cv", {}).get(model.kind, {})
     title = f"{model.kind} (cross-validated MdAPE {100 * cv.get('mdape', float('nan')):.1f}%)"
-    right.set(xscale="log", yscale="log", xlabel="measured latency (ms)", ylabel="predicted latency (ms)", title=title)
+    which = "held-out" if held_out_predictions is not None else "training-set"
+    right.set(xscale="log", yscale="log", xlabel="measured latency (ms)", ylabel=f"{which} prediction (ms)",
+              title=title)
     right.legend(fontsize=8)
     figure.suptitle(f"{model.device.get('name', '')}, {model.device.get('threads', '?')} thread(s)", fontsize=9)
     paths = _save(figure, Path(path_stem))

@@ -74,6 +74,9 @@ def load_model(path: str | os.PathLike):
         raise ValueError(f"{source}: no such file; create a device model with `nni-latency profile`") from None
     except OSError as error:
         raise ValueError(f"{source}: cannot be read ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{source}: is a binary file, not a JSON device model (models are never pickles); "
+                         "create one with `nni-latency profile`") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:

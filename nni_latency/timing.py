@@ -153,6 +153,8 @@ def measure_latency(
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
     if allocator not in ALLOCATORS:
         raise ValueError(f"unknown allocator policy {allocator!r}: use one of {', '.join(ALLOCATORS)}")
     if allocator == "steady":

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..microbench import fit_records, load_records
+    from ..microbench import cross_validated_predictions, fit_records, load_records
     from ..model import LatencyModel
     from ..plots import plot_fit
     from ..summary import format_profile_summary
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_profile_summary(model, records, reference))
     written = [str(output)]
     if not args.no_plot:
-        written += [str(p) for p in plot_fit(records, model, reference, output.with_name("fit"))]
+        held_out = cross_validated_predictions(records, model.kind)
+        written += [str(p) for p in plot_fit(records, model, reference, output.with_name("fit"), held_out)]
     print("wrote " + ", ".join(written))
     return 0

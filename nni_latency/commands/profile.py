@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import ProfileConfig, load_config, packaged_config
-    from ..microbench import run_profile
+    from ..microbench import cross_validated_predictions, run_profile
     from ..plots import plot_fit
     from ..summary import format_profile_summary
     from ..timing import resolve_device
@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     result = run_profile(config, args.device, args.output_dir, threads=args.threads, progress=not args.no_progress)
-    plots = plot_fit(result.records, result.model, result.reference, result.output_dir / "fit")
+    held_out = cross_validated_predictions(result.records, result.model.kind)
+    plots = plot_fit(result.records, result.model, result.reference, result.output_dir / "fit", held_out)
     print(format_profile_summary(result.model, result.records, result.reference, result.seconds))
     print(f"wrote {result.output_dir / 'device_model.json'}, {result.output_dir / 'microbench.jsonl'}, "
           f"{', '.join(str(p) for p in plots)}")
