@@ -17,7 +17,6 @@ import difflib
 import logging
 import math
 import os
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -531,14 +530,7 @@ def plot_report(report: Report, path: str | os.PathLike) -> Path:
                    f"predicted ({report.model_kind}); red = bottlenecks", fontsize=9)
     axes.margins(x=0.2)
     figure.tight_layout()
+    from .plots import save_figure
+
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix or ".png")
-    os.close(fd)
-    try:
-        figure.savefig(temp, dpi=130, format=(target.suffix.lstrip(".") or "png"))
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return target
+    return save_figure(figure, target, (target.suffix or ".png",))[0]

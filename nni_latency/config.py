@@ -47,8 +47,8 @@ class ProfileConfig:
     threads: int = 1
     model_kind: str = "relative_linear"
     families: dict[str, float] = field(default_factory=lambda: {
-        "mbconv": 0.36, "conv_bn_relu": 0.14, "dw_separable": 0.11, "basic": 0.11, "bottleneck": 0.11,
-        "skip": 0.03, "maxpool": 0.03, "avgpool": 0.03, "classifier": 0.03})
+        "mbconv": 0.35, "conv_bn_relu": 0.14, "dw_separable": 0.10, "basic": 0.10, "bottleneck": 0.10,
+        "skip": 0.03, "maxpool": 0.03, "avgpool": 0.03, "classifier": 0.05})
     channels: list[int] = field(default_factory=lambda: [8, 512])
     resolutions: list[int] = field(default_factory=lambda: [7, 14, 28, 56, 112])
     kernels: list[int] = field(default_factory=lambda: [3, 5, 7])

@@ -60,13 +60,17 @@ FEATURE_DOCS: dict[str, str] = {
     "conv_ops": "number of convolution / linear op calls",
     "mem_ops": "number of other non-view op calls",
     "vflops_dense": "flops_dense with channels rounded up to a multiple of 16 (vector width)",
-    "vflops_pointwise": "flops_pointwise with channels rounded up to a multiple of 16",
+    "vflops_pointwise": "FLOPs of ungrouped 1x1 convolutions with channels rounded up to a multiple of 16",
     "vflops_grouped": "flops_grouped with channels per group rounded up to a multiple of 16",
     "vflops_depthwise": "flops_depthwise with channels rounded up to a multiple of 16",
     "convs_dense": "number of dense (ungrouped, kernel > 1) convolutions",
-    "convs_pointwise": "number of 1x1 convolutions and matrix multiplies",
+    "convs_pointwise": "number of 1x1 convolutions",
     "convs_grouped": "number of grouped, not depthwise, convolutions",
     "convs_depthwise": "number of depthwise convolutions",
+    "vflops_matmul": "FLOPs of matrix multiplies (linear layers) with sizes rounded up to a multiple of 16",
+    "matmuls": "number of matrix multiplies (linear layers)",
+    "conv_weights": "weight elements read by convolutions",
+    "matmul_weights": "weight elements read by matrix multiplies (a batch-1 linear layer streams them)",
     "maxpool_work": "output elements x window size of max pooling (window ops cost per window element)",
     "avgpool_work": "output elements x window size of average pooling",
 }
@@ -80,6 +84,7 @@ FEATURE_ROLES: dict[str, str] = {
     "vflops_dense": "compute", "vflops_pointwise": "compute", "vflops_grouped": "compute",
     "vflops_depthwise": "compute", "convs_dense": "overhead", "convs_pointwise": "overhead",
     "convs_grouped": "overhead", "convs_depthwise": "overhead", "maxpool_work": "memory",
+    "vflops_matmul": "compute", "matmuls": "overhead", "conv_weights": "memory", "matmul_weights": "memory",
     "avgpool_work": "memory",
 }
 
@@ -107,6 +112,10 @@ class BlockFeatures:
     convs_pointwise: float = 0.0
     convs_grouped: float = 0.0
     convs_depthwise: float = 0.0
+    vflops_matmul: float = 0.0
+    matmuls: float = 0.0
+    conv_weights: float = 0.0
+    matmul_weights: float = 0.0
     maxpool_work: float = 0.0
     avgpool_work: float = 0.0
     op_counts: dict[str, int] = field(default_factory=dict, compare=False)
@@ -203,7 +212,8 @@ def _conv_features(args: Sequence[Any], out: torch.Tensor) -> dict[str, float]:
         vector_macs = (positions * groups * _vector_padded(c_in // groups) * _vector_padded(c_out // groups)
                        * kernel)
     return {"acts": out.numel(), "inp": x.numel(), "flops": flops, f"flops_{kind}": flops,
-            "weights": weight.numel(), f"vflops_{kind}": 2.0 * vector_macs, f"convs_{kind}": 1}
+            "weights": weight.numel(), "conv_weights": weight.numel(), f"vflops_{kind}": 2.0 * vector_macs,
+            f"convs_{kind}": 1}
 
 
 def _matmul_features(name: str, args: Sequence[Any], out: torch.Tensor) -> dict[str, float]:
@@ -213,7 +223,7 @@ def _matmul_features(name: str, args: Sequence[Any], out: torch.Tensor) -> dict[
     flops = 2.0 * out.numel() * inner
     vector_flops = 2.0 * (out.numel() // cols) * _vector_padded(inner) * _vector_padded(cols)
     return {"acts": out.numel(), "inp": a.numel(), "flops": flops, "flops_pointwise": flops,
-            "weights": b.numel(), "vflops_pointwise": vector_flops, "convs_pointwise": 1}
+            "weights": b.numel(), "matmul_weights": b.numel(), "vflops_matmul": vector_flops, "matmuls": 1}
 
 
 class _FeatureCounter(TorchDispatchMode):

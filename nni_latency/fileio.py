@@ -64,7 +64,10 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one record and flush it to disk, so an interruption loses at most the record in flight."""
     with open(path, "a+b") as handle:
         # A write torn by an interruption leaves no newline: start a fresh line so this record survives.
-        torn = handle.tell() > 0 and (handle.seek(-1, os.SEEK_END) or handle.read(1) != b"\n")
+        torn = False
+        if handle.seek(0, os.SEEK_END) > 0:
+            handle.seek(-1, os.SEEK_END)
+            torn = handle.read(1) != b"\n"
         handle.write((("\n" if torn else "") + json.dumps(record, allow_nan=True) + "\n").encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())

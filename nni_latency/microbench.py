@@ -36,17 +36,17 @@ __all__ = ["sample_specs", "measure_specs", "fit_records", "cross_validated_pred
 # Enough that every kind still fits on the 4/5 of the rows a cross-validation fold trains on.
 MIN_POINTS = max(math.ceil(cls.min_points * 5 / 4) for cls in MODEL_KINDS.values())
 # What a measured row must agree on with the current run to be reused on resume.
-_PROTOCOL_KEYS = ("device", "threads", "dtype", "protocol", "allocator")
+PROTOCOL_KEYS = ("device", "threads", "dtype", "protocol", "allocator")
 
 
-def _round_channels(value: float, multiple: int = 8) -> int:
+def round_channels(value: float, multiple: int = 8) -> int:
     return max(multiple, int(round(value / multiple)) * multiple)
 
 
 def _random_spec(family: str, rng: np.random.Generator, config: ProfileConfig) -> BlockSpec:
     low, high = config.channels
-    c_in = _round_channels(math.exp(rng.uniform(math.log(low), math.log(high))))
-    c_out = _round_channels(c_in * math.exp(rng.uniform(math.log(0.5), math.log(2.0))))
+    c_in = round_channels(math.exp(rng.uniform(math.log(low), math.log(high))))
+    c_out = round_channels(c_in * math.exp(rng.uniform(math.log(0.5), math.log(2.0))))
     resolution = int(rng.choice(config.resolutions))
     stride = int(rng.choice(config.strides)) if resolution > min(config.resolutions) else 1
     kernel = int(rng.choice(config.kernels))
@@ -74,10 +74,10 @@ def _random_spec(family: str, rng: np.random.Generator, config: ProfileConfig) -
         c_in, stride, resolution = 3, 2, int(rng.choice([max(config.resolutions), 2 * max(config.resolutions)]))
         kernel = int(rng.choice([3, 5, 7]))
     if family == "classifier":
-        c_in = _round_channels(c_in * 4)
+        c_in = round_channels(c_in * 4)
         c_out, resolution, stride, kernel = int(rng.choice([10, 100, 1000])), int(rng.choice([1, 7])), 1, 1
     if family == "conv_bn_relu" and groups > 1:
-        c_in, c_out = _round_channels(c_in, 8 * groups), _round_channels(c_out, 8 * groups)
+        c_in, c_out = round_channels(c_in, 8 * groups), round_channels(c_out, 8 * groups)
     return BlockSpec(family, c_in, c_out, resolution, stride, kernel, expansion, groups, se, batch, act)
 
 
@@ -163,7 +163,7 @@ def measure_specs(specs: Sequence[BlockSpec], dataset: Path, protocol_info: dict
     """Measure every spec not already in ``dataset`` (appending each row as it is measured); return all rows."""
     existing = {r["key"]: r for r in read_jsonl(dataset)} if dataset.exists() else {}
     for record in existing.values():
-        mismatch = [k for k in _PROTOCOL_KEYS if record.get(k) != protocol_info.get(k)]
+        mismatch = [k for k in PROTOCOL_KEYS if record.get(k) != protocol_info.get(k)]
         if mismatch:
             key = mismatch[0]
             raise ValueError(f"{dataset} was measured with {key}={record.get(key)!r}, this run uses "
@@ -268,7 +268,8 @@ def run_profile(config: ProfileConfig, device: str = "cpu", output_dir: str | Pa
     specs = sample_specs(config)
     timing = config.timing
     protocol_info = {"device": str(torch_device), "threads": threads, "dtype": config.dtype,
-                     "protocol": timing.protocol, "allocator": timing.allocator}
+                     "protocol": timing.protocol, "allocator": timing.allocator,
+                     "device_name": device_description(torch_device)}
 
     def measure(module, shape):
         return measure_latency(module, shape, torch_device, threads=threads, dtype=config.dtype,
@@ -280,7 +281,7 @@ def run_profile(config: ProfileConfig, device: str = "cpu", output_dir: str | Pa
     records = [r for r in records if math.isfinite(r["latency_ms"]) and r["latency_ms"] > 0]
     noisy = sum(bool(r.get("noisy")) for r in records)
     device_info = {
-        "name": device_description(torch_device), "type": torch_device.type, **protocol_info,
+        "name": protocol_info.pop("device_name"), "type": torch_device.type, **protocol_info,
         "batch": config.batch, "torch": torch.__version__, "date": datetime.date.today().isoformat(),
         "measurement": ("median of torch.utils.benchmark adaptive_autorange; eval mode, no grad; "
                         f"protocol={timing.protocol}, allocator={timing.allocator}"),

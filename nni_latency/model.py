@@ -154,9 +154,10 @@ class RelativeLinearModel(_LatencyRegressor):
 
     kind = "relative_linear"
     min_points = 8
-    feature_names = ("vflops_dense", "vflops_pointwise", "vflops_grouped", "vflops_depthwise", "acts", "inp",
-                     "weights", "mem_elements", "convs_dense", "convs_pointwise", "convs_grouped",
-                     "convs_depthwise", "mem_ops", "maxpool_work", "avgpool_work")
+    feature_names = ("vflops_dense", "vflops_pointwise", "vflops_grouped", "vflops_depthwise", "vflops_matmul",
+                     "acts", "inp", "conv_weights", "matmul_weights", "mem_elements", "convs_dense",
+                     "convs_pointwise", "convs_grouped", "convs_depthwise", "matmuls", "mem_ops", "maxpool_work",
+                     "avgpool_work")
 
     def fit(self, X, y):
         X, y = np.asarray(X, float), np.asarray(y, float)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["plot_fit"]
+__all__ = ["plot_fit", "plot_predictions", "pyplot", "save_figure", "identity_band"]
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,18 +22,34 @@ def _pyplot():
     return plt
 
 
-def _save(figure, path_stem: Path) -> list[Path]:
-    paths = [path_stem.with_suffix(".png"), path_stem.with_suffix(".svg")]
+def save_figure(figure, path_stem: Path, suffixes: Sequence[str] = (".png", ".svg")) -> list[Path]:
+    """Save ``figure`` beside ``path_stem`` in each format, each written atomically (temp file, rename)."""
+    paths = [Path(path_stem).with_suffix(suffix) for suffix in suffixes]
     for path in paths:
-        figure.savefig(path, dpi=130, bbox_inches="tight")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+        os.close(fd)
+        try:
+            figure.savefig(temp, dpi=130, bbox_inches="tight", format=path.suffix.lstrip("."))
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
     return paths
+
+
+def identity_band(axes, low: float, high: float, color: str = "grey") -> None:
+    """The y = x line and the ±10% band on log axes, from ``low`` to ``high``."""
+    line = np.geomspace(low, high, 100)
+    axes.plot(line, line, "k-", linewidth=1, label="y = x")
+    axes.fill_between(line, line * 0.9, line * 1.1, color=color, alpha=0.2, label="±10%")
 
 
 def plot_fit(records: Sequence[dict], model, reference, path_stem: str | Path,
              held_out_predictions: Sequence[float] | None = None) -> list[Path]:
     """Left: the published two-regime fit (points, both regimes, breakpoint). Right: the chosen model's
     held-out (cross-validated) predictions against the measurements, with the ±10% band."""
-    plt = _pyplot()
+    plt = pyplot()
     measured = np.array([r["latency_ms"] for r in records])
     families = [r["spec"]["family"] for r in records]
     rows = [r["features"] for r in records]
@@ -55,9 +74,7 @@ def plot_fit(records: Sequence[dict], model, reference, path_stem: str | Path,
 
     predicted = np.asarray(held_out_predictions if held_out_predictions is not None else model.predict_many(rows))
     right.scatter(measured, np.maximum(predicted, 1e-4), s=14, c="tab:blue")
-    line = np.geomspace(measured.min() * 0.8, measured.max() * 1.25, 50)
-    right.plot(line, line, "k-", linewidth=1)
-    right.fill_between(line, line * 0.9, line * 1.1, color="tab:green", alpha=0.15, label="±10%")
+    identity_band(right, measured.min() * 0.8, measured.max() * 1.25, color="tab:green")
     cv = model.metrics.get("cv", {}).get(model.kind, {})
     title = f"{model.kind} (cross-validated MdAPE {100 * cv.get('mdape', float('nan')):.1f}%)"
     which = "held-out" if held_out_predictions is not None else "training-set"
@@ -65,6 +82,30 @@ def plot_fit(records: Sequence[dict], model, reference, path_stem: str | Path,
               title=title)
     right.legend(fontsize=8)
     figure.suptitle(f"{model.device.get('name', '')}, {model.device.get('threads', '?')} thread(s)", fontsize=9)
-    paths = _save(figure, Path(path_stem))
+    paths = save_figure(figure, Path(path_stem))
+    plt.close(figure)
+    return paths
+
+
+def plot_predictions(records: Sequence[dict], predicted: Sequence[float], path_stem: str | Path,
+                     title: str = "") -> list[Path]:
+    """Predicted vs measured on log axes with y = x and the +-10% band, one colour per family."""
+    plt = pyplot()
+    measured = np.array([r["latency_ms"] for r in records], float)
+    predicted = np.maximum(np.asarray(predicted, float), 1e-4)
+    families = np.array([r.get("family", "unknown") for r in records])
+    figure, axes = plt.subplots(figsize=(7, 6.5))
+    palette = plt.get_cmap("tab20")
+    hues = [*range(0, 20, 2), *range(1, 20, 2)]  # the ten distinct hues first, then their light variants
+    for index, family in enumerate(sorted(set(families))):
+        chosen = families == family
+        axes.scatter(measured[chosen], predicted[chosen], s=9, alpha=0.75, color=palette(hues[index % 20]),
+                     label=f"{family} ({chosen.sum()})")
+    low, high = min(measured.min(), predicted.min()) * 0.8, max(measured.max(), predicted.max()) * 1.25
+    identity_band(axes, low, high)
+    axes.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high), xlabel="measured latency (ms)",
+             ylabel="predicted latency (ms)", title=title)
+    axes.legend(fontsize=7, loc="upper left", markerscale=1.5)
+    paths = save_figure(figure, Path(path_stem))
     plt.close(figure)
     return paths

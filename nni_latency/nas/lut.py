@@ -1,0 +1,153 @@
+"""Per-layer, per-candidate latency lookup tables of a search space, predicted or measured.
+
+Two formats: a JSON table (ms, every LayerChoice candidate with its input and output shapes), and NNI
+2.x FBNet's ``lut.txt``: one Python-literal record per line,
+``{'op_name': ..., 'op_data_shape': (input_w, input_h, C_in, C_out, stride), 'op_dtype': 'float',
+'op_latency': ...}``, with ``op_latency`` in microseconds as NNI 2.x's ``LookUpTable`` measured it, so
+the file drops into an NNI 2.x FBNet search (``lut_load=True``).
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from nni.mutable import Mutable
+
+from ..fileio import atomic_write_json, atomic_write_text
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["LutRow", "predicted_rows", "measure_rows", "op_data_shape", "write_lut_json", "write_lut_txt",
+           "read_lut_txt", "LUT_DTYPES"]
+
+# nni-latency dtype -> the ``op_dtype`` NNI 2.x writes ("float" for fp32).
+LUT_DTYPES = {"fp32": "float", "fp16": "half", "bf16": "bfloat16", "fp64": "double"}
+
+
+@dataclass(frozen=True)
+class LutRow:
+    """One candidate of one searched layer at one input shape."""
+
+    layer: str
+    candidate: str
+    module: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    predicted_ms: float
+    measured_ms: float | None = None
+    when: tuple[tuple[str, Any], ...] = ()  # other labels' values this input shape needs
+
+    @property
+    def op_data_shape(self) -> tuple[int, int, int, int, int] | None:
+        return op_data_shape(self.input_shape, self.output_shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"layer": self.layer, "candidate": self.candidate, "module": self.module,
+                "input_shape": list(self.input_shape), "output_shape": list(self.output_shape),
+                "op_data_shape": list(self.op_data_shape) if self.op_data_shape else None,
+                "predicted_ms": self.predicted_ms}
+        if self.measured_ms is not None:
+            data["measured_ms"] = self.measured_ms
+        if self.when:
+            data["when"] = dict(self.when)
+        return data
+
+
+def op_data_shape(input_shape: Sequence[int], output_shape: Sequence[int]) -> tuple[int, int, int, int, int] | None:
+    """NNI 2.x's ``(input_w, input_h, C_in, C_out, stride)`` of an NCHW block, or None if not 4-D."""
+    if len(input_shape) != 4 or len(output_shape) != 4 or output_shape[2] <= 0:
+        return None
+    _, c_in, h_in, w_in = input_shape
+    stride = max(1, round(h_in / output_shape[2]))
+    return int(w_in), int(h_in), int(c_in), int(output_shape[1]), int(stride)
+
+
+def predicted_rows(profiler) -> list[LutRow]:
+    """The profiler's prediction for every LayerChoice candidate, one row per distinct input shape."""
+    rows = [LutRow(layer=r.label, candidate=r.candidate, module=r.module, input_shape=tuple(r.input_shape),
+                   output_shape=tuple(r.output_shape), predicted_ms=r.latency_ms, when=tuple(sorted(r.when.items())))
+            for r in profiler.choices]
+    if not rows:
+        raise ValueError("the space has no LayerChoice whose candidates are plain modules, so it has no lookup "
+                         "table; use the profiler's terms instead")
+    return rows
+
+
+def measure_rows(profiler, rows: Sequence[LutRow], measure: Callable[..., Any] | None = None,
+                 progress: Callable[[int, int, LutRow], None] | None = None, **measure_kwargs) -> list[LutRow]:
+    """``rows`` with ``measured_ms`` filled by ``measure_latency`` (or ``measure``), each distinct config once.
+
+    Candidates with the same name and the same ``op_data_shape`` are the same layer to NNI 2.x's table,
+    so one measurement serves them all.
+    """
+    if measure is None:
+        from ..timing import measure_latency as measure
+    space = profiler.model_space
+    measured: dict[tuple, float] = {}
+    result = []
+    for i, row in enumerate(rows):
+        key = (row.candidate, row.input_shape, row.output_shape)
+        if key not in measured:
+            module = space.get_submodule(row.module)
+            if isinstance(module, Mutable) and module.simplify():
+                module = module.freeze(dict(row.when))
+            measured[key] = float(measure(module, row.input_shape, **measure_kwargs).median_ms)
+            if progress is not None:
+                progress(len(measured), len(rows), row)
+        result.append(replace(row, measured_ms=measured[key]))
+    return result
+
+
+def write_lut_json(path: str | Path, rows: Sequence[LutRow], *, metadata: dict[str, Any] | None = None) -> None:
+    """The table as JSON (latencies in ms), with ``metadata`` (device, space, timings) at the top."""
+    atomic_write_json(path, {"format": "nni-latency/lut", "version": 1, "unit": "ms", **(metadata or {}),
+                             "rows": [row.to_dict() for row in rows]})
+
+
+def write_lut_txt(path: str | Path, rows: Iterable[LutRow], *, measured: bool = False, dtype: str = "fp32") -> int:
+    """NNI 2.x FBNet ``lut.txt`` (latency in microseconds); returns the number of records written.
+
+    Rows that are not 4-D NCHW blocks have no ``op_data_shape`` and are left out (with a warning).
+    """
+    op_dtype = LUT_DTYPES.get(dtype, dtype)
+    lines, seen, skipped = [], set(), []
+    for row in rows:
+        shape = row.op_data_shape
+        latency_ms = row.measured_ms if measured else row.predicted_ms
+        if shape is None or latency_ms is None:
+            skipped.append(row.module)
+            continue
+        key = (row.candidate, shape)
+        if key in seen:
+            continue
+        seen.add(key)
+        record = {"op_name": row.candidate, "op_data_shape": shape, "op_dtype": op_dtype,
+                  "op_latency": round(latency_ms * 1e3, 6)}
+        lines.append(repr(record))
+    if skipped:
+        _logger.warning("%d lookup-table row(s) are not NCHW blocks and were left out of %s (first: %s)",
+                        len(skipped), path, skipped[0])
+    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def read_lut_txt(path: str | Path) -> dict[str, dict[tuple[int, ...], dict[str, float]]]:
+    """Read an NNI 2.x ``lut.txt`` into ``{op_name: {op_data_shape: {op_dtype: latency_us}}}`` (NNI 2.x's layout)."""
+    table: dict[str, dict[tuple[int, ...], dict[str, float]]] = {}
+    text = Path(path).read_text(encoding="utf-8")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = ast.literal_eval(line)
+            name, shape = str(record["op_name"]), tuple(int(v) for v in record["op_data_shape"])
+            dtype, latency = str(record["op_dtype"]), float(record["op_latency"])
+        except (ValueError, SyntaxError, KeyError, TypeError):
+            raise ValueError(f"{path}: line {number} is not an NNI 2.x lut record "
+                             "({'op_name': ..., 'op_data_shape': (...), 'op_dtype': ..., 'op_latency': ...})") from None
+        table.setdefault(name, {}).setdefault(shape, {})[dtype] = latency
+    return table

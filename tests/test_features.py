@@ -1,0 +1,458 @@
+"""extract_features: every conv / linear variant against its hand-computed formula, functional ops,
+views, batch scaling, additivity, the uncovered-operator warning and bad input shapes."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nni_latency import features as features_module
+from nni_latency.blocks import FAMILIES, BlockSpec
+from nni_latency.features import (
+    FEATURE_DOCS,
+    FEATURE_NAMES,
+    FEATURE_ROLES,
+    BlockFeatures,
+    UncoveredOperatorWarning,
+    extract_features,
+    make_inputs,
+)
+
+KIND_FIELDS = ("flops_dense", "flops_pointwise", "flops_grouped", "flops_depthwise")
+
+
+def _conv_case(module, shape, out_shape, macs_per_output, kind, weights):
+    """Expected features of one convolution from its output shape: FLOPs = 2 * out * C_in/g * prod(k)."""
+    acts = math.prod(out_shape)
+    flops = 2.0 * acts * macs_per_output
+    expected = {"acts": acts, "inp": math.prod(shape), "flops": flops, kind: flops, "weights": weights,
+                "conv_ops": 1}
+    return module, shape, expected
+
+
+def _transposed_case(module, shape, out_shape, c_out_per_group, kernel, weights):
+    """Transposed conv: FLOPs = 2 * input elements * C_out/groups * prod(kernel)."""
+    flops = 2.0 * math.prod(shape) * c_out_per_group * kernel
+    expected = {"acts": math.prod(out_shape), "inp": math.prod(shape), "flops": flops, "flops_dense": flops,
+                "weights": weights, "conv_ops": 1}
+    return module, shape, expected
+
+
+# (module, input shape, expected non-zero features); every other numeric feature must be 0.
+CONV_CASES = {
+    "conv1d_k3": _conv_case(nn.Conv1d(4, 6, 3), (1, 4, 10), (1, 6, 8), 4 * 3, "flops_dense", 6 * 4 * 3),
+    "conv1d_stride2_pad1": _conv_case(nn.Conv1d(4, 6, 3, stride=2, padding=1), (1, 4, 10), (1, 6, 5), 4 * 3,
+                                      "flops_dense", 6 * 4 * 3),
+    "conv2d_k3_pad1": _conv_case(nn.Conv2d(8, 16, 3, padding=1), (1, 8, 10, 10), (1, 16, 10, 10), 8 * 9,
+                                 "flops_dense", 16 * 8 * 9),
+    "conv2d_k5_no_bias": _conv_case(nn.Conv2d(3, 4, 5, bias=False), (1, 3, 9, 9), (1, 4, 5, 5), 3 * 25,
+                                    "flops_dense", 4 * 3 * 25),
+    "conv2d_stride2": _conv_case(nn.Conv2d(8, 16, 3, stride=2, padding=1), (1, 8, 10, 10), (1, 16, 5, 5), 8 * 9,
+                                 "flops_dense", 16 * 8 * 9),
+    "conv2d_dilation2": _conv_case(nn.Conv2d(8, 8, 3, padding=2, dilation=2), (1, 8, 9, 9), (1, 8, 9, 9), 8 * 9,
+                                   "flops_dense", 8 * 8 * 9),
+    "conv2d_dilation2_no_pad": _conv_case(nn.Conv2d(8, 8, 3, dilation=2), (1, 8, 9, 9), (1, 8, 5, 5), 8 * 9,
+                                          "flops_dense", 8 * 8 * 9),
+    "conv2d_rect_kernel": _conv_case(nn.Conv2d(4, 4, (1, 3), padding=(0, 1)), (1, 4, 6, 6), (1, 4, 6, 6), 4 * 3,
+                                     "flops_dense", 4 * 4 * 3),
+    "conv3d_k3": _conv_case(nn.Conv3d(2, 4, 3, padding=1), (1, 2, 4, 5, 6), (1, 4, 4, 5, 6), 2 * 27,
+                            "flops_dense", 4 * 2 * 27),
+    "conv3d_stride2": _conv_case(nn.Conv3d(2, 4, 3, stride=2, padding=1), (1, 2, 4, 6, 6), (1, 4, 2, 3, 3), 2 * 27,
+                                 "flops_dense", 4 * 2 * 27),
+    "pointwise_1x1": _conv_case(nn.Conv2d(8, 16, 1), (1, 8, 7, 7), (1, 16, 7, 7), 8, "flops_pointwise", 16 * 8),
+    "pointwise_1x1_stride2": _conv_case(nn.Conv2d(8, 16, 1, stride=2), (1, 8, 8, 8), (1, 16, 4, 4), 8,
+                                        "flops_pointwise", 16 * 8),
+    "grouped_g2_k3": _conv_case(nn.Conv2d(8, 16, 3, padding=1, groups=2), (1, 8, 6, 6), (1, 16, 6, 6), 4 * 9,
+                                "flops_grouped", 16 * 4 * 9),
+    "grouped_g4_1x1": _conv_case(nn.Conv2d(8, 8, 1, groups=4), (1, 8, 6, 6), (1, 8, 6, 6), 2, "flops_grouped",
+                                 8 * 2),
+    "depthwise_k3": _conv_case(nn.Conv2d(8, 8, 3, padding=1, groups=8), (1, 8, 6, 6), (1, 8, 6, 6), 9,
+                               "flops_depthwise", 8 * 9),
+    "depthwise_k5_stride2": _conv_case(nn.Conv2d(8, 8, 5, stride=2, padding=2, groups=8), (1, 8, 8, 8),
+                                       (1, 8, 4, 4), 25, "flops_depthwise", 8 * 25),
+    "depthwise_multiplier2": _conv_case(nn.Conv2d(8, 16, 3, padding=1, groups=8), (1, 8, 6, 6), (1, 16, 6, 6), 9,
+                                        "flops_depthwise", 16 * 9),
+    "depthwise_conv1d": _conv_case(nn.Conv1d(6, 6, 3, padding=1, groups=6), (1, 6, 10), (1, 6, 10), 3,
+                                   "flops_depthwise", 6 * 3),
+    "conv_transpose1d": _transposed_case(nn.ConvTranspose1d(4, 6, 3, stride=2), (1, 4, 5), (1, 6, 11), 6, 3,
+                                         4 * 6 * 3),
+    "conv_transpose2d": _transposed_case(nn.ConvTranspose2d(8, 16, 3, stride=2), (1, 8, 5, 5), (1, 16, 11, 11),
+                                         16, 9, 8 * 16 * 9),
+    "conv_transpose2d_pad_k4": _transposed_case(nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1), (1, 4, 3, 3),
+                                                (1, 2, 6, 6), 2, 16, 4 * 2 * 16),
+    "linear_2d": (nn.Linear(10, 20), (4, 10), {"acts": 80, "inp": 40, "flops": 2.0 * 4 * 10 * 20,
+                                                "flops_pointwise": 2.0 * 4 * 10 * 20, "weights": 200, "conv_ops": 1}),
+    "linear_3d_batched": (nn.Linear(10, 20), (2, 3, 10), {"acts": 120, "inp": 60, "flops": 2.0 * 6 * 10 * 20,
+                                                          "flops_pointwise": 2.0 * 6 * 10 * 20, "weights": 200,
+                                                          "conv_ops": 1}),
+    "linear_3d_no_bias": (nn.Linear(10, 20, bias=False), (2, 3, 10),
+                          {"acts": 120, "inp": 60, "flops": 2.0 * 6 * 10 * 20, "flops_pointwise": 2.0 * 6 * 10 * 20,
+                           "weights": 200, "conv_ops": 1}),
+}
+
+
+# The features every model kind builds on; other fields (per-kind counts, vector-padded FLOPs) are
+# checked against these by the consistency tests below.
+CORE_FIELDS = ("acts", "inp", "flops", *KIND_FIELDS, "weights", "mem_elements", "conv_ops", "mem_ops")
+
+
+def _kind_of(module: nn.Module, expected: dict) -> str:
+    if isinstance(module, nn.Linear):
+        return "matmul"
+    (kind,) = [name for name in KIND_FIELDS if expected.get(name)]
+    return kind.removeprefix("flops_")
+
+
+def _count_field(kind: str) -> str:
+    return "matmuls" if kind == "matmul" else f"convs_{kind}"
+
+
+@pytest.mark.parametrize("module,shape,expected", CONV_CASES.values(), ids=CONV_CASES.keys())
+def test_conv_and_linear_features_match_formula(module, shape, expected):
+    torch.manual_seed(0)
+    features = extract_features(module, shape)
+    assert {name: getattr(features, name) for name in CORE_FIELDS} == {
+        name: float(expected.get(name, 0.0)) for name in CORE_FIELDS}
+
+
+@pytest.mark.parametrize("module,shape,expected", CONV_CASES.values(), ids=CONV_CASES.keys())
+def test_per_kind_counts_and_vector_flops_follow_the_kind(module, shape, expected):
+    # Convolutions and matrix multiplies each have their own op count, padded FLOPs and weight feature.
+    features = extract_features(module, shape).as_dict()
+    kind = _kind_of(module, expected)
+    counts = {name: value for name, value in features.items() if name.startswith("convs_") or name == "matmuls"}
+    vector = {name: value for name, value in features.items() if name.startswith("vflops_")}
+    assert counts == {name: float(name == _count_field(kind)) for name in counts}
+    assert sum(counts.values()) == features["conv_ops"]
+    assert vector[f"vflops_{kind}"] >= features["flops"] > 0
+    assert all(value == 0 for name, value in vector.items() if name != f"vflops_{kind}")
+    split = "matmul_weights" if kind == "matmul" else "conv_weights"
+    assert features[split] == features["weights"]
+    assert features["conv_weights"] + features["matmul_weights"] == features["weights"]
+
+
+# Vector-padded FLOPs: channels rounded up to a multiple of 16, the fp32 AVX-512 width.
+VECTOR_CASES = {
+    "dense_24ch_pads_to_32": (nn.Conv2d(24, 24, 3, padding=1), (1, 24, 5, 5), "vflops_dense", 2.0 * 25 * 32 * 32 * 9),
+    "dense_16ch_unpadded": (nn.Conv2d(16, 32, 3, padding=1), (1, 16, 5, 5), "vflops_dense", 2.0 * 25 * 16 * 32 * 9),
+    "pointwise_8_to_40": (nn.Conv2d(8, 40, 1), (1, 8, 4, 4), "vflops_pointwise", 2.0 * 16 * 16 * 48),
+    "grouped_g2_24ch": (nn.Conv2d(24, 24, 3, padding=1, groups=2), (1, 24, 4, 4), "vflops_grouped",
+                        2.0 * 16 * 2 * 16 * 16 * 9),
+    "depthwise_24ch": (nn.Conv2d(24, 24, 3, padding=1, groups=24), (1, 24, 4, 4), "vflops_depthwise",
+                       2.0 * 16 * 32 * 9),
+    "linear_10_to_20": (nn.Linear(10, 20), (4, 10), "vflops_matmul", 2.0 * 4 * 16 * 32),
+    "linear_3d_32_to_16": (nn.Linear(32, 16), (2, 3, 32), "vflops_matmul", 2.0 * 6 * 32 * 16),
+}
+
+
+@pytest.mark.parametrize("module,shape,name,expected", VECTOR_CASES.values(), ids=VECTOR_CASES.keys())
+def test_vector_padded_flops(module, shape, name, expected):
+    assert getattr(extract_features(module, shape), name) == expected
+
+
+@pytest.mark.parametrize("batch", [2, 5])
+@pytest.mark.parametrize("module,shape,expected", CONV_CASES.values(), ids=CONV_CASES.keys())
+def test_batch_scales_activation_counts_linearly(module, shape, expected, batch):
+    single = extract_features(module, shape)
+    batched = extract_features(module, (batch * shape[0], *shape[1:]))
+    for name in FEATURE_NAMES:
+        # Weights are read, and ops called, once per forward pass whatever the batch; the rest scales.
+        once_per_pass = (name.endswith("weights") or name in ("conv_ops", "mem_ops", "matmuls")
+                         or name.startswith("convs_"))
+        factor = 1 if once_per_pass else batch
+        assert getattr(batched, name) == factor * getattr(single, name), name
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+class _SqueezeMultiply(nn.Module):
+    def forward(self, x):
+        return x * x.mean((2, 3), keepdim=True)
+
+
+class _ViewsOnly(nn.Module):
+    def forward(self, x):
+        n, c, h, w = x.shape
+        y = x.view(n, 2, c // 2, h, w).transpose(1, 2).permute(0, 1, 2, 4, 3).unsqueeze(0).squeeze(0)
+        return y.narrow(3, 0, 2).chunk(2, dim=1)[0].expand(n, 2, 2, 2, h)
+
+
+class _ChannelShuffle(nn.Module):
+    def forward(self, x):
+        n, c, h, w = x.shape  # the reshape of a transposed view is a real copy
+        return x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+N, C, H, W = 2, 8, 4, 4
+ELEMS = N * C * H * W
+# (module, input shape, expected mem_elements, expected mem_ops, expected conv features or {})
+FUNCTIONAL_CASES = {
+    "relu": (nn.ReLU(), 2 * ELEMS, 1),
+    "relu_inplace": (nn.ReLU(inplace=True), 2 * ELEMS, 1),
+    "batchnorm_eval": (nn.BatchNorm2d(C), 2 * ELEMS + 4 * C, 1),  # x, y, and weight/bias/mean/var
+    "residual_add": (_Residual(), 3 * ELEMS, 1),  # add reads x and conv(x), writes the sum
+    "se_multiply": (_SqueezeMultiply(), (ELEMS + N * C) + (ELEMS + N * C + ELEMS), 2),  # mean, then x * scale
+    "views_are_free": (_ViewsOnly(), 0, 0),
+    "channel_shuffle_copy": (_ChannelShuffle(), 2 * ELEMS, 1),
+    "flatten_contiguous_free": (nn.Flatten(), 0, 0),
+    "identity_free": (nn.Identity(), 0, 0),
+}
+
+
+# Windowed pooling: work = output elements x window size; adaptive pooling is a plain reduction.
+POOL_CASES = {
+    "maxpool2d_k2": (nn.MaxPool2d(2), (2, 8, 4, 4), "maxpool_work", 2 * 8 * 2 * 2 * 4),
+    "maxpool2d_rect_stride1": (nn.MaxPool2d((2, 3), stride=1), (1, 4, 6, 6), "maxpool_work", 4 * 5 * 4 * 6),
+    "maxpool1d_k3": (nn.MaxPool1d(3), (1, 4, 9), "maxpool_work", 4 * 3 * 3),
+    "avgpool2d_k3_s2_p1": (nn.AvgPool2d(3, stride=2, padding=1), (1, 4, 8, 8), "avgpool_work", 4 * 4 * 4 * 9),
+    "avgpool3d_k2": (nn.AvgPool3d(2), (1, 2, 4, 4, 4), "avgpool_work", 2 * 8 * 8),
+    "adaptive_avgpool": (nn.AdaptiveAvgPool2d(1), (1, 4, 4, 4), None, 0),
+}
+
+
+@pytest.mark.parametrize("module,shape,name,work", POOL_CASES.values(), ids=POOL_CASES.keys())
+def test_pooling_window_work(module, shape, name, work):
+    features = extract_features(module, shape)
+    pool_fields = {field: getattr(features, field) for field in ("maxpool_work", "avgpool_work")}
+    assert pool_fields == {field: float(work if field == name else 0) for field in pool_fields}
+    assert features.mem_ops == 1 and features.mem_elements >= math.prod(shape)  # still a memory op
+    assert features.conv_ops == 0 and features.uncovered == ()
+
+
+@pytest.mark.parametrize("module,mem_elements,mem_ops", FUNCTIONAL_CASES.values(), ids=FUNCTIONAL_CASES.keys())
+def test_functional_and_memory_ops(module, mem_elements, mem_ops):
+    features = extract_features(module, (N, C, H, W))
+    assert features.mem_elements == mem_elements
+    assert features.mem_ops == mem_ops
+    assert features.uncovered == ()
+
+
+def test_views_only_module_records_no_op_at_all():
+    features = extract_features(_ViewsOnly(), (N, C, H, W))
+    assert features.op_counts == {}
+    assert all(value == 0 for value in features.as_dict().values())
+
+
+def _hand_counted(module: nn.Module, shape) -> dict[str, float]:
+    """acts / inp / flops / weights / conv_ops of every conv and linear, from forward hooks and the formula."""
+    totals = {"acts": 0.0, "inp": 0.0, "flops": 0.0, "weights": 0.0, "conv_ops": 0.0}
+
+    def hook(layer, inputs, output):
+        (x,) = inputs
+        if isinstance(layer, nn.Linear):
+            macs = output.numel() * layer.in_features
+        elif layer.transposed:
+            macs = x.numel() * layer.out_channels // layer.groups * math.prod(layer.kernel_size)
+        else:
+            macs = output.numel() * layer.in_channels // layer.groups * math.prod(layer.kernel_size)
+        totals["acts"] += output.numel()
+        totals["inp"] += x.numel()
+        totals["flops"] += 2.0 * macs
+        totals["weights"] += layer.weight.numel()
+        totals["conv_ops"] += 1
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()
+               if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    with torch.no_grad():
+        module.eval()(*make_inputs(shape))
+    for handle in handles:
+        handle.remove()
+    return totals
+
+
+FAMILY_SPECS = {
+    "mbconv_e6_se": BlockSpec("mbconv", 16, 16, 14, kernel=5, expansion=6, se=True),
+    "mbconv_e3_g2_s2": BlockSpec("mbconv", 16, 24, 14, stride=2, expansion=3, groups=2),
+    "conv_bn_relu": BlockSpec("conv_bn_relu", 8, 16, 14),
+    "conv_bn_relu_1x1": BlockSpec("conv_bn_relu", 8, 16, 14, kernel=1),
+    "dw_separable": BlockSpec("dw_separable", 16, 32, 14, kernel=3),
+    "basic_s2": BlockSpec("basic", 16, 32, 14, stride=2),
+    "basic_grouped_se": BlockSpec("basic", 16, 16, 14, groups=2, se=True),
+    "bottleneck": BlockSpec("bottleneck", 16, 64, 14),
+    "bottleneck_grouped": BlockSpec("bottleneck", 32, 64, 14, groups=2),
+    "shuffle_s1": BlockSpec("shuffle", 16, 16, 14),
+    "shuffle_s2": BlockSpec("shuffle", 16, 32, 14, stride=2),
+    "skip_identity": BlockSpec("skip", 16, 16, 14),
+    "skip_projection": BlockSpec("skip", 16, 32, 14, stride=2),
+}
+# Families added later are covered with a default spec.
+FAMILY_SPECS |= {family: BlockSpec(family, 16, 16, 14) for family in FAMILIES
+                 if family not in {spec.family for spec in FAMILY_SPECS.values()}}
+
+
+@pytest.mark.parametrize("spec", FAMILY_SPECS.values(), ids=FAMILY_SPECS.keys())
+def test_block_conv_features_are_sums_over_its_convs(spec):
+    torch.manual_seed(0)
+    block = spec.build()
+    features = extract_features(block, spec.input_shape)
+    expected = _hand_counted(block, spec.input_shape)
+    assert {name: getattr(features, name) for name in expected} == expected
+    assert features.flops == sum(getattr(features, name) for name in KIND_FIELDS)
+    per_kind_counts = sum(v for k, v in features.as_dict().items() if k.startswith("convs_"))
+    assert features.conv_ops == per_kind_counts + features.matmuls
+    assert features.uncovered == ()
+
+
+def test_per_kind_split_of_an_mbconv():
+    # 1x1 expand (pointwise), kxk depthwise, 1x1 project (pointwise): no dense or grouped FLOPs.
+    spec = BlockSpec("mbconv", 16, 16, 8, kernel=3, expansion=4)
+    features = extract_features(spec.build(), spec.input_shape)
+    hidden, pixels = 16 * 4, 8 * 8
+    assert features.flops_pointwise == 2.0 * pixels * (16 * hidden + hidden * 16)
+    assert features.flops_depthwise == 2.0 * pixels * hidden * 9
+    assert features.flops_dense == features.flops_grouped == 0
+    assert features.conv_ops == 3
+    assert features.mem_ops == 3 + 2 + 1  # three batch norms, two activations, the residual add
+
+
+def test_nested_block_at_depth_three_counts_every_layer():
+    inner = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+    net = nn.Sequential(nn.Sequential(nn.Sequential(inner, nn.Conv2d(8, 8, 1)), nn.Conv2d(8, 8, 3, groups=8)))
+    features = extract_features(net, (1, 4, 6, 6))
+    pixels = 36
+    assert features.flops_dense == 2.0 * pixels * 8 * 4 * 9
+    assert features.flops_pointwise == 2.0 * pixels * 8 * 8
+    assert features.flops_depthwise == 2.0 * 16 * 8 * 9  # valid 3x3 conv: 4x4 output
+    assert features.conv_ops == 3
+    assert features.mem_ops == 2  # batch norm and relu
+    assert features.mem_elements == (2 * pixels * 8 + 4 * 8) + 2 * pixels * 8
+
+
+@pytest.mark.parametrize("spec", [FAMILY_SPECS["mbconv_e6_se"], FAMILY_SPECS["bottleneck_grouped"],
+                                  FAMILY_SPECS["shuffle_s2"]], ids=["mbconv", "bottleneck", "shuffle"])
+def test_memory_traffic_is_affine_in_batch(spec):
+    # Activations scale with the batch; BN parameters are read once, so mem_elements is affine in N.
+    block = spec.build()
+    one, two, four = (extract_features(block, (n, *spec.input_shape[1:])) for n in (1, 2, 4))
+    assert four.mem_elements - one.mem_elements == 3 * (two.mem_elements - one.mem_elements)
+    assert two.mem_elements > one.mem_elements
+    assert four.flops == 4 * one.flops and four.acts == 4 * one.acts
+
+
+ADDITIVE_PAIRS = {
+    "mbconv_then_basic": (BlockSpec("mbconv", 16, 24, 14, stride=2, expansion=3),
+                          BlockSpec("basic", 24, 24, 7)),
+    "conv_then_shuffle": (BlockSpec("conv_bn_relu", 8, 16, 14), BlockSpec("shuffle", 16, 16, 14)),
+    "bottleneck_then_dw": (BlockSpec("bottleneck", 16, 64, 14, groups=2), BlockSpec("dw_separable", 64, 32, 14)),
+}
+
+
+@pytest.mark.parametrize("first,second", ADDITIVE_PAIRS.values(), ids=ADDITIVE_PAIRS.keys())
+def test_features_of_a_sequence_are_the_sum_of_its_blocks(first, second):
+    a, b = first.build(), second.build()
+    combined = extract_features(nn.Sequential(a, b), first.input_shape)
+    summed = extract_features(a, first.input_shape) + extract_features(b, second.input_shape)
+    assert combined == summed  # compares every numeric feature
+    assert combined.as_dict() == summed.as_dict()
+
+
+def test_adding_features_merges_op_counts():
+    a = extract_features(nn.Conv2d(4, 4, 1), (1, 4, 3, 3))
+    b = extract_features(nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU()), (1, 4, 3, 3))
+    assert (a + b).op_counts == {"convolution": 2, "relu": 1}
+    assert (a + b).conv_ops == 2 and (a + b).mem_ops == 1
+
+
+class _LSTMHolder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(4, 8)
+
+    def forward(self, x):
+        return self.rnn(x)[0]
+
+
+@pytest.fixture
+def fresh_uncovered_registry(monkeypatch):
+    # The warning is once per operator per process; give the test its own registry.
+    monkeypatch.setattr(features_module, "_warned_uncovered", set())
+
+
+def test_uncovered_operator_warns_once_naming_the_module(fresh_uncovered_registry):
+    module = _LSTMHolder()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = extract_features(module, (3, 1, 4))
+        second = extract_features(module, (3, 1, 4))
+        extract_features(_LSTMHolder(), (5, 1, 4))
+    uncovered = [w for w in caught if issubclass(w.category, UncoveredOperatorWarning)]
+    assert len(uncovered) == 1
+    message = str(uncovered[0].message)
+    assert "rnn (LSTM)" in message and "aten." in message
+    assert "\n" not in message
+    assert first.uncovered and first.uncovered == second.uncovered
+    assert first.mem_ops > 0 and first.mem_elements > 0  # still counted, as memory-bound
+
+
+def test_covered_operators_do_not_warn(fresh_uncovered_registry):
+    spec = FAMILY_SPECS["mbconv_e6_se"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UncoveredOperatorWarning)
+        extract_features(spec.build(), spec.input_shape)
+
+
+BAD_SHAPES = {
+    "wrong_channels": (nn.Conv2d(8, 16, 3), (1, 3, 10, 10), ["1,3,10,10", "C=8"]),
+    "wrong_rank": (nn.Conv2d(8, 16, 3), (1, 8, 10, 10, 10), ["1,8,10,10,10", "4-d", "C=8"]),
+    "block_wrong_channels": (BlockSpec("mbconv", 16, 16, 14).build(), (1, 32, 14, 14), ["1,32,14,14", "C=16"]),
+}
+
+
+@pytest.mark.parametrize("module,shape,fragments", BAD_SHAPES.values(), ids=BAD_SHAPES.keys())
+def test_bad_input_shape_is_a_one_line_value_error(module, shape, fragments):
+    with pytest.raises(ValueError) as raised:
+        extract_features(module, shape)
+    message = str(raised.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize("shape", [
+    (1, 0, 4, 4), (1, -3, 4, 4), (), (1, 2.5, 4, 4),
+], ids=["zero", "negative", "empty", "float"])
+def test_invalid_shapes_rejected_before_running(shape):
+    with pytest.raises(ValueError, match="input shape"):
+        extract_features(nn.Conv2d(3, 3, 1), shape)
+
+
+@pytest.mark.parametrize("shape", [
+    torch.Size([1, 3, 4, 4]), tuple(np.array([1, 3, 4, 4])),
+], ids=["torch_size", "numpy_ints"])
+def test_integer_like_shapes_are_accepted(shape):
+    assert extract_features(nn.Conv2d(3, 3, 1), shape).flops == 2.0 * 16 * 3 * 3
+
+
+def test_make_inputs_is_seeded_and_accepts_several_shapes():
+    first = make_inputs([(1, 2, 3), (2, 4)])
+    second = make_inputs([(1, 2, 3), (2, 4)])
+    assert [tuple(t.shape) for t in first] == [(1, 2, 3), (2, 4)]
+    assert all(torch.equal(x, y) for x, y in zip(first, second))
+
+
+def test_training_mode_is_restored_and_counting_uses_eval():
+    block = nn.Sequential(nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5))
+    block.train()
+    before = block[1].running_mean.clone()
+    features = extract_features(block, (2, 4, 6, 6))
+    assert block.training and block[1].training
+    assert torch.equal(block[1].running_mean, before)  # eval mode: running stats untouched
+    assert "native_dropout" not in features.op_counts and "dropout" not in features.op_counts
+
+
+def test_feature_tables_are_consistent():
+    assert set(FEATURE_DOCS) == set(FEATURE_NAMES) == set(FEATURE_ROLES)
+    assert set(FEATURE_ROLES.values()) == {"compute", "memory", "overhead"}
+    assert BlockFeatures().as_dict() == dict.fromkeys(FEATURE_NAMES, 0.0)

@@ -1,0 +1,167 @@
+"""measure_latency on tiny modules (protocols, copies, thread count) and the device / dtype / option checks.
+
+No assertion here is about wall time or relative speed: those belong to benchmarks, not unit tests.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nni_latency import timing
+from nni_latency.timing import (
+    ALLOCATORS,
+    PROTOCOLS,
+    LatencyMeasurement,
+    measure_latency,
+    resolve_device,
+    resolve_dtype,
+    use_steady_allocator,
+)
+
+FAST = dict(min_run_time=0.01, max_run_time=0.05, retries=0)
+HAS_GPU = torch.cuda.is_available()
+
+
+def _tiny_conv() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU())
+
+
+# (measure_latency keyword arguments, expected protocol, expected copies: exact int or a predicate)
+PROTOCOL_CASES = {
+    "rotate_default": (dict(), "rotate", lambda copies: copies >= 2),
+    "rotate_small_working_set": (dict(working_set_mb=1e-6), "rotate", lambda copies: copies == 2),
+    "rotate_capped_copies": (dict(working_set_mb=1024, max_copies=3), "rotate", lambda copies: copies == 3),
+    "hot": (dict(protocol="hot"), "hot", lambda copies: copies == 1),
+    "hot_default_allocator": (dict(protocol="hot", allocator="default"), "hot", lambda copies: copies == 1),
+}
+
+
+@pytest.mark.parametrize("options,protocol,copies_ok", PROTOCOL_CASES.values(), ids=PROTOCOL_CASES.keys())
+def test_measure_latency_records_protocol_and_copies(options, protocol, copies_ok):
+    measurement = measure_latency(_tiny_conv(), (1, 4, 8, 8), "cpu", **FAST, **options)
+    assert isinstance(measurement, LatencyMeasurement)
+    assert measurement.median_ms > 0
+    assert measurement.iqr_ms >= 0
+    assert measurement.repeats > 0
+    assert isinstance(measurement.noisy, bool)
+    assert measurement.protocol == protocol
+    assert copies_ok(measurement.copies), measurement.copies
+    assert set(measurement.to_dict()) == {"median_ms", "iqr_ms", "repeats", "noisy", "protocol", "copies"}
+
+
+def test_measure_latency_with_several_inputs():
+    class Add(nn.Module):
+        def forward(self, a, b):
+            return a + b
+
+    measurement = measure_latency(Add(), [(1, 4, 8, 8), (1, 4, 8, 8)], "cpu", protocol="hot", **FAST)
+    assert measurement.median_ms > 0 and measurement.copies == 1
+
+
+def test_measure_latency_accepts_bf16_on_cpu():
+    measurement = measure_latency(_tiny_conv(), (1, 4, 8, 8), "cpu", dtype="bf16", protocol="hot", **FAST)
+    assert measurement.median_ms > 0
+
+
+def test_thread_count_is_restored():
+    original = torch.get_num_threads()
+    torch.set_num_threads(3)  # differs from the threads measured with, so a leak would show
+    try:
+        measure_latency(_tiny_conv(), (1, 4, 8, 8), "cpu", threads=1, protocol="hot", **FAST)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(original)
+
+
+@pytest.mark.parametrize("allocator,calls", [("steady", 1), ("default", 0)])
+def test_allocator_policy_decides_whether_malloc_is_tuned(monkeypatch, allocator, calls):
+    seen = []
+    monkeypatch.setattr(timing, "use_steady_allocator", lambda: seen.append(1) or True)
+    measure_latency(_tiny_conv(), (1, 4, 8, 8), "cpu", protocol="hot", allocator=allocator, **FAST)
+    assert len(seen) == calls
+
+
+def test_steady_allocator_is_idempotent():
+    first = use_steady_allocator()
+    assert isinstance(first, bool)
+    assert use_steady_allocator() is first
+
+
+def test_relative_spread():
+    assert LatencyMeasurement(2.0, 0.5, 10, False, "hot", 1).relative_spread == 0.25
+    assert LatencyMeasurement(0.0, 0.5, 10, True, "hot", 1).relative_spread == float("inf")
+
+
+BAD_OPTIONS = {
+    "protocol": (dict(protocol="warm"), "unknown protocol 'warm': use one of " + ", ".join(PROTOCOLS)),
+    "allocator": (dict(allocator="jemalloc"), "unknown allocator policy 'jemalloc': use one of "
+                  + ", ".join(ALLOCATORS)),
+    "dtype": (dict(dtype="int8"), "unknown dtype 'int8'"),
+    "fp16_on_cpu": (dict(dtype="fp16"), "fp16 is not supported on cpu"),
+    "device": (dict(device="tpu"), "unknown device 'tpu'"),
+}
+
+
+@pytest.mark.parametrize("options,message", BAD_OPTIONS.values(), ids=BAD_OPTIONS.keys())
+def test_bad_options_are_one_line_value_errors(options, message):
+    options = {"device": "cpu", **options}
+    with pytest.raises(ValueError) as raised:
+        measure_latency(_tiny_conv(), (1, 4, 8, 8), **FAST, **options)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("threads", [0, -2])
+def test_non_positive_threads_is_a_value_error(threads):
+    with pytest.raises(ValueError, match="threads") as raised:
+        measure_latency(_tiny_conv(), (1, 4, 8, 8), "cpu", threads=threads, **FAST)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("device,expected", [("cpu", torch.device("cpu")), (torch.device("cpu"), torch.device("cpu"))],
+                         ids=["text", "torch_device"])
+def test_resolve_device_cpu(device, expected):
+    assert resolve_device(device) == expected
+
+
+@pytest.mark.parametrize("device,fragment", [("tpu", "unknown device 'tpu'"), ("meta", "'meta' is not supported"),
+                                             ("cpu:x", "unknown device")], ids=["unknown", "meta", "garbage"])
+def test_resolve_device_rejects_other_devices(device, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        resolve_device(device)
+
+
+@pytest.mark.skipif(HAS_GPU, reason="this machine has a CUDA GPU")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cuda_without_gpu_says_to_use_cpu(device):
+    with pytest.raises(ValueError) as raised:
+        resolve_device(device)
+    message = str(raised.value)
+    assert "no CUDA GPU" in message and "--device cpu" in message and "\n" not in message
+
+
+@pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
+def test_cuda_index_out_of_range():
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+@pytest.mark.parametrize("dtype,expected", [("fp32", torch.float32), ("float32", torch.float32),
+                                            ("bf16", torch.bfloat16), (torch.float32, torch.float32)],
+                         ids=["fp32", "float32", "bf16", "torch_dtype"])
+def test_resolve_dtype_on_cpu(dtype, expected):
+    assert resolve_dtype(dtype, torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "float16", torch.float16])
+def test_fp16_is_refused_on_cpu(dtype):
+    with pytest.raises(ValueError, match="fp16 is not supported on cpu"):
+        resolve_dtype(dtype, torch.device("cpu"))
+
+
+def test_fp16_is_allowed_on_cuda_devices():
+    # Only the device type matters, so this runs without a GPU.
+    assert resolve_dtype("fp16", torch.device("cuda")) == torch.float16
