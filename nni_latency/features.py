@@ -179,6 +179,11 @@ _VECTOR_WIDTH = 16
 
 def _vector_padded(channels: int) -> int:
     return -(-channels // _VECTOR_WIDTH) * _VECTOR_WIDTH
+
+
+def _input_padded(channels: int) -> int:
+    # An RGB-like input (C_in <= 4) gets a kernel of its own that loops over channels unvectorised.
+    return channels if channels <= 4 else _vector_padded(channels)
 _MATMUL_OPS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear"}
 
 
@@ -209,7 +214,7 @@ def _conv_features(args: Sequence[Any], out: torch.Tensor) -> dict[str, float]:
         vector_macs = positions * _vector_padded(max(c_in, c_out)) * kernel
     else:
         kind = "grouped" if groups > 1 else ("pointwise" if kernel == 1 else "dense")
-        vector_macs = (positions * groups * _vector_padded(c_in // groups) * _vector_padded(c_out // groups)
+        vector_macs = (positions * groups * _input_padded(c_in // groups) * _vector_padded(c_out // groups)
                        * kernel)
     return {"acts": out.numel(), "inp": x.numel(), "flops": flops, f"flops_{kind}": flops,
             "weights": weight.numel(), "conv_weights": weight.numel(), f"vflops_{kind}": 2.0 * vector_macs,
