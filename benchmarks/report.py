@@ -154,6 +154,37 @@ def _targets(targets: dict, testset, spaces: dict, profile) -> str:
     return table(["target", "goal", "measured", "status"], rows)
 
 
+def _limits(testset, spaces: dict) -> str:
+    """What the data says limits accuracy: measurement noise, the hardest families, in-network effects."""
+    from baselines import DEFAULT
+
+    noise = testset.repeat
+    default = testset.scores[DEFAULT]
+    families = sorted(default["families"].items(), key=lambda item: -item[1]["mdape"])[:3]
+    lines = []
+    if noise:
+        lines.append(
+            f"- **Measurement noise.** {noise['blocks']} test blocks measured a second time in this run differ "
+            f"from their first measurement by a median of {pct(noise['median'])} (90th percentile "
+            f"{pct(noise['p90'])}); {pct(noise['within_10pct'])} of them repeat within ±10%. That is the floor "
+            f"for any predictor; the default model's {pct(default['mdape'])} MdAPE and "
+            f"{pct(default['within_10pct'])} within ±10% are above it, so the rest is model error, concentrated "
+            "in the families below.")
+    lines.append("- **Hardest families** for the default model: " + ", ".join(
+        f"{name} ({pct(stats['mdape'])})" for name, stats in families) + ". Grouped convolutions with few "
+        "channels per group run far below the vector units' efficiency, in a way a linear cost per FLOP and per "
+        "op does not capture.")
+    for kind, result in spaces.items():
+        lut = network_errors(result.measured, result.predictions["LUT"])
+        ratio = float(np.median(result.predictions["LUT"] / result.measured))
+        lines.append(
+            f"- **{kind} networks.** Even the *measured* lookup table, every block timed alone, sums to a median "
+            f"{ratio:.2f} of the measured network (MdAPE {pct(lut['mdape'])}): that part of the whole-network "
+            "error is a cost blocks pay only inside a network, which no per-block predictor trained on isolated "
+            "blocks can see.")
+    return "\n".join(lines)
+
+
 def _allocator(results: list[dict]) -> str:
     rows = []
     for r in sorted(results, key=lambda r: (r["name"], r["allocator"] != "default")):
@@ -262,6 +293,10 @@ def render(*, args, machine: dict, profile, timing: dict, predictors: dict, test
         "## Targets",
         "",
         _targets(targets, testset, spaces, profile),
+        "",
+        "## What limits accuracy",
+        "",
+        _limits(testset, spaces),
         "",
         "## Machine",
         "",

@@ -161,6 +161,7 @@ class TestSetResult:
     config_name: str
     seconds: float
     measured_now: int                 # blocks measured in this run (the others came from the cache)
+    repeat: dict = field(default_factory=dict)  # noise floor: the same blocks measured a second time
 
 
 def quick_testset(config):
@@ -195,7 +196,24 @@ def run_testset(args, profile: Profile, predictors: dict, timing: dict[str, Any]
     predictions = {name: np.maximum(np.asarray(p.predict(rows), float), 1e-6) for name, p in predictors.items()}
     scores = {name: score_predictions(records, predicted, config.threshold_ms)
               for name, predicted in predictions.items()}
-    return TestSetResult(records, scores, predictions, config_name, seconds, measured_now)
+    return TestSetResult(records, scores, predictions, config_name, seconds, measured_now,
+                         repeat_noise(args, blocks, records, profile, timing_config))
+
+
+def repeat_noise(args, blocks, records, profile: Profile, timing_config) -> dict[str, float]:
+    """Measure every 5th test block a second time: how far two measurements of one block are apart.
+
+    No predictor can be expected to beat this floor, so it is the yardstick for the error targets.
+    """
+    from nni_latency.evaluation import measure_testset
+
+    chosen = blocks[::5]
+    again = measure_testset(chosen, profile.model, args.cache_dir / "testset_repeat", args.threads, timing_config,
+                            progress=not args.no_progress)
+    first = {r["key"]: r["latency_ms"] for r in records}
+    differences = np.array([abs(r["latency_ms"] / first[r["key"]] - 1) for r in again])
+    return {"blocks": len(differences), "median": float(np.median(differences)),
+            "within_10pct": float(np.mean(differences <= 0.10)), "p90": float(np.quantile(differences, 0.9))}
 
 
 # ------------------------------------------------------------------------------------------------
