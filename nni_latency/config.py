@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 import yaml
 
 __all__ = ["ProfileConfig", "TimingConfig", "load_config", "config_from_dict", "apply_overrides",
-           "packaged_config", "config_to_dict"]
+           "packaged_config", "config_to_dict", "read_yaml"]
 
 T = TypeVar("T")
 
@@ -138,8 +138,8 @@ def packaged_config(name: str) -> Path:
     return path
 
 
-def load_config(path: str | os.PathLike, cls: type[T], overrides: Sequence[str] = ()) -> T:
-    """Read a YAML file into dataclass ``cls``; every problem is a one-line ValueError naming the file."""
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping in a YAML file; a missing file, bad YAML or a non-mapping is a one-line ValueError."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
@@ -152,7 +152,12 @@ def load_config(path: str | os.PathLike, cls: type[T], overrides: Sequence[str] 
         raise ValueError(f"config {str(path)!r} is not valid YAML{at}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config {str(path)!r} must be a mapping of keys to values")
-    apply_overrides(data, overrides)
+    return data
+
+
+def load_config(path: str | os.PathLike, cls: type[T], overrides: Sequence[str] = ()) -> T:
+    """Read a YAML file into dataclass ``cls``; every problem is a one-line ValueError naming the file."""
+    data = apply_overrides(read_yaml(path), overrides)
     try:
         return config_from_dict(cls, data)
     except ValueError as error:

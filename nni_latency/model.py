@@ -64,6 +64,30 @@ class _LatencyRegressor(RegressorMixin, BaseEstimator):
     def from_state(cls, state: Mapping[str, Any]) -> _LatencyRegressor:
         raise NotImplementedError
 
+    def _check_points(self, y: np.ndarray) -> None:
+        if len(y) < self.min_points:
+            raise ValueError(f"{self.kind} needs at least {self.min_points} points to fit, got {len(y)}")
+
+
+class _AffineRegressor(_LatencyRegressor):
+    """latency = X @ coef_ + intercept_, fitted by (optionally weighted, non-negative) least squares."""
+
+    positive: ClassVar[bool] = False
+
+    def _sample_weights(self, y: np.ndarray) -> np.ndarray | None:
+        return None
+
+    def fit(self, X, y):
+        X, y = np.asarray(X, float), np.asarray(y, float)
+        self._check_points(y)
+        coef = _scaled_lstsq(np.column_stack([X, np.ones(len(X))]), y, self._sample_weights(y), self.positive)
+        self.coef_, self.intercept_ = coef[:-1], float(coef[-1])
+        return self
+
+    def predict(self, X):
+        check_is_fitted(self, "coef_")
+        return np.asarray(X, float) @ self.coef_ + self.intercept_
+
 
 class TwoRegimeModel(_LatencyRegressor):
     """The published two-regime linear model, fitted by least squares (absolute error).
@@ -83,8 +107,7 @@ class TwoRegimeModel(_LatencyRegressor):
 
     def fit(self, X, y):
         X, y = np.asarray(X, float), np.asarray(y, float)
-        if len(y) < self.min_points:
-            raise ValueError(f"two_regime needs at least {self.min_points} points to fit, got {len(y)}")
+        self._check_points(y)
         design = np.column_stack([X, np.ones(len(X))])
         best = None
         splits = np.unique(np.quantile(y, np.linspace(0.0, 0.8, self.n_splits)))
@@ -98,7 +121,7 @@ class TwoRegimeModel(_LatencyRegressor):
                 if best is None or sse < best[0] - 1e-12 * max(1.0, best[0]):
                     best = (sse, linear, breakpoint, slope, offset)
         if best is None:
-            raise ValueError(f"two_regime needs at least {self.min_points} points to fit, got {len(y)}")
+            raise ValueError(f"two_regime found no split with {design.shape[1] + 1} points above it in {len(y)} points")
         _, linear, self.breakpoint_, self.slope_, self.offset_ = best
         self.coef_, self.intercept_ = linear[:-1], float(linear[-1])
         return self
@@ -149,7 +172,7 @@ class TwoRegimeModel(_LatencyRegressor):
         return model
 
 
-class RelativeLinearModel(_LatencyRegressor):
+class RelativeLinearModel(_AffineRegressor):
     """latency = sum_k w_k * feature_k + w_0 with w >= 0, minimising sum(((pred - y) / y)^2)."""
 
     kind = "relative_linear"
@@ -159,19 +182,10 @@ class RelativeLinearModel(_LatencyRegressor):
                      "convs_pointwise", "convs_grouped", "convs_depthwise", "matmuls", "mem_ops", "maxpool_work",
                      "avgpool_work")
 
-    def fit(self, X, y):
-        X, y = np.asarray(X, float), np.asarray(y, float)
-        if len(y) < self.min_points:
-            # Non-negative least squares stays well-posed with fewer points than features.
-            raise ValueError(f"relative_linear needs at least {self.min_points} points to fit, got {len(y)}")
-        design = np.column_stack([X, np.ones(len(X))])
-        coef = _scaled_lstsq(design, y, weights=1.0 / y**2, positive=True)
-        self.coef_, self.intercept_ = coef[:-1], float(coef[-1])
-        return self
+    positive = True  # every term is a cost; non-negative least squares also stays well-posed with few points
 
-    def predict(self, X):
-        check_is_fitted(self, "coef_")
-        return np.asarray(X, float) @ self.coef_ + self.intercept_
+    def _sample_weights(self, y):
+        return 1.0 / y**2  # squared relative error
 
     def get_state(self):
         return {"weights": dict(zip(self.feature_names, map(float, self.coef_))), "intercept": self.intercept_}
@@ -184,24 +198,12 @@ class RelativeLinearModel(_LatencyRegressor):
         return model
 
 
-class FlopsModel(_LatencyRegressor):
+class FlopsModel(_AffineRegressor):
     """latency = c * FLOPs + d by least squares: what a FLOPs proxy can do at best."""
 
     kind = "flops"
     feature_names = ("flops",)
     min_points = 3
-
-    def fit(self, X, y):
-        X, y = np.asarray(X, float), np.asarray(y, float)
-        if len(y) < self.min_points:
-            raise ValueError(f"flops needs at least {self.min_points} points to fit, got {len(y)}")
-        coef = _scaled_lstsq(np.column_stack([X, np.ones(len(X))]), y)
-        self.coef_, self.intercept_ = coef[:-1], float(coef[-1])
-        return self
-
-    def predict(self, X):
-        check_is_fitted(self, "coef_")
-        return np.asarray(X, float) @ self.coef_ + self.intercept_
 
     def get_state(self):
         return {"c": float(self.coef_[0]), "d": self.intercept_}
