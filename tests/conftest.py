@@ -11,6 +11,10 @@ from nni_latency.features import FEATURE_ROLES, extract_features
 from nni_latency.microbench import MIN_POINTS
 from nni_latency.model import LatencyModel, RelativeLinearModel
 
+# One intra-op thread: results do not depend on the machine's core count, and OpenMP's spin-waiting cannot
+# stall a test when another process holds the other core (training steps slowed 100x that way here).
+torch.set_num_threads(1)
+
 # The synthetic "device": 1e-6 ms per FLOP, 2e-6 ms per element moved by memory-bound ops, 0.01 ms per
 # op call, 0.02 ms fixed; written over the features relative_linear uses, so that model fits it exactly.
 _ROLE_WEIGHTS = {"compute": 1e-6, "overhead": 0.01}
