@@ -54,7 +54,9 @@ def model_from_dict(data: Mapping[str, Any], source: str = "<dict>"):
     try:
         regressor = MODEL_KINDS[kind].from_state(parameters)
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{source}: parameters of kind {kind!r} are incomplete or invalid ({error!s})") from None
+        raise ValueError(f"{source}: parameters of kind {kind!r} are incomplete or invalid (missing or bad "
+                         f"{error!s}); if the file comes from an older nni-latency, refit it with "
+                         "`nni-latency fit microbench.jsonl`") from None
     ranges = data.get("feature_ranges", {})
     _require(isinstance(ranges, Mapping) and all(k in FEATURE_NAMES for k in ranges), source,
              f"'feature_ranges' must map feature names ({', '.join(FEATURE_NAMES)}) to [min, max]")

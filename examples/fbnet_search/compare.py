@@ -89,7 +89,8 @@ def _plot_sweep(sweep: list[dict], key: str, path: Path) -> None:
     twin = axis.twinx()
     twin.plot(values, [100 * row["accuracy"] for row in sweep], "^:", color="tab:green", label="top-1")
     twin.set_ylabel("top-1 (%)")
-    axis.legend(loc="upper right", fontsize=8)
+    lines = axis.get_lines() + twin.get_lines()
+    axis.legend(lines, [line.get_label() for line in lines], loc="upper right", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=130)
     plt.close(figure)
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(_row(f"predicted latency (alpha={alpha})", predicted,
                      f"{profiled} + {profiler_seconds:.1f} s profiler"))
     if not args.no_lut:
-        lut_dir = output / "lut"
+        lut_dir = output / "lut_table"
         if not (lut_dir / "lut.json").exists():
             print("measuring the lookup table ...", flush=True)
             _run(_cli("lut", "--model", device_model, "--space", "fbnet", "--input-size", str(config.space.input_size),

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 
-from ..config import apply_overrides, config_from_dict, config_to_dict, packaged_config
+from ..config import apply_overrides, config_from_dict, config_to_dict, packaged_config, read_yaml
 from ..spaces.fbnet import CANDIDATE_NAMES
 
 __all__ = ["SpaceConfig", "DataConfig", "StrategyConfig", "LatencyConfig", "TrainerConfig", "RetrainConfig",
@@ -34,7 +33,7 @@ DEFAULT_CONFIG = "fbnet_search.yaml"
 class SpaceConfig:
     """How ``FBNetSpace`` is scaled; see ``nni_latency.spaces.fbnet``."""
 
-    input_size: int = 32
+    input_size: int = 8
     num_classes: int | None = None  # None: the dataset's number of classes
     width_mult: float = 0.5
     depth_mult: float = 0.5
@@ -69,7 +68,7 @@ class StrategyConfig:
     temperature_init: float = 5.0
     temperature_min: float = 0.5
     arc_learning_rate: float = 0.05
-    warmup_epochs: int = 1
+    warmup_epochs: int = 2
     gradient_clip_val: float | None = None
     log_prob_every_n_step: int = 10
 
@@ -78,19 +77,20 @@ class StrategyConfig:
 class LatencyConfig:
     """Where the latency comes from, and how strongly it weighs; see ``nni_latency.nas.FBNetLatencyLoss``.
 
-    In ``mul`` mode (FBNet's ``CE * alpha * log(...)^beta``) ``alpha`` scales the whole architecture loss,
-    which NNI's Adam architecture optimizer largely normalises away; ``beta`` sets the trade-off.
-    In ``add`` mode ``alpha`` weighs latency against cross-entropy.
+    In ``add`` mode ``alpha`` weighs latency against cross-entropy. In ``mul`` mode (FBNet's
+    ``CE * alpha * log(...)^beta``) ``alpha`` scales the whole architecture loss, which NNI's Adam
+    architecture optimizer largely normalises away, and the latency gradient is proportional to CE, so
+    it fades once an easy dataset is fitted; ``add`` is the default for that reason.
     """
 
     device_model: str | None = None
-    profile: str | None = None  # profile this device first (cpu, cuda, cuda:N) when device_model is null
+    profile: str | None = "cpu"  # profile this device first (cpu, cuda, cuda:N) when device_model is null
     profile_config: str = "profile_cpu.yaml"  # packaged name or path of the profiling config
     profile_set: list[str] = field(default_factory=list)  # dotted.key=value overrides of that config
     lut: str | None = None  # a measured lut.json (`nni-latency lut --measure`) to use instead of the prediction
-    alpha: float = 0.2
+    alpha: float = 0.3
     beta: float = 0.6
-    mode: str = "mul"
+    mode: str = "add"
     target_ms: float | None = None
 
 
@@ -98,8 +98,8 @@ class LatencyConfig:
 class TrainerConfig:
     """Supernet training; accelerator/devices/strategy/precision go to Lightning's Trainer unchanged."""
 
-    epochs: int = 10
-    learning_rate: float = 0.01
+    epochs: int = 8
+    learning_rate: float = 0.005
     weight_decay: float = 5e-4
     optimizer: str = "adam"
     accelerator: str = "cpu"
@@ -114,8 +114,8 @@ class TrainerConfig:
 class RetrainConfig:
     """Training the exported network from scratch before its accuracy is reported; epochs 0 turns it off."""
 
-    epochs: int = 10
-    learning_rate: float = 0.01
+    epochs: int = 8
+    learning_rate: float = 0.005
     weight_decay: float = 5e-4
 
 
@@ -190,22 +190,6 @@ def _did_you_mean(values: Sequence[str], known: Sequence[str]) -> str:
     return ""
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ValueError(f"config {str(path)!r} cannot be read ({error.strerror or error})") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ValueError(f"config {str(path)!r} is not valid YAML{where}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"config {str(path)!r} must be a mapping of sections to values")
-    return data
-
-
 def resolve_config_path(path: str | os.PathLike | None) -> Path:
     """A file path as given, else a config shipped in ``nni_latency/configs``; None is the default config."""
     if path is None:
@@ -223,7 +207,7 @@ def load_search_config(path: str | os.PathLike | None = None, overrides: Sequenc
                        output_dir: str | None = None) -> SearchConfig:
     """Read a search YAML, apply ``--set`` overrides and ``--output-dir``, and validate it."""
     source = resolve_config_path(path)
-    data = _read_yaml(source)
+    data = read_yaml(source)
     if data.get("retrain") is False:  # `retrain: off` in YAML
         data["retrain"] = {"epochs": 0}
     try:

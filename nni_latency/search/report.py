@@ -5,13 +5,12 @@ curves, and the one-screen console summary. Every file is written atomically (te
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..plots import pyplot, save_figure
 from ..fileio import atomic_write_json, atomic_write_text
 
 _logger = logging.getLogger(__name__)
@@ -20,27 +19,6 @@ __all__ = ["write_probabilities", "plot_probabilities", "plot_curves", "write_re
            "RESULT_KEYS"]
 
 RESULT_KEYS = ("architecture", "predicted_latency_ms", "measured_latency_ms", "accuracy", "config")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _atomic_savefig(figure, path: Path) -> Path:
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        figure.savefig(temp, dpi=130, bbox_inches="tight", format=path.suffix.lstrip("."))
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _choices(probabilities: Mapping[str, Mapping[str, float]]) -> list[str]:
@@ -73,7 +51,7 @@ def write_probabilities(probabilities: Mapping[str, Mapping[str, float]], archit
 
 def plot_probabilities(probabilities: Mapping[str, Mapping[str, float]], path: Path, title: str = "") -> Path:
     """Heat map: layers down, candidates across, final softmax probability as colour."""
-    plt = _pyplot()
+    plt = pyplot()
     names, labels = _choices(probabilities), list(probabilities)
     grid = np.array([[probabilities[label].get(n, np.nan) for n in names] for label in labels])
     figure, axis = plt.subplots(figsize=(1.0 + 0.75 * len(names), 1.2 + 0.3 * len(labels)))
@@ -84,7 +62,7 @@ def plot_probabilities(probabilities: Mapping[str, Mapping[str, float]], path: P
         axis.add_patch(plt.Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=1.5))
     figure.colorbar(image, ax=axis, label="probability")
     axis.set_title(title or "final architecture probabilities (red: exported)")
-    _atomic_savefig(figure, path)
+    save_figure(figure, path, (path.suffix,))
     plt.close(figure)
     return path
 
@@ -92,7 +70,7 @@ def plot_probabilities(probabilities: Mapping[str, Mapping[str, float]], path: P
 def plot_curves(history: Mapping[str, Sequence[Mapping[str, Any]]], path: Path) -> Path:
     """Supernet loss per step, and the argmax architecture's predicted latency and temperature per epoch;
     the retraining accuracy per epoch when there was retraining."""
-    plt = _pyplot()
+    plt = pyplot()
     steps, epochs, retrain = history.get("steps", []), history.get("epochs", []), history.get("retrain", [])
     panels = 3 if retrain else 2
     figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4))
@@ -116,7 +94,7 @@ def plot_curves(history: Mapping[str, Sequence[Mapping[str, Any]]], path: Path) 
         axes[2].plot([r["epoch"] + 1 for r in retrain], [r["val_acc"] for r in retrain], "o-")
         axes[2].set(xlabel="epoch", ylabel="val top-1", title="retraining the exported net", ylim=(0, 1))
     figure.tight_layout()
-    _atomic_savefig(figure, path)
+    save_figure(figure, path, (path.suffix,))
     plt.close(figure)
     return path
 
