@@ -28,16 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the prediction and features as JSON")
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
-    except ValueError:
-        raise ValueError(f"input shape {text!r} is not a list of integers; write it like 1,3,224,224") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise ValueError(f"input shape {text!r} must be positive integers, like 1,3,224,224")
-    return shape
-
-
 def run(args: argparse.Namespace) -> int:
     import json
 
@@ -45,19 +35,22 @@ def run(args: argparse.Namespace) -> int:
     from ..features import extract_features
     from ..model import LatencyModel
 
+    from ..targets import parse_input_shape
+
     model = LatencyModel.load(args.model)
     if args.target:
         from ..targets import load_module_target
 
         if not args.input_shape:
             raise ValueError("a target needs --input-shape N,C,H,W")
-        module, shape, name = load_module_target(args.target), parse_shape(args.input_shape), args.target
+        module, name = load_module_target(args.target), args.target
+        shape = parse_input_shape(args.input_shape, dims=None)
     else:
         spec = BlockSpec(args.family, args.c_in, args.c_out, args.resolution, args.stride, args.kernel,
                          args.expansion, args.groups, args.se, args.batch)
         module, shape, name = spec.build(), spec.input_shape, spec.key
         if args.input_shape:
-            shape = parse_shape(args.input_shape)
+            shape = parse_input_shape(args.input_shape, dims=None)
     features = extract_features(module, shape)
     latency = model.predict(features)
     if args.json:
