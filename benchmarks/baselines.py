@@ -45,7 +45,7 @@ def _quiet(model: LatencyModel) -> Callable[[Sequence], np.ndarray]:
     def predict(rows):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # whole networks lie outside the block range by design
-            return model.predict_many(rows)
+            return model.predict(rows)
     return predict
 
 

@@ -21,7 +21,8 @@ from torch import nn
 
 from nni_latency.blocks import BasicBlock, ConvBNAct, MBConv
 from nni_latency.fileio import append_jsonl, atomic_write_json, read_jsonl
-from nni_latency.timing import measure_latency
+from nni_latency.protocol import MeasurementProtocol
+from nni_latency.timing import apply_allocator_policy, measure_latency
 
 _logger = logging.getLogger(__name__)
 
@@ -211,6 +212,7 @@ def allocator_breakdown(descriptions: list[dict], allocator: str, timing: dict[s
     enabled the steady policy. Writes ``output`` (JSON) atomically.
     """
     timing = {**timing, "allocator": allocator}
+    apply_allocator_policy(MeasurementProtocol(allocator=allocator))  # "default" leaves this fresh process alone
     results = []
     for description in descriptions:
         network = build_network(description)

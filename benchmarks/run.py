@@ -123,7 +123,8 @@ class Profile:
 
 def ensure_profile(args: argparse.Namespace) -> Profile:
     from nni_latency.config import ProfileConfig, load_config, packaged_config
-    from nni_latency.microbench import fit_records, load_records, run_profile
+    from nni_latency.fit import fit_records
+    from nni_latency.microbench import load_records, run_profile
     from nni_latency.model import LatencyModel
 
     directory = Path(args.profile_dir) if args.profile_dir else args.cache_dir / "profile"
@@ -177,12 +178,13 @@ def run_testset(args, profile: Profile, predictors: dict, timing: dict[str, Any]
     from nni_latency.evaluation import TestSetConfig, generate_testset, measure_testset, profiling_keys, \
         score_predictions
     from nni_latency.fileio import read_jsonl
+    from nni_latency.protocol import protocol_of
 
     config_name = "testset_cpu.yaml"
     config = load_config(packaged_config(config_name), TestSetConfig)
     if args.quick:
         config = quick_testset(config)
-    blocks = generate_testset(config, int(profile.model.device.get("batch", 1)), sorted(profiling_keys(profile.model)))
+    blocks = generate_testset(config, protocol_of(profile.model).batch, sorted(profiling_keys(profile.model)))
     timing_config = TimingConfig(working_set_mb=timing["working_set_mb"], min_run_time=timing["min_run_time"],
                                  max_run_time=timing["max_run_time"], max_spread=timing["max_spread"])
     dataset = args.cache_dir / "testset" / "testset.jsonl"
@@ -390,6 +392,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module="nni")
     for name in ("nni", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # This process measures under the steady allocator; the allocator table measures both policies in fresh
+    # child processes (``run_allocator``). The library leaves the policy to its caller.
+    from nni_latency.protocol import MeasurementProtocol
+    from nni_latency.timing import apply_allocator_policy
+
+    apply_allocator_policy(MeasurementProtocol(allocator="steady"))
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     output = Path(args.output)
     images = output.parent / "img"
@@ -420,10 +428,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _profile_timing(profile: Profile):
-    from nni_latency.config import TimingConfig, config_from_dict
+    """The timing budget the profile was measured with (its protocol's ``working_set_mb``, run times, spread)."""
+    from nni_latency.protocol import protocol_of
 
-    stored = profile.model.device.get("config", {}).get("timing")
-    return config_from_dict(TimingConfig, stored) if isinstance(stored, dict) else TimingConfig()
+    return protocol_of(profile.model)
 
 
 if __name__ == "__main__":

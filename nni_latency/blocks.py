@@ -212,10 +212,16 @@ class BlockSpec:
         return (f"{self.family}_k{self.kernel}{extras}_c{self.c_in}-{self.c_out}_r{self.resolution}"
                 f"_s{self.stride}_b{self.batch}")
 
-    def build(self) -> nn.Module:
+    def build(self, seed: int | None = None) -> nn.Module:
+        """The block; with ``seed``, its weights are drawn from a generator seeded with it, and the caller's
+        random state is left as it was."""
         if self.family not in FAMILIES:
             raise ValueError(f"unknown block family {self.family!r}: use one of {', '.join(FAMILIES)}")
-        return FAMILIES[self.family](self)
+        if seed is None:
+            return FAMILIES[self.family](self)
+        with torch.random.fork_rng(devices=[]):  # blocks are built on the CPU: only its generator is used
+            torch.default_generator.manual_seed(seed)
+            return FAMILIES[self.family](self)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,8 +1,9 @@
 """The ``nni-latency`` command line: a thin dispatcher over ``nni_latency.commands.<name>`` modules.
 
-Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
-Command modules import only argparse-level things at top level and the library inside ``run``, so
-``--help`` stays fast and NNI is loaded only by the commands that need it.
+Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``; its one-line help is in
+``COMMANDS``. Command modules import only argparse-level things at top level and the library inside
+``run``, so importing this module does not import torch, ``--help`` answers at once, and NNI is loaded
+only by the commands that need it.
 """
 
 from __future__ import annotations

@@ -21,20 +21,22 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from . import plots
 from .blocks import ACTIVATIONS, FAMILIES, BlockSpec
 from .config import ProfileConfig, TimingConfig, config_from_dict
-from .features import FEATURE_NAMES, extract_features, run_counted
-from .fileio import atomic_write_json, atomic_write_text, ensure_writable_dir
-from .metrics import json_safe, per_group_errors, regression_metrics, within_group_kendall
-from . import plots
-from .microbench import PROTOCOL_KEYS, round_channels, load_records, measure_specs, sample_specs
+from .features import run_counted
+from .fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, json_safe
+from .metrics import per_group_errors, regression_metrics, within_group_kendall
+from .microbench import (has_current_features, load_records, measure_specs, recount_features, round_channels,
+                         sample_specs)
 from .model import LatencyModel
+from .protocol import RESUME_FIELDS, MeasurementProtocol, protocol_of
 from .timing import measure_latency
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ["TestSetConfig", "BlockGroupConfig", "FBNetLayersConfig", "TestBlock", "generate_testset",
-           "profiling_keys", "measurement_settings", "measure_testset", "refresh_features", "label_records",
+           "profiling_keys", "measurement_protocol", "measure_testset", "refresh_features", "label_records",
            "score_predictions", "evaluate_model", "EvaluationResult", "format_metrics"]
 
 _FBNET_FAMILY = "fbnet_candidate"
@@ -254,36 +256,22 @@ def profiling_keys(model: LatencyModel) -> set[str]:
         return set()
 
 
-def measurement_settings(model: LatencyModel, threads: int | None = None,
-                         timing: TimingConfig | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(protocol info stored with each row, keyword arguments of ``measure_latency``) from the model's device."""
-    device = model.device
-    stored = device.get("config", {}).get("timing") if isinstance(device.get("config"), dict) else None
-    if timing is None:
-        timing = config_from_dict(TimingConfig, stored) if isinstance(stored, dict) else TimingConfig()
-    info = {"device": str(device.get("device", "cpu")), "threads": int(threads or device.get("threads", 1)),
-            "dtype": str(device.get("dtype", "fp32")), "protocol": str(device.get("protocol", timing.protocol)),
-            "allocator": str(device.get("allocator", timing.allocator))}
-    kwargs = {"device": info["device"], "threads": info["threads"], "dtype": info["dtype"],
-              "protocol": info["protocol"], "allocator": info["allocator"], "working_set_mb": timing.working_set_mb,
-              "min_run_time": timing.min_run_time, "max_run_time": timing.max_run_time,
-              "max_spread": timing.max_spread}
-    return info, kwargs
+def measurement_protocol(model: LatencyModel, threads: int | None = None,
+                         timing: TimingConfig | None = None) -> MeasurementProtocol:
+    """The model's protocol, with ``threads`` and the timing budget of ``timing`` when they are given."""
+    protocol = protocol_of(model)
+    if timing is not None:
+        protocol = protocol.with_timing(timing)
+    return protocol if threads is None else protocol.replace(threads=threads)
 
 
 def refresh_features(records: Sequence[dict]) -> list[dict]:
-    """Rows whose features predate this version's feature set, recounted from their spec.
-
-    A latency does not depend on how features are counted, so measurements stay usable across versions.
-    """
+    """Rows whose features predate this version's feature set, recounted from their spec (the rows given
+    are left as they are). A latency does not depend on how features are counted."""
     refreshed, recounted = [], 0
     for record in records:
-        features = record.get("features")
-        stale = not isinstance(features, dict) or any(name not in features for name in FEATURE_NAMES)
-        if stale and isinstance(record.get("spec"), dict):
-            spec = BlockSpec(**record["spec"])
-            torch.manual_seed(0)
-            record = {**record, "features": extract_features(spec.build(), spec.input_shape).as_dict()}
+        if not has_current_features(record) and isinstance(record.get("spec"), dict):
+            record = recount_features(record)
             recounted += 1
         refreshed.append(record)
     if recounted:
@@ -307,13 +295,13 @@ def measure_testset(blocks: Sequence[TestBlock], model: LatencyModel, output_dir
                     progress: bool = True) -> list[dict]:
     """Measure every block not yet in ``output_dir/testset.jsonl`` with the model's protocol; all rows, in order."""
     out = ensure_writable_dir(output_dir)
-    info, kwargs = measurement_settings(model, threads, timing)
+    protocol = measurement_protocol(model, threads, timing)
     specs = list({b.spec.key: b.spec for b in blocks}.values())
 
     def measure(module, shape):
-        return measure_latency(module, shape, **kwargs)
+        return measure_latency(module, shape, protocol)
 
-    records = {r["key"]: r for r in measure_specs(specs, out / "testset.jsonl", info, measure, progress,
+    records = {r["key"]: r for r in measure_specs(specs, out / "testset.jsonl", protocol, measure, progress,
                                                   description="measuring test set")}
     return label_records([records[b.spec.key] for b in blocks], blocks)
 
@@ -349,34 +337,36 @@ def evaluate_model(model_path: str | Path, config: TestSetConfig, output_dir: st
     out = ensure_writable_dir(output_dir)
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be at least 1, got {threads}")
-    profiled_threads = model.device.get("threads")
+    recorded = model.protocol
+    profiled_threads = recorded.threads if recorded is not None else None
     if threads is not None and profiled_threads is not None and threads != profiled_threads:
         warnings.warn(f"the model was profiled at {profiled_threads} thread(s), the test set is measured at {threads}; "
                       "its errors include that difference (leave --threads out to match)", stacklevel=2)
-    blocks = generate_testset(config, int(model.device.get("batch", 1)), sorted(profiling_keys(model)))
+    blocks = generate_testset(config, protocol_of(model).batch, sorted(profiling_keys(model)))
     if dataset is not None:
         records = label_records(load_records(dataset), blocks)
         if not records:
             raise ValueError(f"dataset {str(dataset)!r} has no measured rows")
-        info, _ = measurement_settings(model, threads)
-        differing = sorted({k for r in records for k in PROTOCOL_KEYS if k in r and r[k] != info[k]})
+        protocol = measurement_protocol(model, threads)
+        differing = sorted({k for r in records for k in protocol_of(r).differences(protocol)})
         if differing:
             warnings.warn(f"{dataset} was measured with other {', '.join(differing)} than the model "
-                          f"({', '.join(f'{k}={info[k]!r}' for k in differing)}); errors include that difference",
-                          stacklevel=2)
+                          f"({', '.join(f'{k}={getattr(protocol, k)!r}' for k in differing)}); errors include "
+                          "that difference", stacklevel=2)
     else:
         records = measure_testset(blocks, model, out, threads, config.timing, progress)
-    predicted = model.predict_many([r["features"] for r in records])
+    predicted = model.predict([r["features"] for r in records])
     metrics = score_predictions(records, predicted, config.threshold_ms)
-    info, _ = measurement_settings(model, threads, config.timing)
+    protocol = measurement_protocol(model, threads, config.timing)
     metrics.update({
         "model": {"path": str(model_path), "kind": model.kind, "device": model.device.get("name", "unknown"),
-                  "batch": model.device.get("batch")},
+                  "batch": protocol_of(model).batch},
         "testset": {"config": config_source, "seed": config.seed, "blocks": len(records),
-                    "source": str(dataset) if dataset is not None else str(out / "testset.jsonl"), **info},
+                    "source": str(dataset) if dataset is not None else str(out / "testset.jsonl"),
+                    **{k: getattr(protocol, k) for k in RESUME_FIELDS}},
         "seconds": round(time.perf_counter() - started, 2),
     })
-    atomic_write_json(out / "metrics.json", json_safe(metrics))
+    atomic_write_json(out / "metrics.json", metrics)
     lines = [json.dumps(json_safe({"key": r["key"], "family": r["family"], "layer": r["layer"],
                                    "measured_ms": r["latency_ms"], "predicted_ms": float(p)}))
              for r, p in zip(records, predicted)]

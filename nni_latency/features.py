@@ -11,13 +11,16 @@ FLOPs formula (documented once, used everywhere): FLOPs = 2 x multiply-accumulat
     mm / addmm / bmm      MACs = rows x inner x cols (x batch)
 
 The ``vflops_*`` features repeat the per-kind FLOPs with every channel count rounded up to a multiple
-of 16, the fp32 vector width that oneDNN blocks channels by on AVX-512: a 24-channel conv costs about
-what a 32-channel one does. Per-kind conv counts carry the per-call overhead, which differs by kind.
+of the device's fp32 vector width (``vector_width``: 16 on AVX-512, where oneDNN blocks channels by 16,
+so a 24-channel conv costs about what a 32-channel one does). The width is a property of the profiled
+device: it is recorded in the measurement protocol and the model, and predictions count with the model's.
+Per-kind conv counts carry the per-call overhead, which differs by kind.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import operator
@@ -30,6 +33,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .protocol import LEGACY_VECTOR_WIDTH
+
 _logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -39,8 +44,18 @@ __all__ = [
     "extract_features",
     "UncoveredOperatorWarning",
     "make_inputs",
+    "run_counted",
     "FEATURE_ROLES",
+    "ROLES",
+    "DEFAULT_VECTOR_WIDTH",
+    "module_device_dtype",
+    "failure_details",
+    "first_line",
+    "warn_uncovered",
 ]
+
+# The vector width features are counted at unless told otherwise: what every existing model was fitted with.
+DEFAULT_VECTOR_WIDTH = LEGACY_VECTOR_WIDTH
 
 
 class UncoveredOperatorWarning(UserWarning):
@@ -59,15 +74,15 @@ FEATURE_DOCS: dict[str, str] = {
     "mem_elements": "input + output elements of every other non-view op (BN, activations, add, pool, cat, ...)",
     "conv_ops": "number of convolution / linear op calls",
     "mem_ops": "number of other non-view op calls",
-    "vflops_dense": "flops_dense with channels rounded up to a multiple of 16 (vector width)",
-    "vflops_pointwise": "FLOPs of ungrouped 1x1 convolutions with channels rounded up to a multiple of 16",
-    "vflops_grouped": "flops_grouped with channels per group rounded up to a multiple of 16",
-    "vflops_depthwise": "flops_depthwise with channels rounded up to a multiple of 16",
+    "vflops_dense": "flops_dense with channels rounded up to a multiple of the vector width (16 on AVX-512)",
+    "vflops_pointwise": "FLOPs of ungrouped 1x1 convolutions with channels rounded up to a multiple of the vector width",
+    "vflops_grouped": "flops_grouped with channels per group rounded up to a multiple of the vector width",
+    "vflops_depthwise": "flops_depthwise with channels rounded up to a multiple of the vector width",
     "convs_dense": "number of dense (ungrouped, kernel > 1) convolutions",
     "convs_pointwise": "number of 1x1 convolutions",
     "convs_grouped": "number of grouped, not depthwise, convolutions",
     "convs_depthwise": "number of depthwise convolutions",
-    "vflops_matmul": "FLOPs of matrix multiplies (linear layers) with sizes rounded up to a multiple of 16",
+    "vflops_matmul": "FLOPs of matrix multiplies (linear layers) with sizes rounded up to a multiple of the vector width",
     "matmuls": "number of matrix multiplies (linear layers)",
     "conv_weights": "weight elements read by convolutions",
     "matmul_weights": "weight elements read by matrix multiplies (a batch-1 linear layer streams them)",
@@ -77,6 +92,7 @@ FEATURE_DOCS: dict[str, str] = {
 
 
 # What each feature's cost term measures: arithmetic, data movement, or per-op overhead.
+ROLES: tuple[str, ...] = ("compute", "memory", "overhead")
 FEATURE_ROLES: dict[str, str] = {
     "flops": "compute", "flops_dense": "compute", "flops_pointwise": "compute", "flops_grouped": "compute",
     "flops_depthwise": "compute", "acts": "memory", "inp": "memory", "weights": "memory",
@@ -174,17 +190,16 @@ _CONV_OPS = {"convolution", "_convolution", "convolution_overrideable"}
 _WINDOW_OPS = {"max_pool1d": "maxpool_work", "max_pool2d": "maxpool_work", "max_pool3d": "maxpool_work",
                "max_pool2d_with_indices": "maxpool_work", "max_pool3d_with_indices": "maxpool_work",
                "avg_pool1d": "avgpool_work", "avg_pool2d": "avgpool_work", "avg_pool3d": "avgpool_work"}
-_VECTOR_WIDTH = 16
-
-
-def _vector_padded(channels: int) -> int:
-    return -(-channels // _VECTOR_WIDTH) * _VECTOR_WIDTH
-
-
-def _input_padded(channels: int) -> int:
-    # An RGB-like input (C_in <= 4) gets a kernel of its own that loops over channels unvectorised.
-    return channels if channels <= 4 else _vector_padded(channels)
 _MATMUL_OPS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear"}
+
+
+def _vector_padded(channels: int, width: int) -> int:
+    return -(-channels // width) * width
+
+
+def _input_padded(channels: int, width: int) -> int:
+    # An RGB-like input (C_in <= 4) gets a kernel of its own that loops over channels unvectorised.
+    return channels if channels <= 4 else _vector_padded(channels, width)
 
 
 def _numel(x: Any) -> int:
@@ -195,7 +210,7 @@ def _numel(x: Any) -> int:
     return 0
 
 
-def _conv_features(args: Sequence[Any], out: torch.Tensor) -> dict[str, float]:
+def _conv_features(args: Sequence[Any], out: torch.Tensor, width: int) -> dict[str, float]:
     # convolution(input[N,Cin,*S], weight[Cout,Cin/g,*K] or [Cin,Cout/g,*K] if transposed, bias, stride,
     #             padding, dilation, transposed, output_padding, groups) -> [N,Cout,*S']
     x, weight = args[0], args[1]
@@ -211,22 +226,22 @@ def _conv_features(args: Sequence[Any], out: torch.Tensor) -> dict[str, float]:
     flops = 2.0 * macs
     if groups > 1 and groups == c_in:
         kind = "depthwise"
-        vector_macs = positions * _vector_padded(max(c_in, c_out)) * kernel
+        vector_macs = positions * _vector_padded(max(c_in, c_out), width) * kernel
     else:
         kind = "grouped" if groups > 1 else ("pointwise" if kernel == 1 else "dense")
-        vector_macs = (positions * groups * _input_padded(c_in // groups) * _vector_padded(c_out // groups)
-                       * kernel)
+        vector_macs = (positions * groups * _input_padded(c_in // groups, width)
+                       * _vector_padded(c_out // groups, width) * kernel)
     return {"acts": out.numel(), "inp": x.numel(), "flops": flops, f"flops_{kind}": flops,
             "weights": weight.numel(), "conv_weights": weight.numel(), f"vflops_{kind}": 2.0 * vector_macs,
             f"convs_{kind}": 1}
 
 
-def _matmul_features(name: str, args: Sequence[Any], out: torch.Tensor) -> dict[str, float]:
+def _matmul_features(name: str, args: Sequence[Any], out: torch.Tensor, width: int) -> dict[str, float]:
     # mm(a[n,k], b[k,m]); addmm(bias, a, b); bmm(a[B,n,k], b[B,k,m]); baddbmm(bias, a, b) -> out
     a, b = (args[1], args[2]) if name in ("addmm", "baddbmm") else (args[0], args[1])
     inner, cols = a.shape[-1], out.shape[-1]
     flops = 2.0 * out.numel() * inner
-    vector_flops = 2.0 * (out.numel() // cols) * _vector_padded(inner) * _vector_padded(cols)
+    vector_flops = 2.0 * (out.numel() // cols) * _vector_padded(inner, width) * _vector_padded(cols, width)
     return {"acts": out.numel(), "inp": a.numel(), "flops": flops, "flops_pointwise": flops,
             "weights": b.numel(), "matmul_weights": b.numel(), "vflops_matmul": vector_flops, "matmuls": 1}
 
@@ -234,8 +249,9 @@ def _matmul_features(name: str, args: Sequence[Any], out: torch.Tensor) -> dict[
 class _FeatureCounter(TorchDispatchMode):
     """Accumulates features for every aten op that runs while the mode is active."""
 
-    def __init__(self, module_stack: list[str]):
+    def __init__(self, module_stack: list[str], vector_width: int):
         super().__init__()
+        self.vector_width = vector_width
         self.totals: Counter[str] = Counter()
         self.op_counts: Counter[str] = Counter()
         self.uncovered: dict[str, str] = {}
@@ -249,10 +265,10 @@ class _FeatureCounter(TorchDispatchMode):
             return out
         self.op_counts[name] += 1
         if name in _CONV_OPS:
-            self.totals.update(_conv_features(args, out))
+            self.totals.update(_conv_features(args, out, self.vector_width))
             self.totals["conv_ops"] += 1
         elif name in _MATMUL_OPS:
-            self.totals.update(_matmul_features(name, args, out))
+            self.totals.update(_matmul_features(name, args, out, self.vector_width))
             self.totals["conv_ops"] += 1
         else:
             if name in _WINDOW_OPS:
@@ -283,19 +299,27 @@ def make_inputs(input_shape: Sequence[int] | Sequence[Sequence[int]], device: st
     return tuple(torch.randn(*shape, generator=generator).to(device=device, dtype=dtype) for shape in shapes)
 
 
-def _describe_mismatch(module: nn.Module, shapes: Sequence[Sequence[int]], error: Exception) -> str:
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    hint = ""
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none), for one-line messages."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def failure_details(module: nn.Module, error: Exception) -> str:
+    """Why ``module`` failed on an input, in one line: the error's first line and, when it has a
+    convolution, the input that convolution expects (for "shape does not fit" messages)."""
     first_conv = next((m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
-    if first_conv is not None:
-        spatial = first_conv.weight.dim() - 2
-        hint = f"; the first convolution expects {spatial + 2}-d input with C={first_conv.in_channels}"
-    shape_text = " and ".join(",".join(map(str, s)) for s in shapes)
-    return f"input shape {shape_text} does not fit {type(module).__name__} ({first_line}){hint}"
+    if first_conv is None:
+        return first_line(error)
+    return (f"{first_line(error)}; the first convolution expects {first_conv.weight.dim()}-d input "
+            f"with C={first_conv.in_channels}")
 
 
-def run_counted(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[BlockFeatures, Any]:
-    """Run ``module(*inputs)`` once in eval mode with no grad, counting features; returns (features, output)."""
+def run_counted(module: nn.Module, inputs: tuple[torch.Tensor, ...],
+                vector_width: int = DEFAULT_VECTOR_WIDTH) -> tuple[BlockFeatures, Any]:
+    """Run ``module(*inputs)`` once in eval mode with no grad, counting features; returns (features, output).
+
+    The module's training flag is restored afterwards.
+    """
     stack: list[str] = []
     handles = []
 
@@ -313,7 +337,7 @@ def run_counted(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[Bl
         handles.append(sub.register_forward_hook(leave))
     was_training = module.training
     module.eval()
-    counter = _FeatureCounter(stack)
+    counter = _FeatureCounter(stack, vector_width)
     try:
         with torch.no_grad(), counter:
             output = module(*inputs)
@@ -322,46 +346,47 @@ def run_counted(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[Bl
             handle.remove()
         module.train(was_training)
     for op, where in counter.uncovered.items():
-        _warn_uncovered(op, where)
+        warn_uncovered(op, [where], stacklevel=2)
     totals = {name: float(counter.totals.get(name, 0.0)) for name in FEATURE_NAMES}
     features = BlockFeatures(**totals, op_counts=dict(counter.op_counts),
                              uncovered=tuple(sorted(counter.uncovered)))
     return features, output
 
 
-_warned_uncovered: set[str] = set()
+def warn_uncovered(op: str, modules: Sequence[str], stacklevel: int = 1) -> None:
+    """Warn that ``aten.op`` (used in ``modules``) has no feature formula; ``stacklevel`` as in
+    ``warnings.warn``, counted from the caller of this function.
+
+    The warning goes through ``warnings``' own registry, so under the default filters each message is
+    shown once; filter ``UncoveredOperatorWarning`` to silence it.
+    """
+    others = f" and {len(modules) - 1} other module(s)" if len(modules) > 1 else ""
+    warnings.warn(f"operator aten.{op} (in module {modules[0]!r}{others}) is not covered by the conv formula; "
+                  "it is counted as a memory-bound op from its input and output sizes",
+                  UncoveredOperatorWarning, stacklevel=stacklevel + 1)
 
 
-def _warn_uncovered(op: str, where: str) -> None:
-    # One warning per operator per process, naming the module that used it.
-    if op in _warned_uncovered:
-        return
-    _warned_uncovered.add(op)
-    warnings.warn(
-        f"operator aten.{op} (in module {where}) is not covered by the conv formula; "
-        "it is counted as a memory-bound op from its input and output sizes",
-        UncoveredOperatorWarning, stacklevel=3,
-    )
-
-
-def extract_features(module: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]]) -> BlockFeatures:
+def extract_features(module: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]],
+                     vector_width: int = DEFAULT_VECTOR_WIDTH) -> BlockFeatures:
     """Features of ``module`` for one input of ``input_shape`` (batch included), from one forward pass.
 
+    ``vector_width`` is the profiled device's (``LatencyModel.predict_module`` passes the model's).
     Raises ``ValueError`` with a one-line explanation if the shape does not fit the module.
     """
-    device, dtype = _module_device_dtype(module)
+    device, dtype = module_device_dtype(module)
     inputs = make_inputs(input_shape, device=device, dtype=dtype)
     try:
-        features, _ = run_counted(module, inputs)
+        features, _ = run_counted(module, inputs, vector_width)
     except (RuntimeError, ValueError, IndexError, TypeError) as error:
-        raise ValueError(_describe_mismatch(module, [tuple(t.shape) for t in inputs], error)) from error
+        shape_text = " and ".join(",".join(map(str, t.shape)) for t in inputs)
+        raise ValueError(f"input shape {shape_text} does not fit {type(module).__name__} "
+                         f"({failure_details(module, error)})") from error
     return features
 
 
-def _module_device_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
-    tensor = next(module.parameters(), None)
-    if tensor is None:
-        tensor = next(module.buffers(), None)
+def module_device_dtype(module: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where ``module`` lives and what it computes in (its first parameter or buffer); CPU fp32 if neither."""
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
     if tensor is None or not tensor.is_floating_point():
         return torch.device("cpu"), torch.float32
     return tensor.device, tensor.dtype

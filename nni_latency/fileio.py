@@ -8,11 +8,14 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Callable, Iterator
+
+import numpy as np
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["atomic_write_text", "atomic_write_json", "append_jsonl", "read_jsonl", "ensure_writable_dir", "json_safe"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "append_jsonl", "read_jsonl",
+           "ensure_writable_dir", "json_safe"]
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
@@ -28,30 +31,41 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return directory
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], binary: bool = False) -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    An interruption or an error leaves the old file (if any) whole and no temporary file behind.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` atomically (see ``atomic_write``)."""
+    atomic_write(path, lambda handle: handle.write(text))
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by None, which strict JSON can hold."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    """``value`` with NaN/inf floats replaced by None and numpy scalars made Python, for strict JSON."""
     if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
@@ -93,7 +107,3 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     if torn:
         _logger.warning("%s: skipped %d incomplete line(s) (%s) left by an interrupted write", path, len(torn),
                         ", ".join(map(str, torn[:5])))
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)

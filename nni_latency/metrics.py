@@ -6,15 +6,15 @@ matters to a search: it says whether the predictor ranks candidates as the devic
 
 from __future__ import annotations
 
-import math
-from typing import Any, Hashable, Sequence
+from typing import Hashable, Sequence
 
 import numpy as np
 from scipy import stats
 from sklearn.metrics import r2_score
 
-__all__ = ["absolute_percentage_errors", "regression_metrics", "within_group_kendall", "per_group_errors",
-           "json_safe"]
+from .deprecation import deprecated_names
+
+__all__ = ["absolute_percentage_errors", "regression_metrics", "within_group_kendall", "per_group_errors"]
 
 
 def _checked(measured, predicted) -> tuple[np.ndarray, np.ndarray]:
@@ -103,14 +103,4 @@ def regression_metrics(measured, predicted, threshold_ms: float = 2.0) -> dict[s
     }
 
 
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN/inf floats replaced by None and numpy scalars made Python, for strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+__getattr__ = deprecated_names(__name__, {"json_safe": "nni_latency.fileio:json_safe"})

@@ -1,4 +1,5 @@
-"""The micro-benchmark suite: sample ~100 blocks, measure them (resumable JSONL), fit the device model.
+"""The micro-benchmark suite and the profiling run: sample ~100 blocks, measure each (progress, one JSONL
+row appended per block, resume after an interruption), then hand the rows to ``fit``.
 
 Sampling is log-stratified on a work proxy (C_in * C_out * H * W / stride^2), so the suite spans the
 FLOPs and bytes that CNNs use, from 7x7 maps with many channels to 112x112 maps with few, across
@@ -15,28 +16,27 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from .blocks import FAMILIES, BlockSpec
 from .config import ProfileConfig, config_to_dict
+from .deprecation import deprecated_names
 from .features import FEATURE_NAMES, extract_features
 from .fileio import append_jsonl, ensure_writable_dir, read_jsonl
-from .metrics import regression_metrics
+from .fit import MIN_POINTS, fit_records, reference_model
 from .model import MODEL_KINDS, LatencyModel
-from .timing import measure_latency, resolve_device, resolve_dtype
+from .protocol import ALLOCATORS, PROTOCOLS, MeasurementProtocol, protocol_of
+from .timing import LatencyMeasurement, measure_latency, resolve_device, resolve_dtype
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["sample_specs", "measure_specs", "fit_records", "cross_validated_predictions", "run_profile", "ProfileResult", "device_description",
-           "load_records", "MIN_POINTS"]
-
-# Enough that every kind still fits on the 4/5 of the rows a cross-validation fold trains on.
-MIN_POINTS = max(math.ceil(cls.min_points * 5 / 4) for cls in MODEL_KINDS.values())
-# What a measured row must agree on with the current run to be reused on resume.
-PROTOCOL_KEYS = ("device", "threads", "dtype", "protocol", "allocator")
+__all__ = ["sample_specs", "round_channels", "measure_specs", "measure_modules", "run_profile", "ProfileResult",
+           "profile_protocol", "validate_profile_config", "device_description", "load_records", "recount_features",
+           "has_current_features",
+           "MIN_POINTS"]
 
 
 def round_channels(value: float, multiple: int = 8) -> int:
@@ -133,8 +133,25 @@ def device_description(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def has_current_features(record: dict) -> bool:
+    """Whether a row holds every feature of this version (else ``recount_features`` recounts them)."""
+    features = record.get("features")
+    return isinstance(features, dict) and all(name in features for name in FEATURE_NAMES)
+
+
+def recount_features(record: dict) -> dict:
+    """A copy of ``record`` whose features are counted again from its block spec, at its protocol's vector width.
+
+    Rows measured with an older feature set stay usable: a latency does not depend on how features are counted.
+    """
+    spec = BlockSpec(**record["spec"])
+    features = extract_features(spec.build(seed=0), spec.input_shape, protocol_of(record).vector_width)
+    return {**record, "features": features.as_dict()}
+
+
 def load_records(path: str | Path) -> list[dict]:
-    """Measured rows of a JSONL dataset; rows with NaN/inf/non-positive latency are dropped with a warning."""
+    """Measured rows of a JSONL dataset; rows with NaN/inf/non-positive latency are dropped with a warning,
+    rows from an older feature set are recounted from their block spec."""
     if not Path(path).exists():
         raise ValueError(f"dataset {str(path)!r} does not exist; create one with `nni-latency profile`")
     records, dropped = [], 0
@@ -143,85 +160,73 @@ def load_records(path: str | Path) -> list[dict]:
         if not isinstance(latency, (int, float)) or not math.isfinite(latency) or latency <= 0:
             dropped += 1
             continue
-        features = record.get("features")
-        if not isinstance(features, dict) or any(n not in features for n in FEATURE_NAMES):
-            # Rows from an older feature set: recount from the block spec (a forward pass, no timing).
+        if not has_current_features(record):
             if not isinstance(record.get("spec"), dict):
                 raise ValueError(f"{path}: row {record.get('key', '?')!r} lacks features and a block spec; "
                                  "re-profile to recreate it")
-            spec = BlockSpec(**record["spec"])
-            record["features"] = extract_features(spec.build(), spec.input_shape).as_dict()
+            record = recount_features(record)
         records.append(record)
     if dropped:
         warnings.warn(f"{path}: dropped {dropped} row(s) with NaN, inf or non-positive latency", stacklevel=2)
     return records
 
 
-def measure_specs(specs: Sequence[BlockSpec], dataset: Path, protocol_info: dict[str, Any],
-                  measure: Callable[[torch.nn.Module, tuple], Any], progress: bool = True,
-                  description: str = "profiling") -> list[dict]:
-    """Measure every spec not already in ``dataset`` (appending each row as it is measured); return all rows."""
+def _progress(items: Sequence, description: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=description, unit="block", disable=not progress, dynamic_ncols=True)
+
+
+def measure_specs(specs: Sequence[BlockSpec], dataset: Path, protocol: MeasurementProtocol | dict[str, Any],
+                  measure: Callable[[torch.nn.Module, tuple], LatencyMeasurement] | None = None,
+                  progress: bool = True, description: str = "profiling", device_name: str | None = None) -> list[dict]:
+    """Measure every spec not already in ``dataset`` (appending each row as it is measured); return all rows.
+
+    Every row holds the block, its features, the measurement and the fields of ``protocol``; rows already
+    in ``dataset`` must have been measured under the same protocol. ``measure(module, shape)`` defaults to
+    ``measure_latency`` under ``protocol``.
+    """
+    protocol = protocol_of(protocol)
+    if measure is None:
+        def measure(module, shape):
+            return measure_latency(module, shape, protocol)
+
     existing = {r["key"]: r for r in read_jsonl(dataset)} if dataset.exists() else {}
     for record in existing.values():
-        mismatch = [k for k in PROTOCOL_KEYS if record.get(k) != protocol_info.get(k)]
+        recorded = protocol_of(record)
+        mismatch = recorded.differences(protocol)
         if mismatch:
             key = mismatch[0]
-            raise ValueError(f"{dataset} was measured with {key}={record.get(key)!r}, this run uses "
-                             f"{protocol_info.get(key)!r}; use another --output-dir or delete the file")
+            raise ValueError(f"{dataset} was measured with {key}={getattr(recorded, key)!r}, this run uses "
+                             f"{getattr(protocol, key)!r}; use another --output-dir or delete the file")
     todo = [s for s in specs if s.key not in existing]
     if existing and todo:
         _logger.info("resuming: %d of %d blocks already measured in %s", len(specs) - len(todo), len(specs), dataset)
-    from tqdm.auto import tqdm
-
-    for spec in tqdm(todo, desc=description, unit="block", disable=not progress, dynamic_ncols=True):
-        torch.manual_seed(0)
-        module = spec.build()
-        features = extract_features(module, spec.input_shape)
+    extra = {} if device_name is None else {"device_name": device_name}
+    for spec in _progress(todo, description, progress):
+        module = spec.build(seed=0)
+        features = extract_features(module, spec.input_shape, protocol.vector_width)
         measurement = measure(module, spec.input_shape)
         record = {"key": spec.key, "spec": spec.to_dict(), "features": features.as_dict(),
                   "latency_ms": measurement.median_ms, "iqr_ms": measurement.iqr_ms, "noisy": measurement.noisy,
-                  "repeats": measurement.repeats, "copies": measurement.copies, **protocol_info}
+                  "repeats": measurement.repeats, "copies": measurement.copies, **protocol.to_dict(), **extra}
         append_jsonl(dataset, record)
         existing[spec.key] = record
     wanted = {s.key for s in specs}
     return [r for k, r in existing.items() if k in wanted]
 
 
-def cross_validated_predictions(records: Sequence[dict], kind: str, folds: int = 5, seed: int = 0) -> np.ndarray:
-    """Each row's prediction by a ``kind`` model fitted on the other folds (never on the row itself)."""
-    from sklearn.model_selection import KFold
-
-    y = np.array([r["latency_ms"] for r in records])
-    rows = [r["features"] for r in records]
-    predictions = np.empty_like(y)
-    splitter = KFold(n_splits=min(folds, len(y)), shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for train, test in splitter.split(y):
-            fold_model = LatencyModel.fit([rows[i] for i in train], y[train], kind=kind)
-            predictions[test] = fold_model.predict_many([rows[i] for i in test])
-    return predictions
-
-
-def cross_validated_metrics(records: Sequence[dict], kind: str, folds: int = 5, seed: int = 0) -> dict[str, float]:
-    """Metrics of ``kind`` on held-out folds of the profiling rows."""
-    y = np.array([r["latency_ms"] for r in records])
-    return regression_metrics(y, cross_validated_predictions(records, kind, folds, seed))
-
-
-def fit_records(records: Sequence[dict], kind: str, device: dict[str, Any] | None = None,
-                notes: str = "") -> LatencyModel:
-    """Fit ``kind`` on measured rows and attach cross-validated metrics of every kind for comparison."""
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}: use one of {', '.join(MODEL_KINDS)}")
-    if len(records) < MIN_POINTS:
-        raise ValueError(f"only {len(records)} measured point(s); fitting needs at least {MIN_POINTS} "
-                         "(raise `count` in the config or profile again)")
-    y = [r["latency_ms"] for r in records]
-    model = LatencyModel.fit([r["features"] for r in records], y, kind=kind, device=device, notes=notes)
-    model.metrics = {"points": len(records), "cv_folds": 5,
-                     "cv": {k: cross_validated_metrics(records, k) for k in MODEL_KINDS}}
-    return model
+def measure_modules(jobs: Sequence[tuple[str, torch.nn.Module, Any]], protocol: MeasurementProtocol,
+                    progress: bool = False, description: str = "measuring",
+                    **options: Any) -> list[LatencyMeasurement]:
+    """Measure each ``(label, module, input_shape)`` job under ``protocol`` (``options`` go to
+    ``measure_latency``), showing the label of the one being measured."""
+    results = []
+    with _progress(jobs, description, progress) as bar:
+        for label, module, shape in bar:
+            bar.set_postfix_str(label, refresh=False)
+            results.append(measure_latency(module, shape, protocol, **options))
+    return results
 
 
 @dataclass
@@ -235,8 +240,6 @@ class ProfileResult:
 
 def validate_profile_config(config: ProfileConfig, threads: int) -> None:
     """Check every value before anything is measured, so a typo never costs a whole run."""
-    from .timing import ALLOCATORS, PROTOCOLS
-
     checks = [
         (config.model_kind in MODEL_KINDS,
          f"unknown model kind {config.model_kind!r} in model_kind: use one of {', '.join(MODEL_KINDS)}"),
@@ -256,40 +259,47 @@ def validate_profile_config(config: ProfileConfig, threads: int) -> None:
             raise ValueError(message)
 
 
-def run_profile(config: ProfileConfig, device: str = "cpu", output_dir: str | Path = "runs/profile",
-                threads: int | None = None, progress: bool = True) -> ProfileResult:
-    """Benchmark the suite on ``device``, fit ``config.model_kind`` and write the device model and dataset."""
-    started = time.perf_counter()
+def profile_protocol(config: ProfileConfig, device: str = "cpu", threads: int | None = None) -> MeasurementProtocol:
+    """The protocol a profiling run of ``config`` on ``device`` measures under (the YAML ``timing`` section
+    becomes the protocol here, and only here); every value is checked first."""
     torch_device = resolve_device(device)
     resolve_dtype(config.dtype, torch_device)
     threads = config.threads if threads is None else threads
     validate_profile_config(config, threads)
+    timing = config.timing
+    return MeasurementProtocol(device=str(torch_device), threads=threads, dtype=config.dtype, batch=config.batch,
+                               protocol=timing.protocol, allocator=timing.allocator).with_timing(timing)
+
+
+def run_profile(config: ProfileConfig, device: str = "cpu", output_dir: str | Path = "runs/profile",
+                threads: int | None = None, progress: bool = True) -> ProfileResult:
+    """Benchmark the suite on ``device``, fit ``config.model_kind`` and write the device model and dataset.
+
+    The allocator policy is left to the caller (``timing.apply_allocator_policy``; the command line does it).
+    """
+    started = time.perf_counter()
+    protocol = profile_protocol(config, device, threads)
     out = ensure_writable_dir(output_dir)
     specs = sample_specs(config)
-    timing = config.timing
-    protocol_info = {"device": str(torch_device), "threads": threads, "dtype": config.dtype,
-                     "protocol": timing.protocol, "allocator": timing.allocator,
-                     "device_name": device_description(torch_device)}
-
-    def measure(module, shape):
-        return measure_latency(module, shape, torch_device, threads=threads, dtype=config.dtype,
-                               protocol=timing.protocol, allocator=timing.allocator,
-                               working_set_mb=timing.working_set_mb, min_run_time=timing.min_run_time,
-                               max_run_time=timing.max_run_time, max_spread=timing.max_spread)
-
-    records = measure_specs(specs, out / "microbench.jsonl", protocol_info, measure, progress)
+    name = device_description(torch.device(protocol.device))
+    records = measure_specs(specs, out / "microbench.jsonl", protocol, progress=progress, device_name=name)
     records = [r for r in records if math.isfinite(r["latency_ms"]) and r["latency_ms"] > 0]
-    noisy = sum(bool(r.get("noisy")) for r in records)
     device_info = {
-        "name": protocol_info.pop("device_name"), "type": torch_device.type, **protocol_info,
-        "batch": config.batch, "torch": torch.__version__, "date": datetime.date.today().isoformat(),
+        "name": name, "type": protocol.device_type, **protocol.to_dict(), "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
         "measurement": ("median of torch.utils.benchmark adaptive_autorange; eval mode, no grad; "
-                        f"protocol={timing.protocol}, allocator={timing.allocator}"),
-        "noisy_points": noisy, "config": config_to_dict(config),
+                        f"protocol={protocol.protocol}, allocator={protocol.allocator}"),
+        "noisy_points": sum(bool(r.get("noisy")) for r in records), "config": config_to_dict(config),
     }
     model = fit_records(records, config.model_kind, device=device_info)
-    reference = model if model.kind == "two_regime" else LatencyModel.fit(
-        [r["features"] for r in records], [r["latency_ms"] for r in records], kind="two_regime")
+    reference = reference_model(records, model)
     model.metrics["profile_seconds"] = round(time.perf_counter() - started, 2)
     model.save(out / "device_model.json")
     return ProfileResult(model, records, reference, out, time.perf_counter() - started)
+
+
+__getattr__ = deprecated_names(__name__, {
+    "cross_validated_predictions": "nni_latency.fit:cross_validated_predictions",
+    "cross_validated_metrics": "nni_latency.fit:cross_validated_metrics",
+    "PROTOCOL_KEYS": "nni_latency.protocol:RESUME_FIELDS",
+})

@@ -1,12 +1,17 @@
-"""Latency regressors (scikit-learn estimators) and ``LatencyModel``, the device model users load.
+"""Latency regressors (scikit-learn estimators) and ``LatencyModel``, the device model users load and save.
+
+Each regressor says which affine terms apply to a feature row (``affine_at``): code outside this module
+asks a model where its time goes (``contributions``, ``LatencyModel.cost_terms``, ``breakdown``) instead of
+parsing its parameters. ``LatencyModel.to_dict``/``from_dict`` are the model's JSON; ``schema`` wraps it.
 
 Kinds:
   * ``two_regime``: the published reference. initial = a*ACTS + b*INP + c*FLOPs + d; below a learned
     breakpoint, predicted = slope*initial + offset, else initial. Least squares, as published.
   * ``relative_linear``: non-negative weights on additive features (per-kind FLOPs at vector-padded
-    channel counts, weights, memory traffic, per-kind op counts), fitted to minimise squared *relative* error. Non-negative weights keep
-    each term a cost, so predictions stay additive and extrapolate sanely; relative error keeps
-    small blocks from being ignored. It is the default because it measures best on held-out blocks.
+    channel counts, weights, memory traffic, per-kind op counts), fitted to minimise squared *relative*
+    error. Non-negative weights keep each term a cost, so predictions stay additive and extrapolate
+    sanely; relative error keeps small blocks from being ignored. It is the default because it measures
+    best on held-out blocks.
   * ``flops``: latency = c*FLOPs + d, the proxy NNI's FlopsProfiler amounts to (a baseline).
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
@@ -21,12 +27,19 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import LinearRegression
 from sklearn.utils.validation import check_is_fitted
 
-from .features import FEATURE_NAMES, FEATURE_ROLES, BlockFeatures, extract_features
+from . import schema
+from .features import FEATURE_DOCS, FEATURE_NAMES, FEATURE_ROLES, ROLES, BlockFeatures, extract_features
+from .protocol import MeasurementProtocol, protocol_of, records_protocol
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ["TwoRegimeModel", "RelativeLinearModel", "FlopsModel", "MODEL_KINDS", "DEFAULT_KIND",
-           "LatencyModel", "OutOfRangeWarning", "features_matrix"]
+           "LatencyModel", "OutOfRangeWarning", "features_matrix", "CostTerms", "TERM_ROLES", "split_by_role",
+           "dominant_role"]
+
+# The role of every term a model can have: the features' (``features.FEATURE_ROLES``), and the intercept,
+# a fixed cost paid once per prediction, which is overhead.
+TERM_ROLES: dict[str, str] = {**FEATURE_ROLES, "intercept": "overhead"}
 
 
 class OutOfRangeWarning(UserWarning):
@@ -44,7 +57,7 @@ def _scaled_lstsq(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None = Non
 
 
 class _LatencyRegressor(RegressorMixin, BaseEstimator):
-    """Shared plumbing: the feature columns a kind uses, and parameter (de)serialisation."""
+    """Shared plumbing: the feature columns a kind uses, its affine terms, and parameter (de)serialisation."""
 
     kind: ClassVar[str]
     feature_names: ClassVar[tuple[str, ...]]
@@ -53,11 +66,19 @@ class _LatencyRegressor(RegressorMixin, BaseEstimator):
     def get_state(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def affine_at(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """The affine piece that applies at each row of ``X``: coefficients (n, k) over ``feature_names`` and
+        intercepts (n,), so that the prediction is ``(coefficients * X).sum(1) + intercepts``."""
+        check_is_fitted(self, "coef_")
+        rows = len(np.asarray(X, float))
+        return np.tile(self.coef_, (rows, 1)), np.full(rows, float(self.intercept_))
+
     def contributions(self, X) -> dict[str, np.ndarray]:
         """Each feature's term (and the intercept's) in the prediction; they sum to ``predict(X)``."""
         X = np.asarray(X, float)
-        terms = {name: X[:, i] * self.coef_[i] for i, name in enumerate(self.feature_names)}
-        terms["intercept"] = np.full(len(X), self.intercept_)
+        coefficients, intercepts = self.affine_at(X)
+        terms = {name: X[:, i] * coefficients[:, i] for i, name in enumerate(self.feature_names)}
+        terms["intercept"] = intercepts
         return terms
 
     @classmethod
@@ -142,19 +163,25 @@ class TwoRegimeModel(_LatencyRegressor):
             breakpoint = 0.5 * (sorted_initial[count - 1] + sorted_initial[count])
             yield float(slope), float(offset), float(breakpoint), low_sse + float(high_residual[order[count:]].sum())
 
-    def predict(self, X):
+    def initial(self, X) -> np.ndarray:
+        """The upper regime's prediction ``a*ACTS + b*INP + c*FLOPs + d``, which the breakpoint applies to."""
         check_is_fitted(self, "coef_")
-        initial = np.asarray(X, float) @ self.coef_ + self.intercept_
+        return np.asarray(X, float) @ self.coef_ + self.intercept_
+
+    def from_initial(self, initial) -> np.ndarray:
+        """The prediction as a function of the initial one: ``slope*x + offset`` below the breakpoint, else ``x``."""
+        initial = np.asarray(initial, float)
         return np.where(initial < self.breakpoint_, self.slope_ * initial + self.offset_, initial)
 
-    def contributions(self, X):
-        # Below the breakpoint the prediction is slope*initial + offset: scale the terms, offset is overhead.
-        terms = super().contributions(X)
-        initial = sum(terms.values())
-        low = initial < self.breakpoint_
-        scaled = {name: np.where(low, self.slope_ * value, value) for name, value in terms.items()}
-        scaled["intercept"] = scaled["intercept"] + np.where(low, self.offset_, 0.0)
-        return scaled
+    def predict(self, X):
+        return self.from_initial(self.initial(X))
+
+    def affine_at(self, X):
+        # Below the breakpoint the prediction is slope*initial + offset: scaled terms, the offset is overhead.
+        coefficients, intercepts = super().affine_at(X)
+        low = self.initial(X) < self.breakpoint_
+        return (np.where(low[:, None], self.slope_ * coefficients, coefficients),
+                np.where(low, self.slope_ * intercepts + self.offset_, intercepts))
 
     def get_state(self):
         a, b, c = (float(v) for v in self.coef_)
@@ -236,8 +263,48 @@ def features_matrix(rows: Sequence[BlockFeatures | Mapping[str, float]] | np.nda
         raise ValueError(f"feature row lacks {error.args[0]!r}; rows need {', '.join(names)}") from None
 
 
+@dataclass(frozen=True)
+class CostTerms:
+    """One affine piece of a latency model: ms = sum_k coefficients[k] * feature_k + intercept."""
+
+    coefficients: Mapping[str, float]
+    intercept: float
+
+    def terms(self, features: Mapping[str, float]) -> dict[str, float]:
+        """Milliseconds contributed by each feature term."""
+        return {name: c * float(features.get(name, 0.0)) for name, c in self.coefficients.items()}
+
+    def predict(self, features: Mapping[str, float], include_intercept: bool = True) -> float:
+        return sum(self.terms(features).values()) + (self.intercept if include_intercept else 0.0)
+
+    def split(self, features: Mapping[str, float], include_intercept: bool = False) -> dict[str, float]:
+        """Milliseconds per role (compute, memory, overhead)."""
+        terms = self.terms(features)
+        if include_intercept:
+            terms["intercept"] = self.intercept
+        return split_by_role(terms)
+
+
+def split_by_role(contributions: Mapping[str, Any]) -> dict[str, Any]:
+    """Sum per-term contributions (floats or arrays, keyed by feature name or ``intercept``) by role."""
+    parts: dict[str, Any] = dict.fromkeys(ROLES, 0.0)
+    for name, value in contributions.items():
+        parts[TERM_ROLES[name]] = parts[TERM_ROLES[name]] + value
+    return parts
+
+
+def dominant_role(split: Mapping[str, float]) -> str:
+    """The role (compute, memory or overhead) with the largest share of a cost split; ``-`` for no cost."""
+    if sum(max(v, 0.0) for v in split.values()) <= 0:
+        return "-"
+    return max(ROLES, key=lambda role: split.get(role, 0.0))
+
+
 class LatencyModel:
-    """A fitted latency regressor plus what is needed to trust it: device, protocol, feature ranges, metrics.
+    """A fitted latency regressor plus what is needed to trust it: device and protocol, feature ranges, metrics.
+
+    ``predict(rows)`` takes many feature rows and returns an array (scikit-learn's convention);
+    ``predict_one(features)`` and ``predict_module(module, shape)`` return one latency (ms).
 
     >>> model = LatencyModel.load("runs/cpu/device_model.json")   # doctest: +SKIP
     >>> model.predict_module(block, (1, 32, 56, 56))               # doctest: +SKIP
@@ -247,7 +314,7 @@ class LatencyModel:
                  feature_ranges: Mapping[str, Sequence[float]] | None = None,
                  metrics: Mapping[str, Any] | None = None, notes: str = ""):
         self.regressor = regressor
-        self.device = dict(device or {})
+        self.device = dict(device or {})  # the device's description and its measurement protocol's fields
         self.feature_ranges = {k: (float(v[0]), float(v[1])) for k, v in (feature_ranges or {}).items()}
         self.metrics = dict(metrics or {})
         self.notes = notes
@@ -260,6 +327,16 @@ class LatencyModel:
     @property
     def parameters(self) -> dict[str, Any]:
         return self.regressor.get_state()
+
+    @property
+    def protocol(self) -> MeasurementProtocol | None:
+        """How the training blocks were measured; None for a model that does not record it (built by hand)."""
+        return protocol_of(self.device) if records_protocol(self.device) else None
+
+    @property
+    def vector_width(self) -> int:
+        """The vector width features are counted at for this model (16 where the model does not record it)."""
+        return protocol_of(self.device).vector_width
 
     @classmethod
     def fit(cls, rows: Sequence[BlockFeatures | Mapping[str, float]], latencies_ms: Sequence[float],
@@ -278,28 +355,52 @@ class LatencyModel:
         ranges = {name: (float(X[:, i].min()), float(X[:, i].max())) for i, name in enumerate(FEATURE_NAMES)}
         return cls(regressor, feature_ranges=ranges, **kwargs)
 
-    def predict_many(self, rows: Sequence[BlockFeatures | Mapping[str, float]] | np.ndarray) -> np.ndarray:
-        """Latencies (ms) for many feature rows at once; an (n, len(FEATURE_NAMES)) array is fastest."""
+    def predict(self, rows: Sequence[BlockFeatures | Mapping[str, float]] | np.ndarray) -> np.ndarray:
+        """Latencies (ms) of many feature rows at once; an (n, len(FEATURE_NAMES)) array is fastest.
+
+        Passing one ``BlockFeatures`` or mapping still returns one float, with a ``DeprecationWarning``:
+        use ``predict_one`` for that.
+        """
+        if isinstance(rows, (BlockFeatures, Mapping)):
+            warnings.warn("LatencyModel.predict takes many rows and returns an array; use predict_one(features) "
+                          "for a single row", DeprecationWarning, stacklevel=2)
+            return self.predict_one(rows)
         X = features_matrix(rows, self.regressor.feature_names)
         self._check_range(X)
         return np.maximum(self.regressor.predict(X), 0.0)
 
-    def predict(self, features: BlockFeatures | Mapping[str, float]) -> float:
+    def predict_one(self, features: BlockFeatures | Mapping[str, float]) -> float:
         """Latency (ms) of one block from its features."""
-        return float(self.predict_many([features])[0])
+        return float(self.predict([features])[0])
 
-    def breakdown_many(self, rows) -> dict[str, np.ndarray]:
-        """Predicted ms split by role (compute, memory, overhead) for each row; sums to the prediction."""
-        X = features_matrix(rows, self.regressor.feature_names)
-        roles = {"compute": np.zeros(len(X)), "memory": np.zeros(len(X)), "overhead": np.zeros(len(X))}
-        for name, value in self.regressor.contributions(X).items():
-            roles[FEATURE_ROLES.get(name, "overhead")] += value
-        negative = sum(roles.values()) < 0  # predictions are clamped at 0 ms: so are their parts
-        return {role: np.where(negative, 0.0, value) for role, value in roles.items()}
+    def predict_many(self, rows) -> np.ndarray:
+        """Deprecated name of ``predict``."""
+        warnings.warn("LatencyModel.predict_many is deprecated; use predict(rows)", DeprecationWarning, stacklevel=2)
+        return self.predict(rows)
 
     def predict_module(self, module, input_shape) -> float:
         """Latency (ms) of ``module`` on ``input_shape`` (batch included), from one counted forward pass."""
-        return self.predict(extract_features(module, input_shape))
+        return self.predict_one(extract_features(module, input_shape, self.vector_width))
+
+    def cost_terms(self, features: BlockFeatures | Mapping[str, float]) -> CostTerms:
+        """The affine piece of the model that applies at ``features`` (piecewise kinds choose it from them)."""
+        X = features_matrix([features], self.regressor.feature_names)
+        coefficients, intercepts = self.regressor.affine_at(X)
+        return CostTerms(dict(zip(self.regressor.feature_names, map(float, coefficients[0]))), float(intercepts[0]))
+
+    def breakdown(self, rows) -> dict[str, np.ndarray]:
+        """Predicted ms split by role (compute, memory, overhead) for each row; sums to the prediction."""
+        X = features_matrix(rows, self.regressor.feature_names)
+        roles = split_by_role(self.regressor.contributions(X))
+        roles = {role: np.broadcast_to(value, len(X)).astype(float) for role, value in roles.items()}
+        negative = sum(roles.values()) < 0  # predictions are clamped at 0 ms: so are their parts
+        return {role: np.where(negative, 0.0, value) for role, value in roles.items()}
+
+    def breakdown_many(self, rows) -> dict[str, np.ndarray]:
+        """Deprecated name of ``breakdown``."""
+        warnings.warn("LatencyModel.breakdown_many is deprecated; use breakdown(rows)", DeprecationWarning,
+                      stacklevel=2)
+        return self.breakdown(rows)
 
     def _check_range(self, X: np.ndarray, factor: float = 10.0) -> None:
         if self._warned_out_of_range or not self.feature_ranges:
@@ -315,24 +416,45 @@ class LatencyModel:
                 return
 
     def to_dict(self) -> dict[str, Any]:
-        from .schema import model_to_dict
-        return model_to_dict(self)
+        """The model as a versioned JSON document (``schema``'s envelope around the model's fields)."""
+        return schema.envelope({
+            "kind": self.kind,
+            "parameters": self.parameters,
+            "features": {name: FEATURE_DOCS[name] for name in self.regressor.feature_names},
+            "feature_ranges": {k: list(v) for k, v in self.feature_ranges.items()},
+            "device": self.device,
+            "metrics": self.metrics,
+            "notes": self.notes,
+        })
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> LatencyModel:
-        from .schema import model_from_dict
-        return model_from_dict(data, source)
+        """The model in a document written by ``to_dict``; every problem is a one-line ValueError naming ``source``."""
+        schema.check_envelope(data, source)
+        kind = data.get("kind")
+        schema.require(kind in MODEL_KINDS, source, f"unknown model kind {kind!r} (known: {', '.join(MODEL_KINDS)})")
+        parameters = data.get("parameters")
+        schema.require(isinstance(parameters, Mapping), source, "'parameters' must be an object")
+        try:
+            regressor = MODEL_KINDS[kind].from_state(parameters)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{source}: parameters of kind {kind!r} are incomplete or invalid (missing or bad "
+                             f"{error!s}); if the file comes from an older nni-latency, refit it with "
+                             "`nni-latency fit microbench.jsonl`") from None
+        ranges = data.get("feature_ranges", {})
+        schema.require(isinstance(ranges, Mapping) and all(k in FEATURE_NAMES for k in ranges), source,
+                       f"'feature_ranges' must map feature names ({', '.join(FEATURE_NAMES)}) to [min, max]")
+        return cls(regressor, device=data.get("device", {}), feature_ranges=ranges, metrics=data.get("metrics", {}),
+                   notes=data.get("notes", ""))
 
     def save(self, path) -> None:
         """Write the model as JSON atomically (temporary file, then rename)."""
-        from .schema import save_model
-        save_model(self, path)
+        schema.write_document(path, self.to_dict())
 
     @classmethod
     def load(cls, path) -> LatencyModel:
         """Load and validate a device-model JSON file; a ``ValueError`` explains any problem in one line."""
-        from .schema import load_model
-        return load_model(path)
+        return cls.from_dict(schema.read_document(path), str(path))
 
     def __repr__(self) -> str:
         where = self.device.get("name", "unknown device")

@@ -1,15 +1,22 @@
-"""Matplotlib figures of a fitted device model (written as PNG and SVG, headless)."""
+"""Matplotlib figures, headless: the fit of a device model, predictions against measurements, and the
+bottleneck report of a network; each written atomically (PNG and SVG unless told otherwise).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["plot_fit", "plot_predictions", "pyplot", "save_figure", "identity_band"]
+from .fileio import atomic_write
+from .model import features_matrix
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["plot_fit", "plot_predictions", "plot_report", "pyplot", "save_figure", "identity_band"]
 
 
 def pyplot():
@@ -26,15 +33,8 @@ def save_figure(figure, path_stem: Path, suffixes: Sequence[str] = (".png", ".sv
     """Save ``figure`` beside ``path_stem`` in each format, each written atomically (temp file, rename)."""
     paths = [Path(path_stem).with_suffix(suffix) for suffix in suffixes]
     for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-        os.close(fd)
-        try:
-            figure.savefig(temp, dpi=130, bbox_inches="tight", format=path.suffix.lstrip("."))
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda handle: figure.savefig(handle, dpi=130, bbox_inches="tight",
+                                                         format=path.suffix.lstrip(".")), binary=True)
     return paths
 
 
@@ -55,24 +55,23 @@ def plot_fit(records: Sequence[dict], model, reference, path_stem: str | Path,
     rows = [r["features"] for r in records]
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
 
-    state = reference.parameters
-    initial = np.array([state["a"] * f["acts"] + state["b"] * f["inp"] + state["c"] * f["flops"] + state["d"]
-                        for f in rows])
+    regime = reference.regressor  # a TwoRegimeModel: the prediction is a function of its initial prediction
+    initial = regime.initial(features_matrix(rows, regime.feature_names))
     for family in sorted(set(families)):
         chosen = np.array([f == family for f in families])
         left.scatter(np.maximum(initial[chosen], 1e-4), measured[chosen], s=14, label=family)
     positive = initial[initial > 0]
     span = np.geomspace(max(positive.min() if len(positive) else 1e-3, 1e-4), max(initial.max(), 1e-3), 200)
-    below = span < state["breakpoint"]
-    left.plot(span[below], state["slope"] * span[below] + state["offset"], "k--", label="low regime: slope*x+offset")
-    left.plot(span[~below], span[~below], "k-", label="high regime: x")
-    if np.isfinite(state["breakpoint"]) and state["breakpoint"] > 0:
-        left.axvline(state["breakpoint"], color="grey", linestyle=":", label=f"breakpoint {state['breakpoint']:.3g} ms")
+    below = span < regime.breakpoint_
+    left.plot(span[below], regime.from_initial(span[below]), "k--", label="low regime: slope*x+offset")
+    left.plot(span[~below], regime.from_initial(span[~below]), "k-", label="high regime: x")
+    if np.isfinite(regime.breakpoint_) and regime.breakpoint_ > 0:
+        left.axvline(regime.breakpoint_, color="grey", linestyle=":", label=f"breakpoint {regime.breakpoint_:.3g} ms")
     left.set(xscale="log", yscale="log", xlabel="initial prediction a*ACTS+b*INP+c*FLOPs+d (ms)",
              ylabel="measured latency (ms)", title="published two-regime model (training points)")
     left.legend(fontsize=7)
 
-    predicted = np.asarray(held_out_predictions if held_out_predictions is not None else model.predict_many(rows))
+    predicted = np.asarray(held_out_predictions if held_out_predictions is not None else model.predict(rows))
     right.scatter(measured, np.maximum(predicted, 1e-4), s=14, c="tab:blue")
     identity_band(right, measured.min() * 0.8, measured.max() * 1.25, color="tab:green")
     cv = model.metrics.get("cv", {}).get(model.kind, {})
@@ -81,7 +80,8 @@ def plot_fit(records: Sequence[dict], model, reference, path_stem: str | Path,
     right.set(xscale="log", yscale="log", xlabel="measured latency (ms)", ylabel=f"{which} prediction (ms)",
               title=title)
     right.legend(fontsize=8)
-    figure.suptitle(f"{model.device.get('name', '')}, {model.device.get('threads', '?')} thread(s)", fontsize=9)
+    threads = model.protocol.threads if model.protocol is not None else "?"
+    figure.suptitle(f"{model.device.get('name', '')}, {threads} thread(s)", fontsize=9)
     paths = save_figure(figure, Path(path_stem))
     plt.close(figure)
     return paths
@@ -109,3 +109,36 @@ def plot_predictions(records: Sequence[dict], predicted: Sequence[float], path_s
     paths = save_figure(figure, Path(path_stem))
     plt.close(figure)
     return paths
+
+
+def plot_report(report, path: str | os.PathLike) -> Path:
+    """A horizontal bar chart of the rows, heaviest on top, bottlenecks highlighted; written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .analysis import REST, format_shape
+
+    rows = report.blocks
+    figure = Figure(figsize=(8, 1.2 + 0.28 * len(rows)))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    positions = range(len(rows))[::-1]
+    colors = ["tab:red" if r.bottleneck else ("tab:gray" if r.name == REST else "tab:blue") for r in rows]
+    axes.barh(list(positions), [r.predicted_ms for r in rows], color=colors)
+    measured = [(p, r.measured_ms) for p, r in zip(positions, rows) if r.measured_ms is not None]
+    if measured:
+        axes.scatter([m for _, m in measured], [p for p, _ in measured], marker="|", s=120, color="black",
+                     label="measured alone", zorder=3)
+        axes.legend(loc="lower right", fontsize=8)
+    axes.set_yticks(list(positions), [f"{r.name} ({r.type})" if r.name != REST else r.name for r in rows],
+                    fontsize=8)
+    for position, row in zip(positions, rows):
+        axes.annotate(f" {100 * row.share:.1f}% {row.bound}", (max(row.predicted_ms, 0.0), position),
+                      va="center", fontsize=7)
+    axes.set_xlabel("predicted latency (ms)")
+    axes.set_title(f"{report.network} {format_shape(report.input_shape)}: {report.total_predicted_ms:.2f} ms "
+                   f"predicted ({report.model_kind}); red = bottlenecks", fontsize=9)
+    axes.margins(x=0.2)
+    figure.tight_layout()
+    target = Path(path)
+    return save_figure(figure, target, (target.suffix or ".png",))[0]

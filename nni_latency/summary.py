@@ -6,13 +6,10 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["format_profile_summary", "bound_label"]
+from .model import dominant_role
+from .protocol import protocol_of
 
-
-def bound_label(breakdown: dict[str, float]) -> str:
-    """'compute-bound', 'memory-bound' or 'overhead-bound': the role with the largest share of time."""
-    role = max(breakdown, key=breakdown.get)
-    return f"{role}-bound"
+__all__ = ["format_profile_summary"]
 
 
 def _percent(value: float) -> str:
@@ -21,12 +18,12 @@ def _percent(value: float) -> str:
 
 def format_profile_summary(model, records: Sequence[dict], reference=None, seconds: float | None = None) -> str:
     rows = [r["features"] for r in records]
-    roles = {role: float(values.sum()) for role, values in model.breakdown_many(rows).items()}
+    roles = {role: float(values.sum()) for role, values in model.breakdown(rows).items()}
     total = sum(roles.values()) or 1.0
     shares = {role: value / total for role, value in roles.items()}
+    protocol = protocol_of(model)
     lines = [f"device model: {model.kind} on {model.device.get('name', '?')} "
-             f"({model.device.get('threads', '?')} thread(s), {model.device.get('dtype', '?')}, "
-             f"batch {model.device.get('batch', '?')}, protocol {model.device.get('protocol', '?')})"]
+             f"({protocol.threads} thread(s), {protocol.dtype}, batch {protocol.batch}, protocol {protocol.protocol})"]
     if seconds is not None:
         lines.append(f"profiled {len(records)} blocks in {seconds:.1f} s")
     lines.append("parameters:")
@@ -37,7 +34,7 @@ def format_profile_summary(model, records: Sequence[dict], reference=None, secon
             lines.append(f"  {name:<24} {value:.4g}")
     lines.append("time on the training blocks: " + ", ".join(f"{role} {_percent(share)}"
                                                         for role, share in shares.items())
-                 + f" -> the device looks {bound_label(shares)} on this suite")
+                 + f" -> the device looks {dominant_role(shares)}-bound on this suite")
     cv = model.metrics.get("cv", {})
     if cv:
         lines.append("cross-validated fit (5 folds, held-out rows):")

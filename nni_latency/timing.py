@@ -1,16 +1,23 @@
-"""Measuring the inference latency of one module on one device, on top of ``torch.utils.benchmark``.
+"""Measuring the inference latency of one module under a ``MeasurementProtocol``, on ``torch.utils.benchmark``.
 
-Protocols (the first two are the weight/input handling; both run under the allocator policy below):
+``measure_latency`` leaves its caller's world alone: it times a copy of the module (the caller's keeps
+its device, dtype and training flag), restores ``torch.backends.cudnn.benchmark`` and the thread count,
+and draws its inputs from generators of its own.
+
+Protocols (the weight/input handling):
   * ``hot``: the classic micro-benchmark; the same weights and input every call, so they stay in cache.
   * ``rotate``: cycles through distinct copies of the weights and inputs whose total size exceeds the
     per-core cache, so each call starts cold, as a block does inside a network. Isolated hot blocks
     sum to less than the network they form; rotated ones add up (see docs/BENCHMARKS.md).
 
-Allocator policy ``steady`` (default on Linux/glibc): glibc returns freed activation memory to the OS
-and page-faults it back on the next forward pass, at a cost that depends on the heap's history; the
-same network measured 18-23 ms in different processes here. Keeping freed memory (as jemalloc or
-tcmalloc do in tuned CPU inference) makes timings stable, and blocks then add up to networks.
-``default`` leaves the allocator alone.
+Allocator policy ``steady``: glibc returns freed activation memory to the OS and page-faults it back on
+the next forward pass, at a cost that depends on the heap's history; the same network measured 18-23 ms
+in different processes here. Keeping freed memory (as jemalloc or tcmalloc do in tuned CPU inference)
+makes timings stable, and blocks then add up to networks. The policy is process-wide and one-way
+(``mallopt``), so the library never sets it: the command line (or a script) calls
+``apply_allocator_policy(protocol)`` before measuring, and ``measure_latency`` warns
+(``AllocatorWarning``) when a protocol asks for it in a process that has not. ``default`` leaves the
+allocator alone.
 """
 
 from __future__ import annotations
@@ -21,45 +28,75 @@ import ctypes.util
 import itertools
 import logging
 import math
-from dataclasses import asdict, dataclass
-from typing import Sequence
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils import benchmark
 
 from .features import make_inputs
+from .protocol import ALLOCATORS, PROTOCOLS, MeasurementProtocol
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ["LatencyMeasurement", "measure_latency", "resolve_device", "resolve_dtype", "PROTOCOLS", "ALLOCATORS",
-           "use_steady_allocator"]
+           "AllocatorWarning", "apply_allocator_policy", "use_steady_allocator", "steady_allocator_state"]
 
-PROTOCOLS = ("rotate", "hot")
-ALLOCATORS = ("steady", "default")
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-_steady_allocator_state: bool | None = None
+_steady_allocator_state: bool | None = None  # None: never asked for in this process
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
            "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
+class AllocatorWarning(UserWarning):
+    """Timing under the ``steady`` allocator policy in a process that has not enabled it."""
+
+
 @dataclass(frozen=True)
 class LatencyMeasurement:
-    """Robust statistics of repeated timings, in milliseconds."""
+    """Repeated timings of one module, in milliseconds, with the statistics computed from them on demand.
 
-    median_ms: float
-    iqr_ms: float
-    repeats: int
-    noisy: bool
+    ``times_ms`` holds one entry per run of ``number_per_run`` calls: that run's time per call (what
+    ``torch.utils.benchmark.Measurement.times`` holds, in ms). ``noisy`` applies the test behind
+    ``Measurement.meets_confidence`` at the protocol's ``max_spread``.
+    """
+
+    times_ms: tuple[float, ...]
+    number_per_run: int
     protocol: str
     copies: int
+    max_spread: float = 0.10
+
+    @property
+    def median_ms(self) -> float:
+        return float(np.quantile(self.times_ms, 0.5))
+
+    @property
+    def iqr_ms(self) -> float:
+        low, high = np.quantile(self.times_ms, [0.25, 0.75])
+        return float(high - low)
+
+    @property
+    def repeats(self) -> int:
+        """Calls timed in all."""
+        return len(self.times_ms) * self.number_per_run
 
     @property
     def relative_spread(self) -> float:
-        return self.iqr_ms / self.median_ms if self.median_ms > 0 else math.inf
+        median = self.median_ms
+        return self.iqr_ms / median if median > 0 else math.inf
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @property
+    def noisy(self) -> bool:
+        return self.relative_spread > self.max_spread
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary written with every measured row."""
+        return {"median_ms": self.median_ms, "iqr_ms": self.iqr_ms, "repeats": self.repeats, "noisy": self.noisy,
+                "protocol": self.protocol, "copies": self.copies}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -97,6 +134,7 @@ def use_steady_allocator() -> bool:
     """Make glibc keep freed memory (no trimming, mmap only above 32 MiB) for this process.
 
     This is process-wide and one-way, as mallopt is; returns False where glibc is not the allocator.
+    Library code never calls it: commands and scripts do, through ``apply_allocator_policy``.
     """
     global _steady_allocator_state
     if _steady_allocator_state is None:
@@ -114,86 +152,104 @@ def use_steady_allocator() -> bool:
     return _steady_allocator_state
 
 
-def _tensor_bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
+def steady_allocator_state() -> bool | None:
+    """Whether this process enabled the steady policy: True, False (asked, unavailable) or None (never asked)."""
+    return _steady_allocator_state
+
+
+def apply_allocator_policy(protocol: MeasurementProtocol) -> bool | None:
+    """Set the allocator policy ``protocol`` asks for, for the whole process (command line and scripts only).
+
+    Returns the steady policy's state (see ``steady_allocator_state``).
+    """
+    if protocol.allocator == "steady":
+        use_steady_allocator()
+    return _steady_allocator_state
+
+
+def _protocol_with(protocol: Any, overrides: dict[str, Any]) -> MeasurementProtocol:
+    """The protocol to measure under: ``protocol`` (or the defaults) with ``overrides`` applied.
+
+    A device given in place of the protocol (the positional argument of earlier versions) is an override.
+    """
+    if protocol is not None and not isinstance(protocol, MeasurementProtocol):
+        if "device" in overrides:
+            raise TypeError("measure_latency() got the device twice (positionally and as device=)")
+        overrides = {"device": protocol, **overrides}
+        protocol = None
+    return (protocol or MeasurementProtocol()).replace(**overrides)
 
 
 def _replicas(module: nn.Module, inputs: tuple[torch.Tensor, ...], protocol: str, working_set_bytes: int,
               max_copies: int) -> list[tuple[nn.Module, tuple[torch.Tensor, ...]]]:
     if protocol == "hot":
         return [(module, inputs)]
-    per_copy = _tensor_bytes(itertools.chain(module.parameters(), module.buffers(), inputs))
+    per_copy = sum(t.numel() * t.element_size() for t in itertools.chain(module.parameters(), module.buffers(), inputs))
     count = max(2, min(max_copies, math.ceil(working_set_bytes / max(per_copy, 1))))
+    generator = torch.Generator().manual_seed(1)  # the inputs of the copies; the caller's random state stays
     copies = [(module, inputs)]
     for _ in range(count - 1):
-        copies.append((copy.deepcopy(module), tuple(torch.randn_like(t) for t in inputs)))
+        copies.append((copy.deepcopy(module),
+                       tuple(torch.randn(t.shape, generator=generator).to(t) for t in inputs)))
     return copies
 
 
-def measure_latency(
-    module: nn.Module,
-    input_shape: Sequence[int] | Sequence[Sequence[int]],
-    device: str | torch.device = "cpu",
-    *,
-    threads: int = 1,
-    dtype: str | torch.dtype = "fp32",
-    protocol: str = "rotate",
-    allocator: str = "steady",
-    working_set_mb: float = 64.0,
-    max_copies: int = 32,
-    min_run_time: float = 0.15,
-    max_run_time: float = 1.0,
-    max_spread: float = 0.10,
-    retries: int = 1,
-) -> LatencyMeasurement:
-    """Median inference latency (ms) of ``module`` on ``input_shape``, eval mode, no grad.
+def measure_latency(module: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]],
+                    protocol: MeasurementProtocol | str | torch.device | None = None, /, *, max_copies: int = 32,
+                    retries: int = 1, **overrides: Any) -> LatencyMeasurement:
+    """Median inference latency (ms) of ``module`` on ``input_shape`` under ``protocol``, eval mode, no grad.
 
-    Stops once IQR/median is below ``max_spread`` (``adaptive_autorange``); a measurement still
-    noisier than that is repeated up to ``retries`` times with a longer budget, then flagged ``noisy``.
+    ``overrides`` replace fields of the protocol (``threads=1``, ``protocol="hot"``, ``min_run_time=0.01``,
+    ...); without a protocol they apply to ``MeasurementProtocol()``'s defaults, and a device string in
+    its place is read as ``device=``. A copy of ``module`` is timed. Timing stops once IQR/median is below
+    ``max_spread`` (``adaptive_autorange``); a measurement still noisier than that is repeated up to
+    ``retries`` times with a longer budget, then flagged ``noisy``.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
-    if not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
-    if allocator not in ALLOCATORS:
-        raise ValueError(f"unknown allocator policy {allocator!r}: use one of {', '.join(ALLOCATORS)}")
-    if allocator == "steady":
-        use_steady_allocator()
-    torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device)
-    module = module.to(device=torch_device, dtype=torch_dtype).eval()
-    inputs = make_inputs(input_shape, device=torch_device, dtype=torch_dtype)
-    if torch_device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # autotune per shape; the warm-up below pays for it
+    protocol = _protocol_with(protocol, overrides)
+    torch_device = resolve_device(protocol.device)
+    torch_dtype = resolve_dtype(protocol.dtype, torch_device)
+    if protocol.allocator == "steady" and _steady_allocator_state is None:
+        warnings.warn("the protocol asks for the steady allocator, which this process has not enabled, so timings "
+                      "may differ between processes; call nni_latency.timing.apply_allocator_policy(protocol) once "
+                      "before measuring (the nni-latency commands do), or measure with allocator='default'",
+                      AllocatorWarning, stacklevel=2)
+    cudnn_benchmark = torch.backends.cudnn.benchmark
+    try:
+        if torch_device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # autotune per shape; the warm-up below pays for it
+        module = copy.deepcopy(module).to(device=torch_device, dtype=torch_dtype).eval()
+        inputs = make_inputs(input_shape, device=torch_device, dtype=torch_dtype)
+        with torch.no_grad():
+            replicas = _replicas(module, inputs, protocol.protocol, int(protocol.working_set_mb * 2**20), max_copies)
+            for replica, replica_inputs in replicas:  # warm-up: allocator, cudnn autotuning, lazy init
+                for _ in range(2):
+                    replica(*replica_inputs)
+            measurement = _timed(replicas, protocol, retries)
+    finally:
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+    return LatencyMeasurement(times_ms=tuple(t * 1e3 for t in measurement.times),
+                              number_per_run=measurement.number_per_run, protocol=protocol.protocol,
+                              copies=len(replicas), max_spread=protocol.max_spread)
 
-    with torch.no_grad():
-        replicas = _replicas(module, inputs, protocol, int(working_set_mb * 2**20), max_copies)
-        for replica, replica_inputs in replicas:  # warm-up: allocator, cudnn autotuning, lazy init
-            for _ in range(2):
-                replica(*replica_inputs)
-        cycle = itertools.cycle(replicas)
 
-        def run_once():
-            replica, replica_inputs = next(cycle)
-            replica(*replica_inputs)
+def _timed(replicas, protocol: MeasurementProtocol, retries: int) -> benchmark.Measurement:
+    """``adaptive_autorange`` over the replicas in turn, re-run with twice the budget while too noisy."""
+    cycle = itertools.cycle(replicas)
 
-        timer = benchmark.Timer(stmt="run_once()", globals={"run_once": run_once}, num_threads=threads)
-        budget = max_run_time
-        for attempt in range(retries + 1):
-            with torch.no_grad():
-                measurement = timer.adaptive_autorange(threshold=max_spread, min_run_time=min_run_time,
-                                                       max_run_time=budget)
-            spread = measurement.iqr / measurement.median if measurement.median > 0 else math.inf
-            if spread <= max_spread:
-                break
-            _logger.debug("spread %.1f%% above %.1f%%, re-measuring (attempt %d)", 100 * spread,
-                          100 * max_spread, attempt + 1)
-            budget *= 2
-    return LatencyMeasurement(
-        median_ms=measurement.median * 1e3,
-        iqr_ms=measurement.iqr * 1e3,
-        repeats=len(measurement.times) * measurement.number_per_run,
-        noisy=spread > max_spread,
-        protocol=protocol,
-        copies=len(replicas),
-    )
+    def run_once():
+        replica, replica_inputs = next(cycle)
+        replica(*replica_inputs)
+
+    timer = benchmark.Timer(stmt="run_once()", globals={"run_once": run_once}, num_threads=protocol.threads)
+    budget = protocol.max_run_time
+    for attempt in range(retries + 1):
+        with torch.no_grad():
+            measurement = timer.adaptive_autorange(threshold=protocol.max_spread, min_run_time=protocol.min_run_time,
+                                                   max_run_time=budget)
+        spread = measurement.iqr / measurement.median if measurement.median > 0 else math.inf
+        if spread <= protocol.max_spread:
+            break
+        _logger.debug("spread %.1f%% above %.1f%%, re-measuring (attempt %d)", 100 * spread,
+                      100 * protocol.max_spread, attempt + 1)
+        budget *= 2
+    return measurement

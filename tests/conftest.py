@@ -8,12 +8,18 @@ import torch
 
 from nni_latency.blocks import BlockSpec
 from nni_latency.features import FEATURE_ROLES, extract_features
-from nni_latency.microbench import MIN_POINTS
+from nni_latency.fit import MIN_POINTS
 from nni_latency.model import LatencyModel, RelativeLinearModel
+from nni_latency.protocol import MeasurementProtocol
+from nni_latency import timing
+from nni_latency.timing import apply_allocator_policy
 
 # One intra-op thread: results do not depend on the machine's core count, and OpenMP's spin-waiting cannot
 # stall a test when another process holds the other core (training steps slowed 100x that way here).
 torch.set_num_threads(1)
+# The tests measure under the default protocol, which asks for the steady allocator: set it for the test
+# process, as the command line does for its own (library code never does).
+apply_allocator_policy(MeasurementProtocol())
 
 # The synthetic "device": 1e-6 ms per FLOP, 2e-6 ms per element moved by memory-bound ops, 0.01 ms per
 # op call, 0.02 ms fixed; written over the features relative_linear uses, so that model fits it exactly.
@@ -88,3 +94,10 @@ def tiny_profile_config(tmp_path, tiny_profile_yaml):
     path = tmp_path / "tiny_profile.yaml"
     path.write_text(tiny_profile_yaml, encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def allocator_never_enabled(monkeypatch):
+    """A process that has not enabled the steady allocator policy, where enabling it fails the test."""
+    monkeypatch.setattr(timing, "_steady_allocator_state", None)
+    monkeypatch.setattr(timing, "use_steady_allocator", lambda: pytest.fail("the allocator policy was enabled"))

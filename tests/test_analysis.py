@@ -11,12 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from nni_latency.analysis import (FEATURE_ROLES, REST, ROLES, Report, analyze, classify_bound, cost_terms,
-                                  plot_report, select_blocks)
+from nni_latency import timing
+from nni_latency.analysis import REST, LatencyReport, analyze_network
+from nni_latency.features import ROLES
 from nni_latency.blocks import BlockSpec, ConvBNAct
 from nni_latency.cli import main
 from nni_latency.features import FEATURE_NAMES, extract_features
-from nni_latency.model import FlopsModel, LatencyModel, RelativeLinearModel, TwoRegimeModel
+from nni_latency.model import TERM_ROLES, FlopsModel, LatencyModel, RelativeLinearModel, TwoRegimeModel, dominant_role
+from nni_latency.network import select_blocks
+from nni_latency.plots import plot_report
+from nni_latency.timing import AllocatorWarning
 
 SHAPE = (1, 3, 16, 16)
 
@@ -48,7 +52,7 @@ def fitted_model():
 # Models of every kind built from parameters, so each kind's cost split is checked without fitting.
 MODELS = {
     "relative_linear": LatencyModel(RelativeLinearModel.from_state({
-        "weights": {name: {"compute": 1e-6, "memory": 3e-6, "overhead": 0.01}[FEATURE_ROLES[name]] * (1 + i / 10)
+        "weights": {name: {"compute": 1e-6, "memory": 3e-6, "overhead": 0.01}[TERM_ROLES[name]] * (1 + i / 10)
                     for i, name in enumerate(RelativeLinearModel.feature_names)},
         "intercept": 0.03})),
     "two_regime_high": LatencyModel(TwoRegimeModel.from_state(
@@ -85,7 +89,7 @@ def _by_name(report):
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_rows_partition_the_whole_network_prediction(kind, depth):
     model, network = MODELS[kind], Bottlenecked()
-    report = analyze(network, SHAPE, model, depth=depth)
+    report = analyze_network(network, SHAPE, model, depth=depth)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         whole = model.predict(extract_features(network, SHAPE))
@@ -99,16 +103,16 @@ def test_rows_partition_the_whole_network_prediction(kind, depth):
 
 def test_rest_row_holds_functional_code_and_the_intercept():
     model = MODELS["relative_linear"]
-    rest = _by_name(analyze(Bottlenecked(), SHAPE, model))[REST]
+    rest = _by_name(analyze_network(Bottlenecked(), SHAPE, model))[REST]
     # the residual add and the global mean run in the top-level forward, outside every child module
     assert set(rest.op_counts) == {"add", "mean"}
     assert rest.features["conv_ops"] == 0 and rest.features["mem_ops"] == 2
-    expected = cost_terms(model.kind, model.parameters).predict(rest.features)
+    expected = model.cost_terms(rest.features).predict(rest.features)
     assert math.isclose(rest.predicted_ms, expected) and rest.predicted_ms > model.parameters["intercept"]
 
 
 def test_heaviest_block_is_ranked_first(fitted_model):
-    report = analyze(Bottlenecked(), SHAPE, fitted_model)
+    report = analyze_network(Bottlenecked(), SHAPE, fitted_model)
     assert report.blocks[0].name == "heavy" and report.blocks[0].bottleneck
     assert report.blocks[0].share > 0.5
     assert [r.name for r in report.bottlenecks] == ["heavy"]
@@ -116,12 +120,12 @@ def test_heaviest_block_is_ranked_first(fitted_model):
 
 @pytest.mark.parametrize("top, expected", [(1, ["heavy"]), (2, ["heavy", "shared"]), (3, ["heavy", "shared", "reduce"])])
 def test_top_k_marks_the_k_heaviest(fitted_model, top, expected):
-    report = analyze(Bottlenecked(), SHAPE, fitted_model, top=top)
+    report = analyze_network(Bottlenecked(), SHAPE, fitted_model, top=top)
     assert [r.name for r in report.bottlenecks] == expected
 
 
 def test_block_called_twice_sums_its_calls(fitted_model):
-    shared = _by_name(analyze(Bottlenecked(), SHAPE, fitted_model))["shared"]
+    shared = _by_name(analyze_network(Bottlenecked(), SHAPE, fitted_model))["shared"]
     single = extract_features(ConvBNAct(8, 8, 3), (1, 8, 16, 16)).as_dict()
     assert len(shared.calls) == 2 and shared.input_shape == (1, 8, 16, 16)
     assert shared.features == {name: 2 * single[name] for name in FEATURE_NAMES}
@@ -139,8 +143,8 @@ def test_depth_selects_descendants(depth, names):
 
 def test_named_blocks_leave_the_rest_to_the_rest_row(fitted_model):
     network = Bottlenecked()
-    named = analyze(network, SHAPE, fitted_model, blocks=["heavy.1", "stem"])
-    by_depth = analyze(network, SHAPE, fitted_model, depth=1)
+    named = analyze_network(network, SHAPE, fitted_model, blocks=["heavy.1", "stem"])
+    by_depth = analyze_network(network, SHAPE, fitted_model, depth=1)
     assert {r.name for r in named.blocks} == {"heavy.1", "stem", REST}
     assert math.isclose(named.total_predicted_ms, by_depth.total_predicted_ms, rel_tol=1e-9)
     assert _by_name(named)["heavy.1"].input_shape == (1, 64, 16, 16)
@@ -166,12 +170,12 @@ def test_valid_names_are_truncated():
 @pytest.mark.parametrize("kind", list(MODELS))
 def test_cost_terms_split_features_into_roles(kind):
     model = MODELS[kind]
-    terms = cost_terms(model.kind, model.parameters, at={name: 1.0 for name in FEATURE_NAMES})
+    terms = model.cost_terms({name: 1.0 for name in FEATURE_NAMES})
     assert set(terms.coefficients) == set(model.regressor.feature_names)
     for feature in terms.coefficients:
         only = {name: (1e6 if name == feature else 0.0) for name in FEATURE_NAMES}
         split = terms.split(only)
-        assert classify_bound(split) == FEATURE_ROLES[feature], feature
+        assert dominant_role(split) == TERM_ROLES[feature], feature
         assert sum(split.values()) == pytest.approx(terms.predict(only, include_intercept=False))
     assert terms.split(dict.fromkeys(FEATURE_NAMES, 0.0), include_intercept=True)["overhead"] == terms.intercept
 
@@ -182,14 +186,14 @@ def test_cost_terms_split_features_into_roles(kind):
     ("intercept", "overhead"),
 ])
 def test_feature_roles_table(feature, role):
-    assert FEATURE_ROLES[feature] == role
+    assert TERM_ROLES[feature] == role
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
 def test_cost_terms_reproduce_the_model(kind):
     model = MODELS[kind]
     features = extract_features(ConvBNAct(8, 16, 3), (1, 8, 16, 16)).as_dict()
-    terms = cost_terms(model.kind, model.parameters, at=features)
+    terms = model.cost_terms(features)
     assert terms.predict(features) == pytest.approx(model.predict(features), rel=1e-9)
 
 
@@ -197,8 +201,8 @@ def test_cost_terms_reproduce_the_model(kind):
 def test_split_agrees_with_the_models_own_breakdown(kind):
     # For linear kinds a block's standalone breakdown is its row's split plus the intercept.
     model, features = MODELS[kind], extract_features(ConvBNAct(8, 16, 3), (1, 8, 16, 16)).as_dict()
-    split = cost_terms(model.kind, model.parameters).split(features, include_intercept=True)
-    breakdown = {role: float(values[0]) for role, values in model.breakdown_many([features]).items()}
+    split = model.cost_terms(features).split(features, include_intercept=True)
+    breakdown = {role: float(values[0]) for role, values in model.breakdown([features]).items()}
     assert split == pytest.approx(breakdown, rel=1e-9)
 
 
@@ -208,23 +212,23 @@ def test_split_agrees_with_the_models_own_breakdown(kind):
     ({"compute": 0.1, "memory": 0.1, "overhead": 0.5}, "overhead"),
     ({"compute": 0.0, "memory": 0.0, "overhead": 0.0}, "-"),
 ])
-def test_classify_bound(split, bound):
-    assert classify_bound(split) == bound
+def test_dominant_role(split, bound):
+    assert dominant_role(split) == bound
 
 
 def test_every_model_term_has_a_role():
     for cls in (RelativeLinearModel, TwoRegimeModel, FlopsModel):
-        assert set(cls.feature_names) <= set(FEATURE_ROLES)
-    assert set(FEATURE_NAMES) <= set(FEATURE_ROLES) and set(FEATURE_ROLES.values()) == set(ROLES)
+        assert set(cls.feature_names) <= set(TERM_ROLES)
+    assert set(FEATURE_NAMES) <= set(TERM_ROLES) and set(TERM_ROLES.values()) == set(ROLES)
 
 
 def test_flops_model_calls_every_conv_block_compute_bound():
-    report = analyze(Bottlenecked(), SHAPE, MODELS["flops"])
+    report = analyze_network(Bottlenecked(), SHAPE, MODELS["flops"])
     assert {r.bound for r in report.blocks if r.features["flops"] > 0} == {"compute"}
 
 
 def test_plot_report_writes_a_png(fitted_model, tmp_path):
-    path = plot_report(analyze(Bottlenecked(), SHAPE, fitted_model), tmp_path / "plots" / "blocks.png")
+    path = plot_report(analyze_network(Bottlenecked(), SHAPE, fitted_model), tmp_path / "plots" / "blocks.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["blocks.png"]  # no temporary file left behind
 
@@ -240,7 +244,7 @@ def test_measure_adds_measured_columns(fitted_model):
             return self.b(self.a(x))
 
     torch.manual_seed(0)
-    report = analyze(Tiny(), (1, 3, 8, 8), fitted_model, measure=True,
+    report = analyze_network(Tiny(), (1, 3, 8, 8), fitted_model, measure=True,
                      measure_options={"min_run_time": 0.01, "max_run_time": 0.05, "retries": 0,
                                       "working_set_mb": 1.0})
     blocks = [r for r in report.blocks if r.name != REST]
@@ -250,6 +254,16 @@ def test_measure_adds_measured_columns(fitted_model):
     assert m["blocks_sum_ms"] == pytest.approx(sum(r.measured_ms for r in blocks))
     assert m["error"] == pytest.approx((report.total_predicted_ms - m["total_ms"]) / m["total_ms"])
     assert "meas ms" in report.format_table()
+
+
+def test_measuring_leaves_the_allocator_policy_and_the_network_alone(fitted_model, allocator_never_enabled):
+    network = Bottlenecked().train()
+    weights = {name: value.clone() for name, value in network.state_dict().items()}
+    with pytest.warns(AllocatorWarning):
+        analyze_network(network, SHAPE, fitted_model, measure=True,
+                        measure_options={"min_run_time": 0.01, "max_run_time": 0.05, "retries": 0, "working_set_mb": 1.0})
+    assert network.training and timing.steady_allocator_state() is None
+    assert all(torch.equal(weights[name], value) for name, value in network.state_dict().items())
 
 
 # --- the command line -------------------------------------------------------------------------------
@@ -341,8 +355,8 @@ def test_cli_bad_input_is_one_line(cli_files, capsys, target, shape, extra, mess
 
 
 def test_report_round_trips_through_json(fitted_model):
-    report = analyze(Bottlenecked(), SHAPE, fitted_model)
-    assert isinstance(report, Report)
+    report = analyze_network(Bottlenecked(), SHAPE, fitted_model)
+    assert isinstance(report, LatencyReport)
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert data["total_predicted_ms"] == pytest.approx(report.total_predicted_ms)
     assert data["bottlenecks"] == [r.name for r in report.bottlenecks]

@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from nni_latency import features as features_module
 from nni_latency.blocks import FAMILIES, BlockSpec
 from nni_latency.features import (
     FEATURE_DOCS,
@@ -136,7 +135,7 @@ def test_per_kind_counts_and_vector_flops_follow_the_kind(module, shape, expecte
     assert features["conv_weights"] + features["matmul_weights"] == features["weights"]
 
 
-# Vector-padded FLOPs: channels rounded up to a multiple of 16, the fp32 AVX-512 width.
+# Vector-padded FLOPs: channels rounded up to a multiple of 16 (the default width: fp32 on AVX-512).
 VECTOR_CASES = {
     "dense_24ch_pads_to_32": (nn.Conv2d(24, 24, 3, padding=1), (1, 24, 5, 5), "vflops_dense", 2.0 * 25 * 32 * 32 * 9),
     "dense_16ch_unpadded": (nn.Conv2d(16, 32, 3, padding=1), (1, 16, 5, 5), "vflops_dense", 2.0 * 25 * 16 * 32 * 9),
@@ -153,6 +152,23 @@ VECTOR_CASES = {
 @pytest.mark.parametrize("module,shape,name,expected", VECTOR_CASES.values(), ids=VECTOR_CASES.keys())
 def test_vector_padded_flops(module, shape, name, expected):
     assert getattr(extract_features(module, shape), name) == expected
+
+
+# The same kernels on a device with another vector width (vector_width=8: AVX2 or CUDA; 4: NEON).
+OTHER_WIDTH_CASES = {
+    "dense_24ch_width8": (nn.Conv2d(24, 24, 3, padding=1), (1, 24, 5, 5), 8, "vflops_dense", 2.0 * 25 * 24 * 24 * 9),
+    "dense_20ch_width8": (nn.Conv2d(20, 20, 3, padding=1), (1, 20, 5, 5), 8, "vflops_dense", 2.0 * 25 * 24 * 24 * 9),
+    "pointwise_8_to_40_width4": (nn.Conv2d(8, 40, 1), (1, 8, 4, 4), 4, "vflops_pointwise", 2.0 * 16 * 8 * 40),
+    "linear_10_to_20_width8": (nn.Linear(10, 20), (4, 10), 8, "vflops_matmul", 2.0 * 4 * 16 * 24),
+}
+
+
+@pytest.mark.parametrize("module,shape,width,name,expected", OTHER_WIDTH_CASES.values(), ids=OTHER_WIDTH_CASES.keys())
+def test_vector_padded_flops_at_the_devices_width(module, shape, width, name, expected):
+    features = extract_features(module, shape, vector_width=width)
+    assert getattr(features, name) == expected
+    unpadded = {k: v for k, v in features.as_dict().items() if not k.startswith("vflops_")}
+    assert unpadded == {k: v for k, v in extract_features(module, shape).as_dict().items() if not k.startswith("vflops_")}
 
 
 @pytest.mark.parametrize("batch", [2, 5])
@@ -374,16 +390,11 @@ class _LSTMHolder(nn.Module):
         return self.rnn(x)[0]
 
 
-@pytest.fixture
-def fresh_uncovered_registry(monkeypatch):
-    # The warning is once per operator per process; give the test its own registry.
-    monkeypatch.setattr(features_module, "_warned_uncovered", set())
-
-
-def test_uncovered_operator_warns_once_naming_the_module(fresh_uncovered_registry):
+def test_uncovered_operator_warns_once_naming_the_module():
+    # Once through warnings' own registry, so under the default filters (catch_warnings starts it afresh).
     module = _LSTMHolder()
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("default")
         first = extract_features(module, (3, 1, 4))
         second = extract_features(module, (3, 1, 4))
         extract_features(_LSTMHolder(), (5, 1, 4))
@@ -396,7 +407,7 @@ def test_uncovered_operator_warns_once_naming_the_module(fresh_uncovered_registr
     assert first.mem_ops > 0 and first.mem_elements > 0  # still counted, as memory-bound
 
 
-def test_covered_operators_do_not_warn(fresh_uncovered_registry):
+def test_covered_operators_do_not_warn():
     spec = FAMILY_SPECS["mbconv_e6_se"]
     with warnings.catch_warnings():
         warnings.simplefilter("error", UncoveredOperatorWarning)

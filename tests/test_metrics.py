@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 
-from nni_latency.metrics import (absolute_percentage_errors, json_safe, per_group_errors, regression_metrics,
-                                 within_group_kendall)
+from nni_latency.metrics import absolute_percentage_errors, per_group_errors, regression_metrics, within_group_kendall
 
 # (id, measured, predicted, expected subset of regression_metrics with threshold 3 ms)
 # Values chosen to be exact in binary floating point, so 10% boundaries are unambiguous.
@@ -100,9 +98,3 @@ def test_group_labels_must_match_points():
     with pytest.raises(ValueError, match="one label per point"):
         within_group_kendall([1, 2, 3], [1, 2, 3], ["A", "A"])
 
-
-def test_json_safe_makes_strict_json():
-    value = {"a": float("nan"), "b": [np.float64(1.5), float("inf")], "c": np.int64(3), 4: "x"}
-    safe = json_safe(value)
-    assert safe == {"a": None, "b": [1.5, None], "c": 3, "4": "x"}
-    json.dumps(safe, allow_nan=False)

@@ -1,4 +1,4 @@
-"""The profiling suite: block sampling, resumable measurement into JSONL, loading datasets, fitting them.
+"""The profiling suite: block sampling, resumable measurement into JSONL, loading datasets.
 
 Measurement here goes through a fake ``measure`` callback, so no test depends on timing.
 """
@@ -10,15 +10,17 @@ import math
 import re
 
 import pytest
+import torch
 
-from nni_latency import microbench
+from nni_latency import microbench, timing
 from nni_latency.blocks import FAMILIES, BlockSpec
 from nni_latency.config import ProfileConfig, TimingConfig
 from nni_latency.features import FEATURE_NAMES, extract_features
 from nni_latency.fileio import read_jsonl
-from nni_latency.microbench import MIN_POINTS, fit_records, load_records, measure_specs, sample_specs
-from nni_latency.model import MODEL_KINDS
-from nni_latency.timing import LatencyMeasurement
+from nni_latency.fit import MIN_POINTS
+from nni_latency.microbench import load_records, measure_specs, sample_specs
+from nni_latency.protocol import MeasurementProtocol
+from nni_latency.timing import AllocatorWarning, LatencyMeasurement
 
 PROTOCOL = {"device": "cpu", "threads": 1, "dtype": "fp32", "protocol": "rotate", "allocator": "steady"}
 
@@ -103,8 +105,7 @@ class FakeMeasure:
         if self.stop_after is not None and len(self.shapes) == self.stop_after:
             raise KeyboardInterrupt
         self.shapes.append(tuple(shape))
-        return LatencyMeasurement(median_ms=0.1 * len(self.shapes), iqr_ms=0.001, repeats=10, noisy=False,
-                                  protocol="rotate", copies=2)
+        return LatencyMeasurement(times_ms=(0.1 * len(self.shapes),), number_per_run=10, protocol="rotate", copies=2)
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +166,21 @@ def test_resume_with_another_protocol_is_refused(tiny_specs, tmp_path, key, valu
         measure_specs(tiny_specs, dataset, PROTOCOL | {key: value}, FakeMeasure(), progress=False)
     message = str(raised.value)
     assert f"{key}={PROTOCOL[key]!r}" in message and repr(value) in message and "--output-dir" in message
+
+
+def test_measuring_with_the_default_measure_leaves_the_allocator_policy_alone(tiny_specs, tmp_path,
+                                                                             allocator_never_enabled):
+    protocol = MeasurementProtocol(protocol="hot", min_run_time=0.01, max_run_time=0.02)
+    with pytest.warns(AllocatorWarning):
+        rows = measure_specs(tiny_specs[:1], tmp_path / "microbench.jsonl", protocol, progress=False)
+    assert rows[0]["latency_ms"] > 0 and timing.steady_allocator_state() is None
+
+
+def test_building_blocks_leaves_the_callers_random_state_alone(tiny_specs, tmp_path):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    measure_specs(tiny_specs[:3], tmp_path / "microbench.jsonl", PROTOCOL, FakeMeasure(), progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_resume_after_a_torn_write_keeps_the_file_loadable(tiny_specs, tmp_path):
@@ -265,41 +281,6 @@ def test_rows_without_features_or_spec_are_an_error(tmp_path):
     path = _write_jsonl(tmp_path / "data.jsonl", [_row("lonely", 1.0, features={"acts": 1.0})])
     with pytest.raises(ValueError, match="'lonely' lacks features and a block spec"):
         load_records(path)
-
-
-# ---- fitting measured rows
-
-def _records(synthetic_dataset, count=None) -> list[dict]:
-    _, rows, latencies = synthetic_dataset
-    pairs = list(zip(rows, latencies))[:count]
-    return [{"key": f"row{i}", "features": row.as_dict(), "latency_ms": latency}
-            for i, (row, latency) in enumerate(pairs)]
-
-
-def test_fit_records_attaches_cross_validated_metrics_of_every_kind(synthetic_dataset):
-    records = _records(synthetic_dataset)
-    model = fit_records(records, "relative_linear", device={"name": "synthetic"})
-    assert model.kind == "relative_linear" and model.device == {"name": "synthetic"}
-    assert model.metrics["points"] == len(records)
-    assert set(model.metrics["cv"]) == set(MODEL_KINDS)
-    # The synthetic device is exactly a relative_linear model, so even held-out rows are exact.
-    assert model.metrics["cv"]["relative_linear"]["mdape"] < 1e-6
-
-
-@pytest.mark.parametrize("count", [0, 1, MIN_POINTS - 1])
-def test_too_few_points_names_the_minimum(synthetic_dataset, count):
-    with pytest.raises(ValueError, match=f"only {count} measured point.*at least {MIN_POINTS}"):
-        fit_records(_records(synthetic_dataset, count), "relative_linear")
-
-
-def test_fit_records_rejects_unknown_kind(synthetic_dataset):
-    with pytest.raises(ValueError, match="unknown model kind 'mlp'"):
-        fit_records(_records(synthetic_dataset), "mlp")
-
-
-def test_fit_records_accepts_the_advertised_minimum(synthetic_dataset):
-    model = fit_records(_records(synthetic_dataset, MIN_POINTS), "relative_linear")
-    assert model.metrics["points"] == MIN_POINTS
 
 
 def test_every_family_can_be_sampled():

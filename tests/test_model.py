@@ -267,3 +267,71 @@ def test_regressors_follow_scikit_learn_conventions(regressor):
     assert copy.get_params() == regressor.get_params()
     with pytest.raises(Exception, match="not fitted"):
         copy.predict(np.ones((1, len(type(copy).feature_names))))
+
+
+# ---- the model owns its terms: affine_at, contributions, cost_terms
+
+def _two_regime_both_sides():
+    rows = _two_regime_rows()
+    initial = _initial(rows)
+    return LatencyModel.fit(rows, np.where(initial < 1.0, 0.5 * initial + 0.1, initial), kind="two_regime"), rows
+
+
+@pytest.mark.parametrize("kind", list(MODEL_KINDS) + ["two_regime_both_sides"])
+def test_affine_terms_sum_to_the_prediction_for_every_kind(kind, synthetic_dataset):
+    if kind == "two_regime_both_sides":
+        model, rows = _two_regime_both_sides()
+    else:
+        _, rows, latencies = synthetic_dataset
+        model = LatencyModel.fit(rows, latencies, kind=kind)
+    X = features_matrix(rows, model.regressor.feature_names)
+    coefficients, intercepts = model.regressor.affine_at(X)
+    assert coefficients.shape == X.shape and intercepts.shape == (len(X),)
+    raw = model.regressor.predict(X)
+    np.testing.assert_allclose((coefficients * X).sum(axis=1) + intercepts, raw, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sum(model.regressor.contributions(X).values()), raw, rtol=1e-9, atol=1e-12)
+    for row, expected in zip(rows[:5], raw[:5]):
+        assert model.cost_terms(row).predict(row.as_dict() if hasattr(row, "as_dict") else row) == \
+            pytest.approx(expected, rel=1e-9)
+
+
+def test_two_regime_affine_piece_changes_at_the_breakpoint():
+    model, rows = _two_regime_both_sides()
+    regressor = model.regressor
+    X = features_matrix(rows, regressor.feature_names)
+    low = regressor.initial(X) < regressor.breakpoint_
+    coefficients, intercepts = regressor.affine_at(X)
+    np.testing.assert_allclose(coefficients[low], regressor.slope_ * np.tile(regressor.coef_, (low.sum(), 1)))
+    np.testing.assert_allclose(intercepts[~low], regressor.intercept_)
+
+
+# ---- predict takes many rows; one row has its own name
+
+def test_predict_takes_many_rows_and_predict_one_one(fitted):
+    model, rows = fitted
+    many = model.predict(rows)
+    assert isinstance(many, np.ndarray) and many.shape == (len(rows),)
+    assert model.predict_one(rows[0]) == many[0]
+    assert isinstance(model.predict_one(rows[0]), float)
+
+
+def test_old_prediction_names_still_work_with_a_deprecation_warning(fitted):
+    model, rows = fitted
+    with pytest.warns(DeprecationWarning, match="predict_one"):
+        single = model.predict(rows[0])
+    assert isinstance(single, float) and single == model.predict_one(rows[0])
+    with pytest.warns(DeprecationWarning, match="predict"):
+        np.testing.assert_array_equal(model.predict_many(rows), model.predict(rows))
+    with pytest.warns(DeprecationWarning, match="breakdown"):
+        assert set(model.breakdown_many(rows)) == {"compute", "memory", "overhead"}
+
+
+@pytest.mark.parametrize("width", [4, 8, 16])
+def test_predict_module_counts_features_at_the_models_vector_width(synthetic_dataset, width):
+    _, rows, latencies = synthetic_dataset
+    model = LatencyModel.fit(rows, latencies, kind="relative_linear", device={"vector_width": width})
+    spec = BlockSpec("mbconv", 24, 40, 14, expansion=3)
+    block = spec.build(seed=0)
+    assert model.vector_width == width
+    assert model.predict_module(block, spec.input_shape) == model.predict_one(
+        extract_features(block, spec.input_shape, vector_width=width))

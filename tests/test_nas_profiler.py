@@ -12,11 +12,13 @@ import pytest
 import torch
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm2d, MutableConv2d, Repeat
 from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty, RangeProfilerFilter, SampleProfilerPenalty
+from nni.nas.profiler import ExpressionProfiler
 from torch import nn
 
 from nni_latency.blocks import ConvBNAct, MBConv, ShuffleUnit, Skip
-from nni_latency.features import BlockFeatures, UncoveredOperatorWarning
+from nni_latency.features import FEATURE_NAMES, BlockFeatures, UncoveredOperatorWarning
 from nni_latency.model import LatencyModel
+from nni_latency.nas import ChoiceRecord, LatencySource, LutRow
 from nni_latency.nas.profiler import LatencyProfiler
 
 
@@ -132,6 +134,20 @@ def test_width_choice_changes_the_input_of_later_blocks(device_model):
     assert len({r.latency_ms for r in rows}) == 3
     latencies = [profiler.profile({"width": w, "act": "relu", "block": "k3", "inner": "a"}) for w in (8, 16, 24)]
     assert latencies == sorted(latencies) and len(set(latencies)) == 3
+
+
+def test_choices_are_lookup_table_rows(device_model):
+    profiler = LatencyProfiler(WidthSpace(), (1, 3, 16, 16), device_model)
+    assert ChoiceRecord is LutRow and all(isinstance(r, LutRow) for r in profiler.choices)
+    for row in profiler.choices:
+        assert row.label == row.layer and row.latency_ms == row.predicted_ms and row.measured_ms is None
+        assert set(row.features) == set(FEATURE_NAMES)  # what the prediction was made from
+
+
+def test_profiler_is_a_latency_source_and_an_nni_profiler(device_model):
+    profiler = LatencyProfiler(ChoiceSpace(), (1, 3, 16, 16), device_model)
+    assert isinstance(profiler, LatencySource) and isinstance(profiler, ExpressionProfiler)
+    assert profiler.uniform_expected_latency() > 0
 
 
 def test_skip_candidate_costs_nothing(device_model):

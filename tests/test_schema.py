@@ -11,7 +11,7 @@ import pytest
 from nni_latency import fileio
 from nni_latency.features import FEATURE_NAMES
 from nni_latency.model import MODEL_KINDS, LatencyModel
-from nni_latency.schema import SCHEMA_VERSION, load_model, model_from_dict, model_to_dict, save_model
+from nni_latency.schema import SCHEMA_VERSION
 
 DEVICE = {"name": "test cpu", "type": "cpu", "threads": 1, "dtype": "fp32", "batch": 1, "protocol": "rotate"}
 
@@ -56,7 +56,7 @@ def test_the_file_is_plain_versioned_json(model_of_each_kind, tmp_path):
 
 def test_dict_round_trip_without_a_file(model_of_each_kind):
     model, rows = model_of_each_kind
-    again = LatencyModel.from_dict(json.loads(json.dumps(model_to_dict(model))))
+    again = LatencyModel.from_dict(json.loads(json.dumps(model.to_dict())))
     np.testing.assert_array_equal(again.predict_many(rows), model.predict_many(rows))
 
 
@@ -86,8 +86,8 @@ def test_failed_write_keeps_the_old_file_and_removes_the_temp_file(synthetic_mod
 
 def test_save_creates_missing_parent_directories(synthetic_model, tmp_path):
     path = tmp_path / "a" / "b" / "model.json"
-    save_model(synthetic_model, path)
-    assert load_model(path).kind == synthetic_model.kind
+    synthetic_model.save(path)
+    assert LatencyModel.load(path).kind == synthetic_model.kind
 
 
 def test_nan_metrics_can_be_saved(synthetic_model, tmp_path):
@@ -112,7 +112,7 @@ def test_one_regime_two_regime_model_round_trips(tmp_path):
 
 
 def _valid(synthetic_model) -> dict:
-    return json.loads(json.dumps(model_to_dict(synthetic_model)))
+    return json.loads(json.dumps(synthetic_model.to_dict()))
 
 
 def _without(data: dict, key: str) -> dict:
@@ -171,7 +171,7 @@ def test_older_files_without_optional_sections_load(synthetic_model):
     data = _valid(synthetic_model)
     for optional in ("feature_ranges", "device", "metrics", "notes", "features"):
         data.pop(optional)
-    model = model_from_dict(data, "old.json")
+    model = LatencyModel.from_dict(data, "old.json")
     assert model.kind == synthetic_model.kind and model.device == {} and model.feature_ranges == {}
 
 

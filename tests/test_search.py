@@ -329,13 +329,14 @@ def _lut_file(tmp_path, profiler, scale: float | None = 2.0) -> Path:
 
 
 def test_table_latency_reads_the_measured_column(tmp_path, tiny_space_and_profiler):
-    from nni_latency.nas import FBNetLatencyLoss
+    from nni_latency.nas import FBNetLatencyLoss, LatencySource
     from nni_latency.search.table import TableLatency, load_lut_rows
 
     space, profiler = tiny_space_and_profiler
     rows, metadata = load_lut_rows(_lut_file(tmp_path, profiler))
     assert metadata["measured_seconds"] == 1.5
     table = TableLatency(profiler, rows)
+    assert isinstance(table, LatencySource) and isinstance(profiler, LatencySource)
     by_layer = {(r["layer"], r["candidate"]): r["measured_ms"] for r in rows}
     sample = {label: values[i % len(values)] for i, (label, values) in enumerate(profiler.label_values.items())}
     assert table.profile(sample) == pytest.approx(table.constant_ms + sum(by_layer[(k, v)] for k, v in sample.items()))

@@ -1,19 +1,25 @@
-"""measure_latency on tiny modules (protocols, copies, thread count) and the device / dtype / option checks.
+"""measure_latency on tiny modules (protocols, copies, thread count), what it leaves alone (the module, cudnn's
+flag, the random state, the allocator policy) and the device / dtype / option checks.
 
 No assertion here is about wall time or relative speed: those belong to benchmarks, not unit tests.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
 from nni_latency import timing
+from nni_latency.protocol import MeasurementProtocol
 from nni_latency.timing import (
     ALLOCATORS,
     PROTOCOLS,
+    AllocatorWarning,
     LatencyMeasurement,
+    apply_allocator_policy,
     measure_latency,
     resolve_device,
     resolve_dtype,
@@ -76,11 +82,22 @@ def test_thread_count_is_restored():
         torch.set_num_threads(original)
 
 
+@pytest.mark.parametrize("allocator,warns", [("steady", True), ("default", False)])
+def test_measuring_never_enables_the_allocator_policy(allocator_never_enabled, allocator, warns):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        measure_latency(_tiny_conv(), (1, 4, 8, 8), "cpu", protocol="hot", allocator=allocator, **FAST)
+    messages = [str(w.message) for w in caught if issubclass(w.category, AllocatorWarning)]
+    assert len(messages) == warns
+    assert all("apply_allocator_policy" in m and "\n" not in m for m in messages)
+    assert timing.steady_allocator_state() is None
+
+
 @pytest.mark.parametrize("allocator,calls", [("steady", 1), ("default", 0)])
-def test_allocator_policy_decides_whether_malloc_is_tuned(monkeypatch, allocator, calls):
+def test_apply_allocator_policy_enables_what_the_protocol_asks_for(monkeypatch, allocator, calls):
     seen = []
     monkeypatch.setattr(timing, "use_steady_allocator", lambda: seen.append(1) or True)
-    measure_latency(_tiny_conv(), (1, 4, 8, 8), "cpu", protocol="hot", allocator=allocator, **FAST)
+    apply_allocator_policy(MeasurementProtocol(allocator=allocator))
     assert len(seen) == calls
 
 
@@ -88,11 +105,80 @@ def test_steady_allocator_is_idempotent():
     first = use_steady_allocator()
     assert isinstance(first, bool)
     assert use_steady_allocator() is first
+    assert timing.steady_allocator_state() is first
 
 
 def test_relative_spread():
-    assert LatencyMeasurement(2.0, 0.5, 10, False, "hot", 1).relative_spread == 0.25
-    assert LatencyMeasurement(0.0, 0.5, 10, True, "hot", 1).relative_spread == float("inf")
+    # times chosen so that the median is 2.0 ms and the IQR 0.5 ms
+    assert LatencyMeasurement((1.5, 1.75, 2.0, 2.25, 2.5), 1, "hot", 1).relative_spread == 0.25
+    assert LatencyMeasurement((0.0, 0.0, 0.0), 1, "hot", 1).relative_spread == float("inf")
+
+
+def test_measurement_keeps_raw_times_and_derives_its_statistics():
+    measurement = LatencyMeasurement((1.0, 1.1, 1.2, 3.0), number_per_run=5, protocol="rotate", copies=2,
+                                     max_spread=0.1)
+    assert measurement.median_ms == pytest.approx(1.15)
+    assert measurement.iqr_ms == pytest.approx(1.65 - 1.075)
+    assert measurement.repeats == 20
+    assert measurement.noisy  # IQR is half the median, over max_spread
+    assert not LatencyMeasurement((1.0, 1.01, 1.02), 5, "rotate", 2, max_spread=0.1).noisy
+
+
+# --- measuring leaves the caller's world alone
+
+def _state(module: nn.Module) -> tuple:
+    return (module.training, [(p.device, p.dtype, p.data_ptr()) for p in module.parameters()],
+            [p.detach().clone() for p in module.parameters()])
+
+
+@pytest.mark.parametrize("options", [dict(protocol="hot"), dict(protocol="rotate", working_set_mb=0.01),
+                                     dict(protocol="hot", dtype="bf16")], ids=["hot", "rotate", "bf16"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_measuring_leaves_the_module_as_it_was(options, training):
+    module = _tiny_conv().train(training)
+    before = _state(module)
+    measure_latency(module, (1, 4, 8, 8), "cpu", allocator="default", **FAST, **options)
+    after = _state(module)
+    assert after[:2] == before[:2]  # training flag; the same tensors on the same device, in the same dtype
+    assert all(torch.equal(a, b) for a, b in zip(after[2], before[2]))
+
+
+def test_measuring_leaves_the_random_state_alone():
+    state = torch.get_rng_state()
+    measure_latency(_tiny_conv(), (1, 4, 8, 8), "cpu", protocol="rotate", allocator="default", **FAST)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_cudnn_benchmark_is_restored_even_when_measuring_fails(monkeypatch, flag):
+    # The CUDA branch sets the flag; without a GPU, moving the module there fails after it is set.
+    monkeypatch.setattr(timing, "resolve_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", flag)
+    if not HAS_GPU:
+        with pytest.raises((AssertionError, RuntimeError)):
+            measure_latency(_tiny_conv(), (1, 4, 8, 8), "cpu", allocator="default", **FAST)
+    else:
+        measure_latency(_tiny_conv(), (1, 4, 8, 8), "cpu", allocator="default", **FAST)
+    assert torch.backends.cudnn.benchmark is flag
+
+
+@pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
+def test_measuring_on_cuda_leaves_a_cpu_module_and_the_cudnn_flag_alone(monkeypatch):
+    module = _tiny_conv().train()
+    before = _state(module)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    measure_latency(module, (1, 4, 8, 8), "cuda", allocator="default", **FAST)
+    assert torch.backends.cudnn.benchmark is False
+    after = _state(module)
+    assert after[:2] == before[:2] and all(torch.equal(a, b) for a, b in zip(after[2], before[2]))
+
+
+def test_a_protocol_and_overrides():
+    protocol = MeasurementProtocol(protocol="hot", allocator="default", min_run_time=0.01, max_run_time=0.05)
+    measurement = measure_latency(_tiny_conv(), (1, 4, 8, 8), protocol, retries=0, threads=1)
+    assert measurement.protocol == "hot" and measurement.copies == 1
+    with pytest.raises(TypeError):
+        measure_latency(_tiny_conv(), (1, 4, 8, 8), protocol, threads_=1)
 
 
 BAD_OPTIONS = {

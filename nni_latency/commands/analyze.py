@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "find the bottleneck blocks of a whole network"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="TARGET",
@@ -32,10 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import analyze, plot_report
+    from ..analysis import analyze_network
     from ..fileio import atomic_write_json
     from ..model import LatencyModel
+    from ..plots import plot_report
+    from ..protocol import protocol_of
     from ..targets import load_module_target, parse_input_shape
+    from ..timing import apply_allocator_policy
 
     input_shape = parse_input_shape(args.input_shape)
     if args.depth < 1:
@@ -49,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--blocks is empty: give qualified module names such as layer1,layer2")
     model = LatencyModel.load(args.model)
     network = load_module_target(args.target)
-    report = analyze(network, input_shape, model, depth=args.depth, blocks=blocks, measure=args.measure,
-                     top=args.top, device=args.device, threads=args.threads, progress=not args.no_progress)
+    if args.measure:
+        apply_allocator_policy(protocol_of(model))
+    report = analyze_network(network, input_shape, model, depth=args.depth, blocks=blocks, measure=args.measure,
+                             top=args.top, device=args.device, threads=args.threads, progress=not args.no_progress)
     print(report.format_table())
     written = []
     if args.json:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "measure a held-out test set and score a device model on it"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="device_model.json written by `nni-latency profile` or `fit`")
@@ -27,10 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config, packaged_config
-    from ..evaluation import TestSetConfig, evaluate_model, format_metrics
+    from ..evaluation import TestSetConfig, evaluate_model, format_metrics, measurement_protocol
+    from ..model import LatencyModel
+    from ..timing import apply_allocator_policy
 
     config_path = args.config or packaged_config("testset_cpu.yaml")
     config = load_config(config_path, TestSetConfig, args.overrides)
+    if args.dataset is None and (args.threads is None or args.threads >= 1):  # it will measure
+        apply_allocator_policy(measurement_protocol(LatencyModel.load(args.model), args.threads, config.timing))
     result = evaluate_model(args.model, config, args.output_dir, threads=args.threads, dataset=args.dataset,
                             progress=not args.no_progress, config_source=str(config_path))
     print(f"device model {result.metrics['model']['kind']} on {result.metrics['model']['device']}, "

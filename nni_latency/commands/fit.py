@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "refit a device model from a microbench.jsonl without measuring again"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="a microbench.jsonl written by `nni-latency profile`")
@@ -20,26 +18,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..microbench import cross_validated_predictions, fit_records, load_records
+    from ..fit import cross_validated_predictions, fit_records, reference_model
+    from ..microbench import load_records
     from ..model import LatencyModel
     from ..plots import plot_fit
+    from ..protocol import protocol_of
     from ..summary import format_profile_summary
 
     records = load_records(args.dataset)
     output = Path(args.output) if args.output else Path(args.dataset).with_name("device_model.json")
-    first = records[0] if records else {}
-    device = {key: first.get(key) for key in ("device", "threads", "dtype", "protocol", "allocator")}
-    device.update(name=first.get("device_name", device.get("device")), batch=first.get("spec", {}).get("batch"))
-    previous = output if output.exists() else None
-    if previous is not None:
+    previous: dict = {}
+    if output.exists():  # refitting beside a profiled model keeps the rest of its device description
         try:
-            device = {**LatencyModel.load(previous).device, **{k: v for k, v in device.items() if v is not None}}
+            previous = LatencyModel.load(output).device
         except ValueError:
             pass
+    first = records[0] if records else {}
+    # Every row was measured under one protocol (a resumed run checks it); what rows written by an older
+    # version do not record comes from the model beside them.
+    protocol = protocol_of({**previous, **first})
+    device = {**previous, "name": first.get("device_name", protocol.device), "type": protocol.device_type,
+              **protocol.to_dict()}
     model = fit_records(records, args.kind, device=device)
     model.save(output)
-    reference = model if model.kind == "two_regime" else LatencyModel.fit(
-        [r["features"] for r in records], [r["latency_ms"] for r in records], kind="two_regime")
+    reference = reference_model(records, model)
     print(format_profile_summary(model, records, reference))
     written = [str(output)]
     if not args.no_plot:

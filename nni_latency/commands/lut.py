@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "write the predicted (or measured) per-layer lookup table of a search space"
 
 SPACES = ("fbnet", "proxylessnas")
 
@@ -76,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from ..model import LatencyModel
     from ..nas.lut import measure_rows, predicted_rows, write_lut_json, write_lut_txt
     from ..nas.profiler import LatencyProfiler
+    from ..protocol import protocol_of
+    from ..timing import apply_allocator_policy
 
     if args.input_size < 1:
         raise ValueError(f"--input-size must be a positive number of pixels, got {args.input_size}")
@@ -83,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     output_dir = ensure_writable_dir(args.output_dir)
     model = LatencyModel.load(args.model)
-    batch = args.batch if args.batch is not None else int(model.device.get("batch", 1) or 1)
+    protocol = protocol_of(model)
+    batch = args.batch if args.batch is not None else protocol.batch
     if batch < 1:
         raise ValueError(f"--batch must be at least 1, got {batch}")
-    dtype = str(model.device.get("dtype", "fp32"))
+    dtype = protocol.dtype
     space = build_space(args.space, args.input_size, _space_kwargs(args.space_arg))
 
     start = time.perf_counter()
@@ -102,16 +104,15 @@ def run(args: argparse.Namespace) -> int:
     write_lut_txt(written[1], rows, dtype=dtype)
 
     if args.measure:
-        device = args.device or model.device.get("type") or "cpu"
-        threads = args.threads or int(model.device.get("threads", 1) or 1)
-        protocol = model.device.get("protocol", "rotate")
+        protocol = protocol.replace(device=args.device or protocol.device, threads=args.threads or protocol.threads)
+        apply_allocator_policy(protocol)
         start = time.perf_counter()
-        rows = measure_rows(profiler, rows, device=device, threads=threads, dtype=dtype, protocol=protocol,
-                            progress=lambda done, total, row: print(
-                                f"  measured {done}: {row.layer} {row.candidate}", flush=True))
+        rows = measure_rows(profiler, rows, protocol, progress=lambda done, total, row: print(
+            f"  measured {done}: {row.layer} {row.candidate}", flush=True))
         measured_seconds = time.perf_counter() - start
         errors = [abs(r.predicted_ms - r.measured_ms) / r.measured_ms for r in rows if r.measured_ms]
-        metadata.update(measured_seconds=round(measured_seconds, 3), measured_device=device, measured_threads=threads)
+        metadata.update(measured_seconds=round(measured_seconds, 3), measured_device=protocol.device,
+                        measured_threads=protocol.threads)
         written.append(output_dir / "lut_measured.txt")
         write_lut_txt(written[-1], rows, measured=True, dtype=dtype)
         ratio = measured_seconds / max(predicted_seconds, 1e-9)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "predict the latency of one block or a module from a Python file"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="device_model.json from `nni-latency profile`")
@@ -51,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
         module, shape, name = spec.build(), spec.input_shape, spec.key
         if args.input_shape:
             shape = parse_input_shape(args.input_shape, dims=None)
-    features = extract_features(module, shape)
-    latency = model.predict(features)
+    features = extract_features(module, shape, model.vector_width)
+    latency = model.predict_one(features)
     if args.json:
         print(json.dumps({"block": name, "input_shape": list(shape), "predicted_ms": latency,
                           "features": features.as_dict()}, indent=2))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "benchmark a device, fit its latency model, write device_model.json"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
@@ -25,16 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import ProfileConfig, load_config, packaged_config
-    from ..microbench import cross_validated_predictions, run_profile
+    from ..fit import cross_validated_predictions
+    from ..microbench import profile_protocol, run_profile
     from ..plots import plot_fit
     from ..summary import format_profile_summary
-    from ..timing import resolve_device
+    from ..timing import apply_allocator_policy, resolve_device
 
     device = resolve_device(args.device)
     config_path = args.config or packaged_config(f"profile_{'cuda' if device.type == 'cuda' else 'cpu'}.yaml")
     config = load_config(config_path, ProfileConfig, args.overrides)
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    apply_allocator_policy(profile_protocol(config, args.device, args.threads))
     result = run_profile(config, args.device, args.output_dir, threads=args.threads, progress=not args.no_progress)
     held_out = cross_validated_predictions(result.records, result.model.kind)
     plots = plot_fit(result.records, result.model, result.reference, result.output_dir / "fit", held_out)

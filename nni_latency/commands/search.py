@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "run a YAML-configured FBNet search in NNI with the predicted latency"
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
@@ -34,11 +32,13 @@ def _quiet_after_import(verbose: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..search.config import load_search_config
-    from ..search.run import run_search
+    from ..search.run import latency_protocol, run_search
+    from ..timing import apply_allocator_policy
 
     _quiet_after_import(getattr(args, "verbose", False))
 
     config = load_search_config(args.config, args.overrides, args.output_dir)
+    apply_allocator_policy(latency_protocol(config.latency))
     progress = config.trainer.progress and not args.no_progress
     result = run_search(config, progress=progress)
     if result.is_main_process:

@@ -4,25 +4,51 @@
     strategy = FBNet(penalty=FBNetLatencyLoss(profiler, alpha=0.2, beta=0.6))
     NasExperiment(space, evaluator, strategy).run()
 
-See docs/NAS.md.
+One concept per module: ``profiler`` (the public class and its input checks), ``units`` (what runs for
+real and NNI's shape inference), ``walk`` (the walk over the space), ``tables`` (the label-table algebra),
+``source`` (the ``LatencySource`` protocol), ``loss``, ``strategy``, ``lut``. Names load on first use, so
+importing one module (``nni_latency.nas.loss``) does not import the others. See docs/NAS.md.
 """
 
-from .loss import ExpectedLatency, FBNetLatencyLoss
-from .lut import LutRow, predicted_rows, read_lut_txt, write_lut_json, write_lut_txt
-from .profiler import ChoiceRecord, LatencyProfiler, LatencyTerm
-from .strategy import FBNet, FBNetLightningModule
+from __future__ import annotations
 
-__all__ = [
-    "LatencyProfiler",
-    "LatencyTerm",
-    "ChoiceRecord",
-    "ExpectedLatency",
-    "FBNetLatencyLoss",
-    "FBNet",
-    "FBNetLightningModule",
-    "LutRow",
-    "predicted_rows",
-    "write_lut_json",
-    "write_lut_txt",
-    "read_lut_txt",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .loss import ExpectedLatency, FBNetLatencyLoss
+    from .lut import ChoiceRecord, LutRow, predicted_rows, read_lut_txt, write_lut_json, write_lut_txt
+    from .profiler import LatencyProfiler
+    from .source import LatencySource
+    from .strategy import FBNet, FBNetLightningModule
+    from .tables import LatencyTerm
+
+_EXPORTS = {
+    "LatencyProfiler": "profiler",
+    "LatencyTerm": "tables",
+    "LatencySource": "source",
+    "ChoiceRecord": "lut",
+    "ExpectedLatency": "loss",
+    "FBNetLatencyLoss": "loss",
+    "FBNet": "strategy",
+    "FBNetLightningModule": "strategy",
+    "LutRow": "lut",
+    "predicted_rows": "lut",
+    "write_lut_json": "lut",
+    "write_lut_txt": "lut",
+    "read_lut_txt": "lut",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

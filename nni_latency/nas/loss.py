@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import string
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import torch

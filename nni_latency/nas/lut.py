@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import ast
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from nni.mutable import Mutable
 
@@ -21,8 +21,8 @@ from ..fileio import atomic_write_json, atomic_write_text
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["LutRow", "predicted_rows", "measure_rows", "op_data_shape", "write_lut_json", "write_lut_txt",
-           "read_lut_txt", "LUT_DTYPES"]
+__all__ = ["LutRow", "ChoiceRecord", "predicted_rows", "measure_rows", "op_data_shape", "write_lut_json",
+           "write_lut_txt", "read_lut_txt", "LUT_DTYPES"]
 
 # nni-latency dtype -> the ``op_dtype`` NNI 2.x writes ("float" for fp32).
 LUT_DTYPES = {"fp32": "float", "fp16": "half", "bf16": "bfloat16", "fp64": "double"}
@@ -30,16 +30,31 @@ LUT_DTYPES = {"fp32": "float", "fp16": "half", "bf16": "bfloat16", "fp64": "doub
 
 @dataclass(frozen=True)
 class LutRow:
-    """One candidate of one searched layer at one input shape."""
+    """One candidate of one searched layer (a LayerChoice) at one input shape: a row of the lookup table.
 
-    layer: str
+    ``LatencyProfiler.choices`` lists one per candidate and distinct input shape, with the features the
+    prediction came from; ``measure_rows`` fills ``measured_ms``.
+    """
+
+    layer: str  # the LayerChoice's label
     candidate: str
-    module: str
+    module: str  # qualified name of the candidate module in the space
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     predicted_ms: float
     measured_ms: float | None = None
-    when: tuple[tuple[str, Any], ...] = ()  # other labels' values this input shape needs
+    when: Mapping[str, Any] = field(default_factory=dict)  # other labels' values this input shape needs
+    features: Mapping[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def label(self) -> str:
+        """The LayerChoice's label (``layer``; the name ``ChoiceRecord`` used)."""
+        return self.layer
+
+    @property
+    def latency_ms(self) -> float:
+        """The predicted latency (``predicted_ms``; the name ``ChoiceRecord`` used)."""
+        return self.predicted_ms
 
     @property
     def op_data_shape(self) -> tuple[int, int, int, int, int] | None:
@@ -53,8 +68,11 @@ class LutRow:
         if self.measured_ms is not None:
             data["measured_ms"] = self.measured_ms
         if self.when:
-            data["when"] = dict(self.when)
+            data["when"] = dict(sorted(self.when.items()))
         return data
+
+
+ChoiceRecord = LutRow  # the profiler's former name for the same row
 
 
 def op_data_shape(input_shape: Sequence[int], output_shape: Sequence[int]) -> tuple[int, int, int, int, int] | None:
@@ -68,24 +86,27 @@ def op_data_shape(input_shape: Sequence[int], output_shape: Sequence[int]) -> tu
 
 def predicted_rows(profiler) -> list[LutRow]:
     """The profiler's prediction for every LayerChoice candidate, one row per distinct input shape."""
-    rows = [LutRow(layer=r.label, candidate=r.candidate, module=r.module, input_shape=tuple(r.input_shape),
-                   output_shape=tuple(r.output_shape), predicted_ms=r.latency_ms, when=tuple(sorted(r.when.items())))
-            for r in profiler.choices]
+    rows = list(profiler.choices)
     if not rows:
         raise ValueError("the space has no LayerChoice whose candidates are plain modules, so it has no lookup "
                          "table; use the profiler's terms instead")
     return rows
 
 
-def measure_rows(profiler, rows: Sequence[LutRow], measure: Callable[..., Any] | None = None,
+def measure_rows(profiler, rows: Sequence[LutRow], protocol=None, /, measure: Callable[..., Any] | None = None,
                  progress: Callable[[int, int, LutRow], None] | None = None, **measure_kwargs) -> list[LutRow]:
-    """``rows`` with ``measured_ms`` filled by ``measure_latency`` (or ``measure``), each distinct config once.
+    """``rows`` with ``measured_ms`` filled by ``measure_latency`` under ``protocol`` (a ``MeasurementProtocol``;
+    ``measure_kwargs`` override its fields), or by ``measure(module, input_shape, **measure_kwargs)``; each
+    distinct config is measured once.
 
     Candidates with the same name and the same ``op_data_shape`` are the same layer to NNI 2.x's table,
     so one measurement serves them all.
     """
     if measure is None:
-        from ..timing import measure_latency as measure
+        from ..timing import measure_latency
+
+        def measure(module, input_shape, **kwargs):
+            return measure_latency(module, input_shape, protocol, **kwargs)
     space = profiler.model_space
     measured: dict[tuple, float] = {}
     result = []

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 
 from ..config import apply_overrides, config_from_dict, config_to_dict, packaged_config, read_yaml
+from ..nas.loss import LOSS_MODES
 from ..spaces.fbnet import CANDIDATE_NAMES
 
 __all__ = ["SpaceConfig", "DataConfig", "StrategyConfig", "LatencyConfig", "TrainerConfig", "RetrainConfig",
@@ -25,7 +26,6 @@ STRATEGIES = {
     "fbnet": "nni_latency.nas:FBNet",
     "gumbel_darts": "nni.nas.strategy:GumbelDARTS",  # NNI's own; its penalty gets no gradient in NNI 3.0
 }
-LOSS_MODES = ("mul", "add")
 DEFAULT_CONFIG = "fbnet_search.yaml"
 
 
@@ -173,7 +173,7 @@ class SearchConfig:
                f"({strategy.warmup_epochs}), or the architecture is never trained")
         _check(self.trainer.optimizer in ("adam", "sgd"),
                f"trainer.optimizer must be adam or sgd, got {self.trainer.optimizer!r}")
-        _check(self.retrain.epochs >= 0, f"retrain.epochs must be >= 0 (0 turns retraining off)")
+        _check(self.retrain.epochs >= 0, "retrain.epochs must be >= 0 (0 turns retraining off)")
         return self
 
 

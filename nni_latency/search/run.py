@@ -25,6 +25,7 @@ from torch import nn
 from ..config import ProfileConfig, load_config, packaged_config
 from ..fileio import atomic_write_json, ensure_writable_dir
 from ..model import LatencyModel
+from ..protocol import MeasurementProtocol, protocol_of
 from ..spaces.fbnet import FBNetSpace
 from ..timing import measure_latency
 from . import report
@@ -33,7 +34,7 @@ from .data import DataSplits, load_splits, make_loader
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["SearchResult", "run_search", "build_space", "load_device_model", "build_strategy",
+__all__ = ["SearchResult", "run_search", "build_space", "load_device_model", "latency_protocol", "build_strategy",
            "measure_architecture", "supernet_accuracy", "exported_path", "top1_accuracy",
            "architecture_probabilities"]
 
@@ -55,27 +56,31 @@ def build_space(config: SpaceConfig, num_classes: int) -> FBNetSpace:
                       projection_skip=config.projection_skip, candidates=tuple(config.candidates))
 
 
+def _profile_config(config: LatencyConfig) -> ProfileConfig:
+    path = Path(config.profile_config)
+    return load_config(path if path.exists() else packaged_config(config.profile_config), ProfileConfig,
+                       config.profile_set)
+
+
 def load_device_model(config: LatencyConfig, output_dir: Path, progress: bool = True) -> tuple[LatencyModel, str]:
     """The device model named in the config, or a fresh one profiled into ``output_dir/profile``."""
     if config.device_model is not None:
         return LatencyModel.load(config.device_model), str(config.device_model)
     from ..microbench import run_profile
 
-    profile_config_path = Path(config.profile_config)
-    if not profile_config_path.exists():
-        profile_config_path = packaged_config(config.profile_config)
-    profile_config = load_config(profile_config_path, ProfileConfig, config.profile_set)
     _logger.info("profiling %s first (latency.device_model is not set)", config.profile)
-    result = run_profile(profile_config, config.profile, output_dir / "profile", progress=progress)
+    result = run_profile(_profile_config(config), config.profile, output_dir / "profile", progress=progress)
     return result.model, str(result.output_dir / "device_model.json")
 
 
-def _measurement_settings(model: LatencyModel) -> dict[str, Any]:
-    """The protocol the device model was profiled under; whole networks must be timed the same way."""
-    device = model.device
-    return {"device": device.get("device", device.get("type", "cpu")), "threads": int(device.get("threads", 1)),
-            "dtype": device.get("dtype", "fp32"), "protocol": device.get("protocol", "rotate"),
-            "allocator": device.get("allocator", "steady"), "batch": int(device.get("batch", 1))}
+def latency_protocol(config: LatencyConfig) -> MeasurementProtocol:
+    """The protocol the search measures under: the device model's, or the one its profiling run will use
+    (what the command line sets the allocator policy from, before anything is measured)."""
+    if config.device_model is not None:
+        return protocol_of(LatencyModel.load(config.device_model))
+    from ..microbench import profile_protocol
+
+    return profile_protocol(_profile_config(config), config.profile)
 
 
 def _import(reference: str):
@@ -163,14 +168,12 @@ def supernet_accuracy(supernet: nn.Module, loader, device: torch.device | str = 
 
 
 def measure_architecture(network: nn.Module, input_size: int, model: LatencyModel) -> dict[str, Any]:
-    """Time the exported network end to end with the device model's own protocol, device and threads."""
-    settings = _measurement_settings(model)
-    shape = (settings["batch"], 3, input_size, input_size)
-    measurement = measure_latency(copy.deepcopy(network).cpu(), shape, settings["device"],
-                                  threads=settings["threads"], dtype=settings["dtype"],
-                                  protocol=settings["protocol"], allocator=settings["allocator"])
+    """Time the exported network end to end under the device model's own protocol (``measure_latency`` times
+    a copy, so the trained network stays where it is)."""
+    protocol = protocol_of(model)
+    measurement = measure_latency(network, (protocol.batch, 3, input_size, input_size), protocol)
     return {"median_ms": measurement.median_ms, "iqr_ms": measurement.iqr_ms, "noisy": measurement.noisy,
-            "settings": settings}
+            "settings": protocol.to_dict()}
 
 
 def _history_callback(profiler, is_retrain: bool):
@@ -302,8 +305,7 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
     splits = load_splits(config.data, config.space.input_size)
     num_classes = config.space.num_classes or splits.num_classes
     space = build_space(config.space, splits.num_classes)
-    settings = _measurement_settings(device_model)
-    input_shape = (settings["batch"], 3, config.space.input_size, config.space.input_size)
+    input_shape = (protocol_of(device_model).batch, 3, config.space.input_size, config.space.input_size)
     profiler_started = clock()
     profiler = LatencyProfiler(space, input_shape, device_model)
     latency_source, lut_metadata = profiler, None

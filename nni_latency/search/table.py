@@ -16,7 +16,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..nas import LatencyProfiler, LatencyTerm
+from ..nas.profiler import LatencyProfiler
+from ..nas.source import LatencySource
+from ..nas.tables import LatencyTerm
 
 _logger = logging.getLogger(__name__)
 
@@ -40,11 +42,10 @@ def load_lut_rows(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any
     return data["rows"], metadata
 
 
-class TableLatency:
+class TableLatency(LatencySource):
     """Latency (ms) of an architecture from a lookup table: per-layer candidate times plus a fixed part.
 
-    It offers what ``FBNetLatencyLoss`` and the search report use from a ``LatencyProfiler``:
-    ``label_values``, ``terms``, ``profile(sample)`` and ``uniform_expected_latency()``.
+    A ``LatencySource``, as a ``LatencyProfiler`` is, so ``FBNetLatencyLoss`` and the search report take either.
     """
 
     def __init__(self, profiler: LatencyProfiler, rows: list[Mapping[str, Any]], column: str = "measured_ms"):
