@@ -271,7 +271,10 @@ def _cost(spaces: dict, profile, width_spaces: dict, per_entry: float) -> str:
 
 def render(*, args, machine: dict, profile, timing: dict, predictors: dict, testset, spaces: dict,
            allocator: list[dict], width_spaces: dict, per_entry_seconds: float, plots: dict, targets: dict,
-           seconds: float, output: Path) -> str:
+           seconds: float, output: Path, sections: dict[str, str] | None = None) -> str:
+    """The whole document; ``sections`` holds ready sections by place: ``zoo`` (after the whole networks of the
+    search spaces) and ``gpu`` (before the data)."""
+    sections = sections or {}
     flags = " --quick" if args.quick else ""
     flags += f" --threads {args.threads}" if args.threads != 1 else ""
     flags += f" --profile-dir {args.profile_dir}" if args.profile_dir else ""
@@ -372,6 +375,7 @@ def render(*, args, machine: dict, profile, timing: dict, predictors: dict, test
         "",
         f"![whole networks]({img}/{plots['networks']})",
         "",
+        *([sections["zoo"], ""] if sections.get("zoo") else []),
         "## Setup cost: device model vs lookup table",
         "",
         f"A lookup table is measured per space; the device model once per device. FBNet's table has "
@@ -384,6 +388,7 @@ def render(*, args, machine: dict, profile, timing: dict, predictors: dict, test
         "",
         _cost(spaces, profile, width_spaces, per_entry_seconds),
         "",
+        *([sections["gpu"], ""] if sections.get("gpu") else []),
         "## Data",
         "",
         f"Measurements are cached under `{_relative(args.cache_dir, output)}` (JSONL; delete to re-measure): "

@@ -11,7 +11,11 @@ What it measures: the profiling suite (setup cost of the device model); the held
 ``configs/testset_cpu.yaml`` scored for the published two-regime model, the default model, a FLOPs
 proxy and a random forest; random FBNet and ProxylessNAS architectures measured end to end against the
 NNI ``LatencyProfiler``, the sum of block predictions and a measured lookup table (FBNet's approach);
-and the allocator before/after table, measured in fresh processes because the policy is one-way.
+the allocator before/after table, measured in fresh processes because the policy is one-way; the zoo and
+NNI hub samples measured whole in four regimes beside their repeat floor (``whole_networks.py``; its 2-thread
+regime wants two cores, e.g. ``taskset -c 0,1``); and the GPU section, re-rendered from ``docs/gpu/*.json``
+(``gpu_section.py``, written by ``benchmarks/gpu_check.sh`` on a GPU machine); and every search space of
+``nni_latency.spaces.hub``: profiler build time, ``profile`` time, whole-network error (``search_spaces.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, als
 
 import baselines  # noqa: E402
 import networks  # noqa: E402
+import gpu_section  # noqa: E402
 import report  # noqa: E402
+import search_spaces  # noqa: E402
+import whole_networks  # noqa: E402
 
 _logger = logging.getLogger("benchmarks")
 
@@ -63,7 +70,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="random architectures per space (default 20, 3 with --quick)")
     parser.add_argument("--seed", type=int, default=100, help="seed of the random architectures (default 100)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    whole_networks.add_arguments(parser)
     args = parser.parse_args(argv)
+    whole_networks.finish_arguments(args)
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
     args.networks = args.networks or (3 if args.quick else 20)
@@ -412,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     testset = run_testset(args, profile, predictors, timing)
     spaces = {kind: run_space(kind, args, profile, predictors, timing) for kind in networks.SPACES}
     allocator = run_allocator(args, profile, timing, spaces["fbnet"].samples[0], spaces["proxylessnas"].samples[0])
+    zoo_section = whole_networks.render(whole_networks.run(args, profile, timing), images)
+    spaces_section = run_search_spaces(args, profile, timing)
     per_entry = spaces["fbnet"].entry_seconds / max(spaces["fbnet"].lut_distinct, 1)
     width_spaces = {name: width_space_entries(multipliers) for name, multipliers in WIDTH_CHOICES.items()}
 
@@ -419,12 +430,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report.render(args=args, machine=machine, profile=profile, timing=timing, predictors=predictors,
                          testset=testset, spaces=spaces, allocator=allocator, width_spaces=width_spaces,
                          per_entry_seconds=per_entry, plots=plots, targets=TARGETS,
-                         seconds=time.perf_counter() - started, output=output)
+                         seconds=time.perf_counter() - started, output=output,
+                         sections={"zoo": "\n\n".join([zoo_section, spaces_section]), "gpu": gpu_section.render()})
     from nni_latency.fileio import atomic_write_text
 
     atomic_write_text(output, text)
     _logger.info("wrote %s (%.0f s)", output, time.perf_counter() - started)
     return 0
+
+
+def run_search_spaces(args, profile: Profile, timing: dict[str, Any]) -> str:
+    """The per-space section: every space of ``nni_latency.spaces.hub`` (``search_spaces.py``)."""
+    from nni_latency.spaces.hub import space_names
+
+    result = search_spaces.run(space_names(), profile.model, min(args.networks, 8), args.seed, 1 if args.quick else 3,
+                               timing, args.cache_dir / "spaces", not args.no_progress)
+    return search_spaces.render(result)
 
 
 def _profile_timing(profile: Profile):

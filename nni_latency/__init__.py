@@ -25,11 +25,15 @@ if TYPE_CHECKING:
     from .analysis import LatencyReport, analyze_network
     from .blocks import BlockSpec, build_block
     from .config import ProfileConfig, TimingConfig
+    from .coverage import CoverageWarning
+    from .drift import DriftCheck, DriftWarning, check_drift
     from .features import FEATURE_NAMES, BlockFeatures, UncoveredOperatorWarning, extract_features
     from .fit import cross_validated_predictions, fit_records
     from .microbench import ProfileResult, run_profile
     from .model import (DEFAULT_KIND, MODEL_KINDS, CostTerms, FlopsModel, LatencyModel, OutOfRangeWarning,
                         RelativeLinearModel, TwoRegimeModel)
+    from .network_evaluation import NetworkEvaluation, evaluate_networks
+    from .network_selection import NetworkSpec, select_networks
     from .protocol import MeasurementProtocol, protocol_of
     from .timing import AllocatorWarning, LatencyMeasurement, apply_allocator_policy, measure_latency
 
@@ -63,6 +67,14 @@ _EXPORTS = {
     "UncoveredOperatorWarning": "features",
     "OutOfRangeWarning": "model",
     "AllocatorWarning": "timing",
+    "CoverageWarning": "coverage",
+    "DriftWarning": "drift",
+    "DriftCheck": "drift",
+    "check_drift": "drift",
+    "evaluate_networks": "network_evaluation",
+    "NetworkEvaluation": "network_evaluation",
+    "select_networks": "network_selection",
+    "NetworkSpec": "network_selection",
 }
 # former names, still importable with a DeprecationWarning
 _deprecated = deprecated_names(__name__, {"analyze": "nni_latency:analyze_network",

@@ -22,11 +22,15 @@ from typing import Any, Mapping, Sequence
 
 from torch import nn
 
+from .coverage import check_threads
 from .deprecation import deprecated_names
+from .drift import check_drift
 from .features import FEATURE_NAMES, ROLES, BlockFeatures
 from .microbench import measure_modules
-from .model import LatencyModel, dominant_role
-from .network import Shapes, block_features, record_calls, select_blocks, sum_features
+from .model import CostTerms, LatencyModel, dominant_role
+from .network import (Shapes, attribute_features, block_features, record_calls, runnable_blocks, select_blocks,
+                      sum_features)
+from .parts import PARTS, auto_blocks, classified_modules, owner
 from .protocol import MeasurementProtocol, protocol_of
 
 _logger = logging.getLogger(__name__)
@@ -53,6 +57,7 @@ class BlockRow:
     measured_ms: float | None = None
     measured_iqr_ms: float | None = None
     op_counts: dict[str, int] = field(default_factory=dict)
+    parts: dict[str, float] = field(default_factory=dict)  # ms in attention, mlp and other (``nni_latency.parts``)
 
     @property
     def input_shape(self) -> tuple[int, ...] | list[tuple[int, ...]] | None:
@@ -84,6 +89,7 @@ class BlockRow:
             "flops": self.features.get("flops", 0.0), "acts": self.features.get("acts", 0.0),
             "predicted_ms": self.predicted_ms, "share": self.share, "cumulative_share": self.cumulative_share,
             "bound": self.bound, **{f"{role}_ms": self.split[role] for role in ROLES},
+            **{f"{part}_ms": self.parts.get(part, 0.0) for part in PARTS},
             "bottleneck": self.bottleneck, "standalone_ms": self.standalone_ms,
             "measured_ms": self.measured_ms, "measured_iqr_ms": self.measured_iqr_ms, "error": self.error,
             "features": dict(self.features),
@@ -111,6 +117,15 @@ class LatencyReport:
     def bottlenecks(self) -> list[BlockRow]:
         return [row for row in self.blocks if row.bottleneck]
 
+    @property
+    def parts(self) -> dict[str, float]:
+        """Predicted ms of the whole network in attention, MLP and other modules (``nni_latency.parts``)."""
+        return {part: sum(row.parts.get(part, 0.0) for row in self.blocks) for part in PARTS}
+
+    @property
+    def has_parts(self) -> bool:
+        """Whether the network has attention or MLP modules at all (else every row is all "other")."""
+        return any(row.parts.get("attention") or row.parts.get("mlp") for row in self.blocks)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +136,9 @@ class LatencyReport:
             "total_predicted_ms": self.total_predicted_ms,
             "bottlenecks": [row.name for row in self.bottlenecks],
             "bottleneck_share": sum(row.share for row in self.bottlenecks),
+            "parts": {**{f"{part}_ms": ms for part, ms in self.parts.items()},
+                      **{f"{part}_share": ms / self.total_predicted_ms if self.total_predicted_ms > 0 else 0.0
+                         for part, ms in self.parts.items()}},
             "measurement": self.measurement,
             "blocks": [row.to_dict() for row in self.blocks],
         }
@@ -129,6 +147,8 @@ class LatencyReport:
         """A plain-text table, heaviest block first; ``*`` marks the bottlenecks."""
         measured = self.measurement is not None
         header = ["", "block", "type", "input", "FLOPs", "acts", "pred ms", "share", "cum", "bound"]
+        if self.has_parts:
+            header += ["attn", "mlp"]
         if measured:
             header += ["alone ms", "meas ms", "error"]
         lines = []
@@ -137,12 +157,14 @@ class LatencyReport:
                      _si(row.features.get("flops", 0.0)), _si(row.features.get("acts", 0.0)),
                      f"{row.predicted_ms:.3f}", f"{100 * row.share:.1f}%", f"{100 * row.cumulative_share:.1f}%",
                      row.bound]
+            if self.has_parts:
+                cells += [_part_share(row, "attention"), _part_share(row, "mlp")]
             if measured:
                 cells += [f"{row.standalone_ms:.3f}" if row.calls else "-",
                           "-" if row.measured_ms is None else f"{row.measured_ms:.3f}",
                           "-" if row.error is None else f"{100 * row.error:+.1f}%"]
             lines.append(cells)
-        right = {"FLOPs", "acts", "pred ms", "share", "cum", "alone ms", "meas ms", "error"}
+        right = {"FLOPs", "acts", "pred ms", "share", "cum", "attn", "mlp", "alone ms", "meas ms", "error"}
         widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(header)]
 
         def fmt(cells):
@@ -158,12 +180,26 @@ class LatencyReport:
         share = sum(row.share for row in self.bottlenecks)
         out.append(f"total predicted {self.total_predicted_ms:.3f} ms; bottlenecks (*): {names} "
                    f"= {100 * share:.1f}% of the time")
+        if self.has_parts:
+            total = self.total_predicted_ms or 1.0
+            out.append("by module: " + ", ".join(f"{_PART_LABELS[part]} {100 * ms / total:.1f}%"
+                                                 for part, ms in self.parts.items())
+                       + " of the time (columns attn, mlp: their share of each row's time)")
         if measured:
             m = self.measurement
             out.append(f"measured whole network {m['total_ms']:.3f} ms on {m['device']} ({m['threads']} thread(s)); "
                        f"predicted {self.total_predicted_ms:.3f} ms ({100 * m['error']:+.1f}%); "
                        f"measured blocks sum to {m['blocks_sum_ms']:.3f} ms")
+            if m.get("drift"):
+                out.append(f"drift: {m['drift']['message']}")
         return "\n".join(out)
+
+
+_PART_LABELS = {"attention": "attention", "mlp": "MLP", "other": "other"}
+
+
+def _part_share(row: BlockRow, part: str) -> str:
+    return f"{100 * row.parts.get(part, 0.0) / row.predicted_ms:.0f}%" if row.predicted_ms > 0 else "-"
 
 
 def _row_type(row: BlockRow) -> str:
@@ -217,22 +253,68 @@ def _measure(network: nn.Module, modules: Mapping[str, nn.Module], rows: Sequenc
     timed = dict(zip(calls, measured))
     for row in rows:
         if row.name in modules and row.calls:
-            row.measured_ms = sum(timed[(row.name, s)].median_ms for s in row.calls)
+            row.measured_ms = sum(timed[(row.name, s)].latency_ms for s in row.calls)
             row.measured_iqr_ms = sum(timed[(row.name, s)].iqr_ms for s in row.calls)
     blocks_sum = sum(row.measured_ms or 0.0 for row in rows)
     return {"device": protocol.device, "threads": protocol.threads, "dtype": protocol.dtype,
-            "protocol": protocol.protocol, "allocator": protocol.allocator, "total_ms": whole.median_ms,
+            "protocol": protocol.protocol, "allocator": protocol.allocator, "total_ms": whole.latency_ms,
             "iqr_ms": whole.iqr_ms, "noisy": whole.noisy, "blocks_sum_ms": blocks_sum,
             "noisy_blocks": [name for (name, _), m in timed.items() if m.noisy]}
 
 
-def analyze_network(module: nn.Module, input_shape: Sequence[int], model: LatencyModel, depth: int = 1,
+def _choose_blocks(module: nn.Module, depth: int | None, blocks: Sequence[str] | None, input_shape: tuple[int, ...],
+                   width: int, threads: int) -> tuple[list[tuple[str, nn.Module]], str]:
+    """The blocks to report and how they were chosen: named, ``depth`` levels down, or (depth None) the
+    encoder blocks of a transformer and the modules around them (``parts.auto_blocks``), else depth 1."""
+    if blocks or depth is not None:
+        chosen = select_blocks(module, 1 if depth is None else depth, blocks)
+        return chosen, f"named ({len(chosen)})" if blocks else f"depth {depth} ({len(chosen)})"
+    rows, encoders = auto_blocks(module)
+    if not rows:
+        chosen = select_blocks(module, 1)
+        return chosen, f"depth 1 ({len(chosen)})"
+    everything = [(name, sub) for name, sub in module.named_modules() if name]
+    _, calls = record_calls(module, everything, input_shape, width, strict=False, threads=threads)
+    chosen = runnable_blocks(module, rows, calls)
+    kept = sum(1 for name, _ in chosen if name in encoders)
+    return chosen, f"{kept} encoder blocks and {len(chosen) - kept} others"
+
+
+def _split_parts(module: nn.Module, input_shape: tuple[int, ...], width: int, threads: int, terms: CostTerms,
+                 rows: list[BlockRow]) -> None:
+    """Fill each row's ``parts``: the ms its attention and MLP modules cost inside the network (counted in one
+    pass, priced with the same cost terms as the rows), and the rest of the row as other."""
+    classified = classified_modules(module)
+    counted = (attribute_features(module, input_shape, [(n, m) for n, m, _ in classified], width, threads)
+               if classified else {})
+    named = {row.name: row for row in rows if row.name != REST}
+    for row in rows:
+        row.parts = dict.fromkeys(PARTS, 0.0)
+    for name, _, part in classified:
+        if name not in counted:  # never called
+            continue
+        ms = terms.predict(counted[name].as_dict(), include_intercept=False)
+        block = owner(name, list(named))
+        if block is not None:
+            named[block].parts[part] += ms
+            continue
+        inner = [row for row in named.values() if owner(row.name, [name])]  # rows cut out of this module
+        for row in inner:
+            row.parts[part] += row.predicted_ms
+        rows[-1].parts[part] += ms - sum(row.predicted_ms for row in inner)  # (rest) is the last row
+    for row in rows:
+        row.parts["other"] = row.predicted_ms - row.parts["attention"] - row.parts["mlp"]
+
+
+def analyze_network(module: nn.Module, input_shape: Sequence[int], model: LatencyModel, depth: int | None = None,
                     blocks: Sequence[str] | None = None, measure: bool = False, *, top: int | None = None,
                     bottleneck_share: float = 0.5, device: str | None = None, threads: int | None = None,
                     measure_options: Mapping[str, Any] | None = None, progress: bool = False) -> LatencyReport:
     """Rank the blocks of ``module`` on ``input_shape`` by the latency ``model`` predicts for them.
 
-    Blocks are the children ``depth`` levels down, or the qualified ``blocks`` names. Bottlenecks are the
+    Blocks are the children ``depth`` levels down, or the qualified ``blocks`` names; by default, a
+    transformer's encoder blocks and the modules around them, any other network's children. Each row
+    also splits its time into attention, MLP and other (``nni_latency.parts``). Bottlenecks are the
     ``top`` heaviest rows, or else the heaviest rows that make up ``bottleneck_share`` of the time.
     With ``measure``, every block and the whole network are also timed with ``measure_latency`` under the
     model's protocol (``device``/``threads`` replace the model's; ``measure_options`` go to
@@ -244,16 +326,16 @@ def analyze_network(module: nn.Module, input_shape: Sequence[int], model: Latenc
     if not 0 < bottleneck_share <= 1:
         raise ValueError(f"bottleneck_share must be in (0, 1], got {bottleneck_share}")
     input_shape = tuple(int(d) for d in input_shape)
-    width = model.vector_width
-    chosen = select_blocks(module, depth, blocks)
-    whole, calls = record_calls(module, chosen, input_shape, width)
+    width, counting_threads = model.vector_width, model.threads  # features as the model's device counts them
+    chosen, split = _choose_blocks(module, depth, blocks, input_shape, width, counting_threads)
+    whole, calls = record_calls(module, chosen, input_shape, width, threads=counting_threads)
     whole_features = whole.as_dict()
     terms = model.cost_terms(whole_features)
 
     cache: dict[tuple[int, Shapes], BlockFeatures] = {}
     rows, counted = [], []
     for name, block in chosen:
-        per_call = block_features(name, block, calls[name], cache, width)
+        per_call = block_features(name, block, calls[name], cache, width, counting_threads)
         counted.extend(per_call)
         features = sum_features(per_call)
         standalone = float(model.predict(per_call).sum()) if per_call else 0.0
@@ -281,8 +363,8 @@ def analyze_network(module: nn.Module, input_shape: Sequence[int], model: Latenc
     if not math.isclose(total, whole_ms, rel_tol=1e-6, abs_tol=1e-9):
         warnings.warn(f"rows sum to {total:.4g} ms but the model predicts {whole_ms:.4g} ms for the whole network "
                       "(the model clips negative predictions to 0)", stacklevel=2)
+    _split_parts(module, input_shape, width, counting_threads, terms, rows)
     ranked = _rank(rows, total, top, bottleneck_share)
-    split = f"named ({len(chosen)})" if blocks else f"depth {depth} ({len(chosen)})"
     report = LatencyReport(network=type(module).__name__, input_shape=input_shape, model_kind=model.kind,
                            model_device=dict(model.device), split=split, blocks=ranked, total_predicted_ms=total,
                            model_protocol=model.protocol)
@@ -290,8 +372,11 @@ def analyze_network(module: nn.Module, input_shape: Sequence[int], model: Latenc
         protocol = protocol_of(model)
         protocol = protocol.replace(**{k: v for k, v in (("device", device), ("threads", threads)) if v is not None})
         modules = {row.name: block for row, (_, block) in zip(rows, chosen)}
+        check_threads(model, threads, stacklevel=3)
+        drift = check_drift(model, protocol, stacklevel=3)  # did the machine move since profiling?
         report.measurement = _measure(module, modules, rows, input_shape, protocol, measure_options or {}, progress)
         report.measurement["error"] = (total - report.measurement["total_ms"]) / report.measurement["total_ms"]
+        report.measurement["drift"] = drift.to_dict() if drift is not None else None
     _logger.debug("analyzed %s: %d blocks, %.3f ms predicted", report.network, len(chosen), total)
     return report
 

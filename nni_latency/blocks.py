@@ -1,7 +1,9 @@
-"""Convolutional block families, and ``BlockSpec``, a hashable description that builds one of them.
+"""Block families, ``BlockSpec`` (a hashable description that builds one of them) and ``ChainSpec`` (a short
+sequence of blocks, as networks run them).
 
 The micro-benchmark suite, the held-out test set, the FBNet space and the examples all build their
-blocks from here, so a block means the same thing everywhere.
+blocks from here, so a block means the same thing everywhere. Convolutional families live here; the
+transformer and hybrid ones in ``tokens``.
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .tokens import TOKEN_FAMILIES
+
 __all__ = [
-    "BlockSpec", "FAMILIES", "ACTIVATIONS", "build_block", "ConvBNAct", "MBConv", "DepthwiseSeparable", "BasicBlock",
-    "Bottleneck", "SqueezeExcite", "ShuffleUnit", "Skip", "Classifier",
+    "BlockSpec", "ChainSpec", "spec_from_dict", "FAMILIES", "TOKEN_INPUT_FAMILIES", "ACTIVATIONS", "build_block",
+    "ConvBNAct", "MBConv", "DepthwiseSeparable", "BasicBlock", "Bottleneck", "SqueezeExcite", "ShuffleUnit", "Skip",
+    "Classifier", "GhostBottleneck", "MixConv", "DenseLayer", "FullyConnected",
 ]
 
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True), "relu6": lambda: nn.ReLU6(inplace=True),
-    "hswish": lambda: nn.Hardswish(inplace=True), "silu": lambda: nn.SiLU(inplace=True),
+    "hswish": lambda: nn.Hardswish(inplace=True), "silu": lambda: nn.SiLU(inplace=True), "gelu": lambda: nn.GELU(),
 }
 
 
@@ -167,6 +172,87 @@ class Skip(nn.Module):
         return x if self.proj is None else self.proj(x)
 
 
+class GhostBottleneck(nn.Module):
+    """GhostNet's bottleneck: two Ghost modules (half the channels from a 1x1 conv, half from a cheap depthwise
+    conv on those, concatenated), a strided depthwise conv between them when downsampling, a shortcut."""
+
+    class Ghost(nn.Module):
+        def __init__(self, c_in: int, c_out: int, act: str | None):
+            super().__init__()
+            primary = -(-c_out // 2)
+            self.primary = ConvBNAct(c_in, primary, 1, act=act)
+            self.cheap = ConvBNAct(primary, primary, 3, groups=primary, act=act)
+            self.c_out = c_out
+
+        def forward(self, x):
+            y = self.primary(x)
+            return torch.cat((y, self.cheap(y)), dim=1)[:, :self.c_out]
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, expansion: int = 3, se: bool = False,
+                 act: str = "relu"):
+        super().__init__()
+        hidden = c_in * expansion
+        layers: list[nn.Module] = [self.Ghost(c_in, hidden, act)]
+        if stride > 1:
+            layers.append(ConvBNAct(hidden, hidden, kernel, stride, groups=hidden, act=None))
+        if se:
+            layers.append(SqueezeExcite(hidden))
+        layers.append(self.Ghost(hidden, c_out, None))
+        self.body = nn.Sequential(*layers)
+        self.shortcut = (nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+            ConvBNAct(c_in, c_in, kernel, stride, groups=c_in, act=None), ConvBNAct(c_in, c_out, 1, act=None)))
+
+    def forward(self, x):
+        return self.body(x) + self.shortcut(x)
+
+
+class MixConv(nn.Module):
+    """MixNet's block: 1x1 expand, the channels split into groups with 3x3, 5x5, ... depthwise kernels up to
+    ``kernel``, concatenated, 1x1 project, residual when shapes match."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 5, stride: int = 1, expansion: int = 3,
+                 act: str = "relu"):
+        super().__init__()
+        hidden = c_in * expansion
+        kernels = list(range(3, max(kernel, 3) + 1, 2))
+        splits = [hidden // len(kernels)] * len(kernels)
+        splits[0] += hidden - sum(splits)
+        self.splits = splits
+        self.expand = ConvBNAct(c_in, hidden, 1, act=act)
+        self.mixed = nn.ModuleList(nn.Conv2d(c, c, k, stride, k // 2, groups=c, bias=False)
+                                   for c, k in zip(splits, kernels))
+        self.after = nn.Sequential(nn.BatchNorm2d(hidden), _activation(act))
+        self.project = ConvBNAct(hidden, c_out, 1, act=None)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        parts = torch.split(self.expand(x), self.splits, dim=1)
+        out = self.project(self.after(torch.cat([conv(p) for conv, p in zip(self.mixed, parts)], dim=1)))
+        return out + x if self.residual else out
+
+
+class DenseLayer(nn.Module):
+    """DenseNet's layer: BN-ReLU-1x1 (4 x growth) then BN-ReLU-3x3 (growth), concatenated onto its input;
+    ``c_out - c_in`` is the growth rate."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3):
+        super().__init__()
+        growth = max(1, c_out - c_in)
+        self.body = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True), nn.Conv2d(c_in, 4 * growth, 1, bias=False),
+                                  nn.BatchNorm2d(4 * growth), nn.ReLU(inplace=True),
+                                  nn.Conv2d(4 * growth, growth, kernel, padding=kernel // 2, bias=False))
+
+    def forward(self, x):
+        return torch.cat((x, self.body(x)), dim=1)
+
+
+class FullyConnected(nn.Sequential):
+    """A fully connected layer with its activation, as in VGG's and AlexNet's heads (weight-bandwidth bound)."""
+
+    def __init__(self, c_in: int, c_out: int, act: str = "relu"):
+        super().__init__(nn.Linear(c_in, c_out), _activation(act))
+
+
 FAMILIES: dict[str, Callable[[BlockSpec], nn.Module]] = {
     "mbconv": lambda s: MBConv(s.c_in, s.c_out, s.kernel, s.stride, s.expansion, s.groups, s.se, s.act),
     "conv_bn_relu": lambda s: ConvBNAct(s.c_in, s.c_out, s.kernel, s.stride, s.groups, s.act),
@@ -179,7 +265,16 @@ FAMILIES: dict[str, Callable[[BlockSpec], nn.Module]] = {
     "classifier": lambda s: Classifier(s.c_in, s.c_out),
     "maxpool": lambda s: nn.MaxPool2d(s.kernel, s.stride, s.kernel // 2),
     "avgpool": lambda s: nn.AvgPool2d(s.kernel, s.stride, s.kernel // 2),
+    # Operators real networks spend time in that the families above do not run.
+    "ghost": lambda s: GhostBottleneck(s.c_in, s.c_out, s.kernel, s.stride, s.expansion, s.se, s.act),
+    "mixconv": lambda s: MixConv(s.c_in, s.c_out, s.kernel, s.stride, s.expansion, s.act),
+    "dense": lambda s: DenseLayer(s.c_in, s.c_out, s.kernel),
+    "linear": lambda s: FullyConnected(s.c_in, s.c_out, s.act),
+    **TOKEN_FAMILIES,
 }
+# Families whose input is a token sequence (batch, resolution^2, c_in) or a vector (batch, c_in).
+TOKEN_INPUT_FAMILIES = frozenset({"attention", "attention_explicit", "mlp", "window_attention"})
+VECTOR_INPUT_FAMILIES = frozenset({"linear"})
 
 
 @dataclass(frozen=True)
@@ -197,9 +292,14 @@ class BlockSpec:
     se: bool = False
     batch: int = 1
     act: str = "relu"
+    heads: int = 0  # attention heads of the token families (0 for the others)
 
     @property
-    def input_shape(self) -> tuple[int, int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
+        if self.family in TOKEN_INPUT_FAMILIES:
+            return (self.batch, self.resolution * self.resolution, self.c_in)
+        if self.family in VECTOR_INPUT_FAMILIES:
+            return (self.batch, self.c_in)
         return (self.batch, self.c_in, self.resolution, self.resolution)
 
     @property
@@ -209,6 +309,7 @@ class BlockSpec:
         extras += f"_g{self.groups}" if self.groups != 1 else ""
         extras += "_se" if self.se else ""
         extras += f"_{self.act}" if self.act != "relu" else ""
+        extras += f"_h{self.heads}" if self.heads else ""
         return (f"{self.family}_k{self.kernel}{extras}_c{self.c_in}-{self.c_out}_r{self.resolution}"
                 f"_s{self.stride}_b{self.batch}")
 
@@ -227,6 +328,51 @@ class BlockSpec:
         return asdict(self)
 
 
-def build_block(spec: BlockSpec | dict) -> nn.Module:
-    """Build a block from a ``BlockSpec`` or its dict form (as stored in a JSONL dataset)."""
-    return (spec if isinstance(spec, BlockSpec) else BlockSpec(**spec)).build()
+@dataclass(frozen=True)
+class ChainSpec:
+    """Blocks run one after another, each on the previous one's output, as inside a network.
+
+    Features add up, so a chain is one more row of the same regression; its measurement carries the costs
+    a block pays only inside a network (its input written by another kernel just before, another kernel's
+    code and weights evicted from the caches in between), which no block timed alone sees.
+    """
+
+    blocks: tuple[BlockSpec, ...]
+
+    def __post_init__(self):
+        if not self.blocks:
+            raise ValueError("a chain needs at least one block")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.blocks[0].input_shape
+
+    @property
+    def batch(self) -> int:
+        return self.blocks[0].batch
+
+    @property
+    def family(self) -> str:
+        return "chain"
+
+    @property
+    def key(self) -> str:
+        return "chain[" + "+".join(block.key for block in self.blocks) + "]"
+
+    def build(self, seed: int | None = None) -> nn.Module:
+        return nn.Sequential(*(block.build(None if seed is None else seed + i) for i, block in enumerate(self.blocks)))
+
+    def to_dict(self) -> dict:
+        return {"family": "chain", "blocks": [block.to_dict() for block in self.blocks]}
+
+
+def spec_from_dict(data: dict) -> BlockSpec | ChainSpec:
+    """A ``BlockSpec`` or ``ChainSpec`` from its dict form (as stored in a JSONL dataset)."""
+    if data.get("family") == "chain":
+        return ChainSpec(tuple(BlockSpec(**block) for block in data["blocks"]))
+    return BlockSpec(**data)
+
+
+def build_block(spec: BlockSpec | ChainSpec | dict) -> nn.Module:
+    """Build a block (or a chain) from its spec or its dict form (as stored in a JSONL dataset)."""
+    return (spec if isinstance(spec, (BlockSpec, ChainSpec)) else spec_from_dict(spec)).build()

@@ -15,6 +15,8 @@ import sys
 import warnings
 
 from . import __version__
+from .errors import describe_error
+from .quiet import quiet_third_party
 
 __all__ = ["main", "COMMANDS"]
 
@@ -30,16 +32,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _quiet_third_party() -> None:
-    # NNI and Lightning warn about unsupported torch classes and data loaders at import; harmless here.
-    for module in ("nni", "pytorch_lightning", "lightning_fabric", "lightning"):
-        warnings.filterwarnings("ignore", module=module)
-        logging.getLogger(module).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*(unsupported|deprecated).*", category=UserWarning)
+def _show_warnings_as_lines(command: str) -> None:
+    """Print each warning as one ``nni-latency COMMAND: warning: ...`` line (no file name, no source line)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        print(f"nni-latency {command}: warning: {text}", file=sys.stderr if file is None else file)
+
+    warnings.showwarning = show
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` only where it informs: not on required options, flags, unset (None) values, or
+    options whose help already says what happens by default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.required or action.default in (None, False, [], argparse.SUPPRESS)
+                or "default" in text or "unset" in text):
+            return text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line (``nni-latency CMD: error: ...``) and exit status 2, like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nni-latency",
         description="Learn a small latency model of a device from ~100 micro-benchmarks, predict any conv "
                     "block with it, and use it as the latency term of NNI's FBNet-style search.",
@@ -56,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         sub = subparsers.add_parser(name, help=help_text, description=help_text,
-                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                    formatter_class=_HelpFormatter)
         sub.set_defaults(_module=module_name)
         module.add_arguments(sub)
     return parser
@@ -66,20 +88,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    _quiet_third_party()
     if not args.command:
         parser.print_help()
         return 2
-    try:
-        return int(importlib.import_module(args._module).run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted; measured points are kept, rerun the same command to resume", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        if args.verbose:
-            raise
-        print(f"nni-latency {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():  # the filters and the warning format are this command's, not the caller's
+        quiet_third_party()
+        _show_warnings_as_lines(args.command)
+        try:
+            return int(importlib.import_module(args._module).run(args) or 0)
+        except KeyboardInterrupt:
+            print("interrupted; measured points are kept, rerun the same command to resume", file=sys.stderr)
+            return 130
+        except Exception as error:  # noqa: BLE001 -- every error becomes one line; -v shows the traceback
+            if args.verbose:
+                raise
+            print(f"nni-latency {args.command}: error: {describe_error(error)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

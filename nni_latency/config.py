@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
-__all__ = ["ProfileConfig", "TimingConfig", "load_config", "config_from_dict", "apply_overrides",
+__all__ = ["ProfileConfig", "TimingConfig", "TokenConfig", "ChainConfig", "load_config", "config_from_dict", "apply_overrides",
            "packaged_config", "config_to_dict", "read_yaml"]
 
 T = TypeVar("T")
@@ -34,6 +34,31 @@ class TimingConfig:
     min_run_time: float = 0.1
     max_run_time: float = 0.6
     max_spread: float = 0.10
+    rounds: int = 1  # interleaved passes over all blocks, spreading each block's timing over the whole run
+    quantile: float = 0.5  # statistic of the timed runs: 0.5 the median, 0.25 the lower quartile (quiet speed)
+
+
+@dataclass
+class TokenConfig:
+    """The transformer block families of the suite (attention, MLP, patch embedding, windows, MobileViT)."""
+
+    enabled: bool = True  # false: a CNN-only profile (the token families' weights are ignored)
+    widths: list[int] = field(default_factory=lambda: [32, 768])  # token width, log-uniform
+    sides: list[int] = field(default_factory=lambda: [7, 14, 28, 56])  # token grid side: 49 to 3136 tokens
+    head_dims: list[int] = field(default_factory=lambda: [32, 64])
+    mlp_ratios: list[int] = field(default_factory=lambda: [2, 3, 4])
+    patches: list[int] = field(default_factory=lambda: [4, 8, 16])
+
+
+@dataclass
+class ChainConfig:
+    """Short sequences of blocks measured as one row, as a stage of a network runs them."""
+
+    count: int = 0
+    lengths: list[int] = field(default_factory=lambda: [2, 4])  # [shortest, longest]
+    families: list[str] = field(default_factory=lambda: [
+        "mbconv", "mbconv", "basic", "bottleneck", "dw_separable", "shuffle", "ghost", "mixconv", "dense",
+        "convnext", "mixed"])
 
 
 @dataclass
@@ -47,8 +72,10 @@ class ProfileConfig:
     threads: int = 1
     model_kind: str = "relative_linear"
     families: dict[str, float] = field(default_factory=lambda: {
-        "mbconv": 0.35, "conv_bn_relu": 0.14, "dw_separable": 0.10, "basic": 0.10, "bottleneck": 0.10,
-        "skip": 0.03, "maxpool": 0.03, "avgpool": 0.03, "classifier": 0.05})
+        "mbconv": 0.20, "conv_bn_relu": 0.10, "dw_separable": 0.06, "basic": 0.06, "bottleneck": 0.06,
+        "skip": 0.02, "maxpool": 0.02, "avgpool": 0.02, "classifier": 0.03, "ghost": 0.03, "mixconv": 0.03,
+        "dense": 0.03, "linear": 0.03, "convnext": 0.03, "attention": 0.06, "attention_explicit": 0.04,
+        "mlp": 0.06, "window_attention": 0.03, "patch_embed": 0.02, "mobilevit": 0.03})
     channels: list[int] = field(default_factory=lambda: [8, 512])
     resolutions: list[int] = field(default_factory=lambda: [7, 14, 28, 56, 112])
     kernels: list[int] = field(default_factory=lambda: [3, 5, 7])
@@ -60,6 +87,9 @@ class ProfileConfig:
     extra_batches: list[int] = field(default_factory=lambda: [2, 4])
     extra_batch_share: float = 0.15
     max_mflops: float = 1500.0
+    coupled_share: float = 0.5  # share of blocks whose width follows their resolution as in networks
+    tokens: TokenConfig = field(default_factory=TokenConfig)
+    chains: ChainConfig = field(default_factory=ChainConfig)
     timing: TimingConfig = field(default_factory=TimingConfig)
 
 
@@ -144,12 +174,17 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ValueError(f"config {str(path)!r} cannot be read ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"config {str(path)!r} is not UTF-8 text (byte offset {error.start}); save it as UTF-8") \
+            from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise ValueError(f"config {str(path)!r} is not valid YAML{at}") from None
+    except RecursionError:
+        raise ValueError(f"config {str(path)!r} is nested too deeply to be a config") from None
     if not isinstance(data, dict):
         raise ValueError(f"config {str(path)!r} must be a mapping of keys to values")
     return data

@@ -24,11 +24,13 @@ import torch
 from . import plots
 from .blocks import ACTIVATIONS, FAMILIES, BlockSpec
 from .config import ProfileConfig, TimingConfig, config_from_dict
+from .coverage import check_threads
+from .drift import check_drift
 from .features import run_counted
 from .fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, json_safe
 from .metrics import per_group_errors, regression_metrics, within_group_kendall
 from .microbench import (has_current_features, load_records, measure_specs, recount_features, round_channels,
-                         sample_specs)
+                         suite_specs)
 from .model import LatencyModel
 from .protocol import RESUME_FIELDS, MeasurementProtocol, protocol_of
 from .timing import measure_latency
@@ -250,7 +252,7 @@ def profiling_keys(model: LatencyModel) -> set[str]:
     if not isinstance(stored, dict):
         return set()
     try:
-        return {spec.key for spec in sample_specs(config_from_dict(ProfileConfig, stored))}
+        return {spec.key for spec in suite_specs(config_from_dict(ProfileConfig, stored))}
     except (ValueError, TypeError, KeyError) as error:
         _logger.debug("cannot regenerate the profiling suite from the model (%s); nothing excluded", error)
         return set()
@@ -337,12 +339,9 @@ def evaluate_model(model_path: str | Path, config: TestSetConfig, output_dir: st
     out = ensure_writable_dir(output_dir)
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be at least 1, got {threads}")
-    recorded = model.protocol
-    profiled_threads = recorded.threads if recorded is not None else None
-    if threads is not None and profiled_threads is not None and threads != profiled_threads:
-        warnings.warn(f"the model was profiled at {profiled_threads} thread(s), the test set is measured at {threads}; "
-                      "its errors include that difference (leave --threads out to match)", stacklevel=2)
+    check_threads(model, threads, stacklevel=3)
     blocks = generate_testset(config, protocol_of(model).batch, sorted(profiling_keys(model)))
+    drift = None
     if dataset is not None:
         records = label_records(load_records(dataset), blocks)
         if not records:
@@ -354,6 +353,7 @@ def evaluate_model(model_path: str | Path, config: TestSetConfig, output_dir: st
                           f"({', '.join(f'{k}={getattr(protocol, k)!r}' for k in differing)}); errors include "
                           "that difference", stacklevel=2)
     else:
+        drift = check_drift(model, measurement_protocol(model, threads, config.timing))
         records = measure_testset(blocks, model, out, threads, config.timing, progress)
     predicted = model.predict([r["features"] for r in records])
     metrics = score_predictions(records, predicted, config.threshold_ms)
@@ -364,6 +364,7 @@ def evaluate_model(model_path: str | Path, config: TestSetConfig, output_dir: st
         "testset": {"config": config_source, "seed": config.seed, "blocks": len(records),
                     "source": str(dataset) if dataset is not None else str(out / "testset.jsonl"),
                     **{k: getattr(protocol, k) for k in RESUME_FIELDS}},
+        "drift": drift.to_dict() if drift is not None else None,
         "seconds": round(time.perf_counter() - started, 2),
     })
     atomic_write_json(out / "metrics.json", metrics)

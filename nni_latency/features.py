@@ -15,6 +15,12 @@ of the device's fp32 vector width (``vector_width``: 16 on AVX-512, where oneDNN
 so a 24-channel conv costs about what a 32-channel one does). The width is a property of the profiled
 device: it is recorded in the measurement protocol and the model, and predictions count with the model's.
 Per-kind conv counts carry the per-call overhead, which differs by kind.
+
+Path-aware features (``dnn_*``, ``gemm_*``, ``im2col_elements``) split convolutions by the kernel ATen runs
+(``operators.conv_path``): oneDNN's blocked kernels, or im2col + matrix multiply, which ATen picks for 1x1
+and small convolutions at batch 1 on one thread and which is 2-3x cheaper per FLOP there. The choice
+depends on the thread count, so these features are counted at the profiled device's ``threads``.
+Memory-bound operators are split into classes (``operators.MEMORY_CLASSES``) whose cost per element differs.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .operators import ATTENTION_OPS, CONV_OPS, FREE_OPS, MATMUL_OPS, MEMORY_CLASSES, WINDOW_OPS, conv_path, \
+    memory_class
 from .protocol import LEGACY_VECTOR_WIDTH
 
 _logger = logging.getLogger(__name__)
@@ -65,7 +73,7 @@ class UncoveredOperatorWarning(UserWarning):
 FEATURE_DOCS: dict[str, str] = {
     "acts": "output elements of every convolution / linear op (the published ACTS)",
     "inp": "input elements of every convolution / linear op (the published INP)",
-    "flops": "FLOPs (2 x MACs) of every convolution / linear op (the published FLOPs)",
+    "flops": "FLOPs (2 x MACs) of every convolution / linear op (the published FLOPs) and of fused attention",
     "flops_dense": "FLOPs of ungrouped convolutions with a spatial kernel larger than 1",
     "flops_pointwise": "FLOPs of ungrouped 1x1 convolutions and matrix multiplies",
     "flops_grouped": "FLOPs of grouped convolutions that are not depthwise",
@@ -88,6 +96,19 @@ FEATURE_DOCS: dict[str, str] = {
     "matmul_weights": "weight elements read by matrix multiplies (a batch-1 linear layer streams them)",
     "maxpool_work": "output elements x window size of max pooling (window ops cost per window element)",
     "avgpool_work": "output elements x window size of average pooling",
+    **{f"dnn_vflops_{kind}": f"vflops_{kind} of the {kind} convolutions run by oneDNN/cuDNN (blocked kernels)"
+       for kind in ("dense", "pointwise", "grouped", "depthwise")},
+    **{f"dnn_convs_{kind}": f"number of {kind} convolutions run by oneDNN/cuDNN" for kind in
+       ("dense", "pointwise", "grouped", "depthwise")},
+    "gemm_flops": "FLOPs of convolutions ATen runs as im2col + matrix multiply (1x1 and small ones on one thread)",
+    "gemm_convs": "number of convolutions run as im2col + matrix multiply",
+    "im2col_elements": "elements of the unfolded input those convolutions build (kernels larger than 1x1)",
+    "vflops_attention": "FLOPs of fused attention (Q K^T and the weighted sum of V), sizes rounded up to the "
+                        "vector width",
+    "attention_scores": "attention scores computed by fused attention (batch x heads x queries x keys)",
+    "attentions": "number of fused attention calls",
+    **{f"elements_{name}": f"input + output elements of {name} memory-bound operators" for name in MEMORY_CLASSES},
+    **{f"ops_{name}": f"number of {name} memory-bound operator calls" for name in (*MEMORY_CLASSES, "window")},
 }
 
 
@@ -102,6 +123,12 @@ FEATURE_ROLES: dict[str, str] = {
     "convs_grouped": "overhead", "convs_depthwise": "overhead", "maxpool_work": "memory",
     "vflops_matmul": "compute", "matmuls": "overhead", "conv_weights": "memory", "matmul_weights": "memory",
     "avgpool_work": "memory",
+    **{f"dnn_vflops_{kind}": "compute" for kind in ("dense", "pointwise", "grouped", "depthwise")},
+    **{f"dnn_convs_{kind}": "overhead" for kind in ("dense", "pointwise", "grouped", "depthwise")},
+    "gemm_flops": "compute", "gemm_convs": "overhead", "im2col_elements": "memory",
+    "vflops_attention": "compute", "attention_scores": "memory", "attentions": "overhead",
+    **{f"elements_{name}": "memory" for name in MEMORY_CLASSES},
+    **{f"ops_{name}": "overhead" for name in (*MEMORY_CLASSES, "window")},
 }
 
 
@@ -134,6 +161,31 @@ class BlockFeatures:
     matmul_weights: float = 0.0
     maxpool_work: float = 0.0
     avgpool_work: float = 0.0
+    dnn_vflops_dense: float = 0.0
+    dnn_vflops_pointwise: float = 0.0
+    dnn_vflops_grouped: float = 0.0
+    dnn_vflops_depthwise: float = 0.0
+    dnn_convs_dense: float = 0.0
+    dnn_convs_pointwise: float = 0.0
+    dnn_convs_grouped: float = 0.0
+    dnn_convs_depthwise: float = 0.0
+    gemm_flops: float = 0.0
+    gemm_convs: float = 0.0
+    im2col_elements: float = 0.0
+    vflops_attention: float = 0.0
+    attention_scores: float = 0.0
+    attentions: float = 0.0
+    elements_simple: float = 0.0
+    elements_transcendental: float = 0.0
+    elements_norm: float = 0.0
+    elements_move: float = 0.0
+    elements_reduce: float = 0.0
+    ops_simple: float = 0.0
+    ops_transcendental: float = 0.0
+    ops_norm: float = 0.0
+    ops_move: float = 0.0
+    ops_reduce: float = 0.0
+    ops_window: float = 0.0
     op_counts: dict[str, int] = field(default_factory=dict, compare=False)
     uncovered: tuple[str, ...] = field(default=(), compare=False)
 
@@ -154,43 +206,8 @@ FEATURE_NAMES: tuple[str, ...] = tuple(
     f.name for f in dataclasses.fields(BlockFeatures) if f.type in ("float", float)
 )
 
-# Operators that only change tensor metadata (or are bookkeeping): free, never warned about.
-_FREE_OPS = {
-    "view", "_unsafe_view", "reshape", "t", "transpose", "permute", "expand", "unsqueeze", "squeeze",
-    "slice", "select", "detach", "alias", "as_strided", "split", "split_with_sizes", "chunk", "unbind",
-    "flatten", "unflatten", "empty", "empty_like", "empty_strided", "zeros", "zeros_like", "ones",
-    "ones_like", "full", "full_like", "lift_fresh", "_to_copy_noop", "sym_size", "sym_stride", "size",
-    "stride", "dim", "is_contiguous", "_local_scalar_dense", "item", "new_empty", "new_zeros",
-    "new_ones", "narrow", "expand_as", "view_as", "reshape_as", "_reshape_alias", "set_", "resize_",
-    "randn", "rand", "normal_", "uniform_",
-}
-
-# Memory-bound operators known to cost about their input + output traffic and no conv FLOPs.
-_MEMORY_OPS = {
-    "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "relu", "relu_", "relu6", "hardtanh",
-    "hardtanh_", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "sigmoid", "sigmoid_",
-    "silu", "silu_", "gelu", "gelu_", "tanh", "tanh_", "elu", "elu_", "leaky_relu", "leaky_relu_",
-    "mish", "mish_", "softplus", "clamp", "clamp_", "clamp_min", "clamp_min_", "clamp_max",
-    "clamp_max_", "neg", "exp", "log", "sqrt", "rsqrt", "pow", "abs", "maximum", "minimum", "where",
-    "_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm",
-    "batch_norm", "_batch_norm_impl_index", "native_layer_norm", "native_group_norm", "layer_norm",
-    "group_norm", "instance_norm", "cat", "stack", "clone", "copy_", "contiguous", "_to_copy",
-    "mean", "sum", "amax", "max", "min", "avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d",
-    "max_pool2d", "max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices",
-    "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d", "adaptive_max_pool2d",
-    "upsample_nearest2d", "upsample_bilinear2d", "_softmax", "softmax", "_log_softmax", "log_softmax",
-    "constant_pad_nd", "reflection_pad2d", "replication_pad2d", "pixel_shuffle", "pixel_unshuffle",
-    "channel_shuffle", "native_dropout", "dropout", "fill_", "zero_", "addcmul", "addcdiv", "lerp",
-    "bernoulli_", "roll", "flip", "gather", "index_select", "masked_fill", "masked_fill_", "fmod",
-    "remainder", "floor", "ceil", "round", "sign", "erf", "reciprocal", "_unsafe_index", "index",
-}
-
-_CONV_OPS = {"convolution", "_convolution", "convolution_overrideable"}
-# Windowed pooling: (op name -> feature). Adaptive pooling is a plain reduction and stays a memory op.
-_WINDOW_OPS = {"max_pool1d": "maxpool_work", "max_pool2d": "maxpool_work", "max_pool3d": "maxpool_work",
-               "max_pool2d_with_indices": "maxpool_work", "max_pool3d_with_indices": "maxpool_work",
-               "avg_pool1d": "avgpool_work", "avg_pool2d": "avgpool_work", "avg_pool3d": "avgpool_work"}
-_MATMUL_OPS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear"}
+# Windowed pooling: op name -> the feature holding its work (outputs x window size).
+_WINDOW_FEATURE = {op: "maxpool_work" if op.startswith("max") else "avgpool_work" for op in WINDOW_OPS}
 
 
 def _vector_padded(channels: int, width: int) -> int:
@@ -231,9 +248,16 @@ def _conv_features(args: Sequence[Any], out: torch.Tensor, width: int) -> dict[s
         kind = "grouped" if groups > 1 else ("pointwise" if kernel == 1 else "dense")
         vector_macs = (positions * groups * _input_padded(c_in // groups, width)
                        * _vector_padded(c_out // groups, width) * kernel)
-    return {"acts": out.numel(), "inp": x.numel(), "flops": flops, f"flops_{kind}": flops,
-            "weights": weight.numel(), "conv_weights": weight.numel(), f"vflops_{kind}": 2.0 * vector_macs,
-            f"convs_{kind}": 1}
+    features = {"acts": out.numel(), "inp": x.numel(), "flops": flops, f"flops_{kind}": flops,
+                "weights": weight.numel(), "conv_weights": weight.numel(), f"vflops_{kind}": 2.0 * vector_macs,
+                f"convs_{kind}": 1}
+    if conv_path(args) == "gemm":
+        # im2col unfolds (C_in / groups) x kernel values per output position; a 1x1 stride-1 conv needs none.
+        unfolded = 0 if kernel == 1 and all(s == 1 for s in args[3]) else positions * c_in * kernel
+        features.update(gemm_flops=flops, gemm_convs=1, im2col_elements=unfolded)
+    else:
+        features.update({f"dnn_vflops_{kind}": 2.0 * vector_macs, f"dnn_convs_{kind}": 1})
+    return features
 
 
 def _matmul_features(name: str, args: Sequence[Any], out: torch.Tensor, width: int) -> dict[str, float]:
@@ -244,6 +268,18 @@ def _matmul_features(name: str, args: Sequence[Any], out: torch.Tensor, width: i
     vector_flops = 2.0 * (out.numel() // cols) * _vector_padded(inner, width) * _vector_padded(cols, width)
     return {"acts": out.numel(), "inp": a.numel(), "flops": flops, "flops_pointwise": flops,
             "weights": b.numel(), "matmul_weights": b.numel(), "vflops_matmul": vector_flops, "matmuls": 1}
+
+
+def _attention_features(args: Sequence[Any], width: int) -> dict[str, float]:
+    # attention(query[..., L, E], key[..., S, E], value[..., S, Ev], ...) -> [..., L, Ev] (+ statistics)
+    query, key, value = args[0], args[1], args[2]
+    heads = math.prod(query.shape[:-2])  # batch x heads
+    queries, keys, dim, value_dim = query.shape[-2], key.shape[-2], query.shape[-1], value.shape[-1]
+    padded = heads * queries * _vector_padded(keys, width) * (_vector_padded(dim, width)
+                                                              + _vector_padded(value_dim, width))
+    flops = 2.0 * heads * queries * keys * (dim + value_dim)
+    return {"flops": flops, "vflops_attention": 2.0 * padded, "attention_scores": heads * queries * keys,
+            "attentions": 1}
 
 
 class _FeatureCounter(TorchDispatchMode):
@@ -261,23 +297,32 @@ class _FeatureCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__
-        if name in _FREE_OPS:
+        if name in FREE_OPS:
             return out
         self.op_counts[name] += 1
-        if name in _CONV_OPS:
+        if name in CONV_OPS:
             self.totals.update(_conv_features(args, out, self.vector_width))
             self.totals["conv_ops"] += 1
-        elif name in _MATMUL_OPS:
+        elif name in MATMUL_OPS:
             self.totals.update(_matmul_features(name, args, out, self.vector_width))
             self.totals["conv_ops"] += 1
         else:
-            if name in _WINDOW_OPS:
-                # pool(input, kernel_size, ...) -> output (or (output, indices)); work = outputs x window
-                result = out[0] if isinstance(out, (tuple, list)) else out
-                self.totals[_WINDOW_OPS[name]] += result.numel() * math.prod(args[1])
-            elif name not in _MEMORY_OPS and name not in self.uncovered:
-                self.uncovered[name] = self._module_stack[-1] if self._module_stack else "<root>"
-            self.totals["mem_elements"] += _numel(args) + _numel(out)
+            elements = _numel(args) + _numel(out)
+            if name in ATTENTION_OPS:
+                self.totals.update(_attention_features(args, self.vector_width))
+            else:
+                category = memory_class(name)
+                if category is None:
+                    category = "move"  # counted as data movement, and warned about once
+                    self.uncovered.setdefault(name, self._module_stack[-1] if self._module_stack else "<root>")
+                if category == "window":
+                    # pool(input, kernel_size, ...) -> output (or (output, indices)); work = outputs x window
+                    result = out[0] if isinstance(out, (tuple, list)) else out
+                    self.totals[_WINDOW_FEATURE[name]] += result.numel() * math.prod(args[1])
+                else:
+                    self.totals[f"elements_{category}"] += elements
+                self.totals[f"ops_{category}"] += 1
+            self.totals["mem_elements"] += elements
             self.totals["mem_ops"] += 1
         return out
 
@@ -315,10 +360,11 @@ def failure_details(module: nn.Module, error: Exception) -> str:
 
 
 def run_counted(module: nn.Module, inputs: tuple[torch.Tensor, ...],
-                vector_width: int = DEFAULT_VECTOR_WIDTH) -> tuple[BlockFeatures, Any]:
+                vector_width: int = DEFAULT_VECTOR_WIDTH, threads: int = 1) -> tuple[BlockFeatures, Any]:
     """Run ``module(*inputs)`` once in eval mode with no grad, counting features; returns (features, output).
 
-    The module's training flag is restored afterwards.
+    ``threads`` is the thread count the features describe (ATen picks convolution kernels by it); the
+    process's own setting and the module's training flag are restored afterwards.
     """
     stack: list[str] = []
     handles = []
@@ -338,10 +384,15 @@ def run_counted(module: nn.Module, inputs: tuple[torch.Tensor, ...],
     was_training = module.training
     module.eval()
     counter = _FeatureCounter(stack, vector_width)
+    process_threads = torch.get_num_threads()
     try:
+        if threads != process_threads:
+            torch.set_num_threads(threads)
         with torch.no_grad(), counter:
             output = module(*inputs)
     finally:
+        if torch.get_num_threads() != process_threads:
+            torch.set_num_threads(process_threads)
         for handle in handles:
             handle.remove()
         module.train(was_training)
@@ -367,16 +418,17 @@ def warn_uncovered(op: str, modules: Sequence[str], stacklevel: int = 1) -> None
 
 
 def extract_features(module: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]],
-                     vector_width: int = DEFAULT_VECTOR_WIDTH) -> BlockFeatures:
+                     vector_width: int = DEFAULT_VECTOR_WIDTH, threads: int = 1) -> BlockFeatures:
     """Features of ``module`` for one input of ``input_shape`` (batch included), from one forward pass.
 
-    ``vector_width`` is the profiled device's (``LatencyModel.predict_module`` passes the model's).
+    ``vector_width`` and ``threads`` are the profiled device's (``LatencyModel.predict_module`` passes the
+    model's).
     Raises ``ValueError`` with a one-line explanation if the shape does not fit the module.
     """
     device, dtype = module_device_dtype(module)
     inputs = make_inputs(input_shape, device=device, dtype=dtype)
     try:
-        features, _ = run_counted(module, inputs, vector_width)
+        features, _ = run_counted(module, inputs, vector_width, threads)
     except (RuntimeError, ValueError, IndexError, TypeError) as error:
         shape_text = " and ".join(",".join(map(str, t.shape)) for t in inputs)
         raise ValueError(f"input shape {shape_text} does not fit {type(module).__name__} "

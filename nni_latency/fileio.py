@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -31,20 +32,50 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return directory
 
 
+def _new_file_mode(target: Path) -> int:
+    """The mode ``open(target, "w")`` would leave: an existing file keeps its own, a new one gets
+    ``0o666`` less the umask (``mkstemp`` alone would give 0600, unreadable to others)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0)  # the only portable way to read the umask is to set it; put it back at once
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
+def _naming(error: OSError, target: Path) -> OSError:
+    """``error`` (same type and errno) naming ``target`` instead of the temporary file beside it."""
+    temporary = error.filename is not None and Path(error.filename).parent == target.parent and \
+        Path(error.filename).name.startswith(f".{target.name}.")
+    if not temporary:
+        return error
+    return type(error)(error.errno, error.strerror, str(target))
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], binary: bool = False) -> Path:
     """Call ``write(handle)`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    An interruption or an error leaves the old file (if any) whole and no temporary file behind.
+    An interruption or an error leaves the old file (if any) whole and no temporary file behind. The file
+    gets the mode ``open()`` would give it, and an ``OSError`` names ``path``, never the temporary file.
     """
     target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _naming(error, target) from None
+    try:
+        os.chmod(fd, _new_file_mode(target))
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, target)
+    except OSError as error:
+        Path(temp).unlink(missing_ok=True)
+        raise _naming(error, target) from None
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

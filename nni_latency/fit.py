@@ -53,6 +53,14 @@ def cross_validated_metrics(records: Sequence[dict], kind: str, folds: int = CV_
     return regression_metrics(_latencies(records), cross_validated_predictions(records, kind, folds, seed))
 
 
+def _row_batch(record: dict) -> int | None:
+    """The batch a row was measured at: its block's (a chain's first block's), else its protocol's."""
+    spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
+    first = (spec.get("blocks") or [spec])[0]
+    batch = first.get("batch") if isinstance(first, dict) else None
+    return batch if batch is not None else record.get("batch")
+
+
 def fit_records(records: Sequence[dict], kind: str, device: dict[str, Any] | None = None,
                 notes: str = "") -> LatencyModel:
     """Fit ``kind`` on measured rows and attach cross-validated metrics of every kind for comparison."""
@@ -61,6 +69,10 @@ def fit_records(records: Sequence[dict], kind: str, device: dict[str, Any] | Non
     if len(records) < MIN_POINTS:
         raise ValueError(f"only {len(records)} measured point(s); fitting needs at least {MIN_POINTS} "
                          "(raise `count` in the config or profile again)")
+    # The batch sizes the model covers, so a prediction at another one warns (``coverage.check_batch``).
+    batches = sorted({int(b) for b in map(_row_batch, records) if b is not None})
+    if batches:
+        device = {**(device or {}), "batches": batches}
     model = LatencyModel.fit([r["features"] for r in records], _latencies(records), kind=kind, device=device,
                              notes=notes)
     model.metrics = {"points": len(records), "cv_folds": CV_FOLDS,

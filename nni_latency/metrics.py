@@ -14,7 +14,8 @@ from sklearn.metrics import r2_score
 
 from .deprecation import deprecated_names
 
-__all__ = ["absolute_percentage_errors", "regression_metrics", "within_group_kendall", "per_group_errors"]
+__all__ = ["absolute_percentage_errors", "signed_errors", "error_summary", "worst_points", "regression_metrics",
+           "within_group_kendall", "per_group_errors"]
 
 
 def _checked(measured, predicted) -> tuple[np.ndarray, np.ndarray]:
@@ -30,8 +31,13 @@ def _checked(measured, predicted) -> tuple[np.ndarray, np.ndarray]:
 
 def absolute_percentage_errors(measured, predicted) -> np.ndarray:
     """|predicted - measured| / measured, per point."""
+    return np.abs(signed_errors(measured, predicted))
+
+
+def signed_errors(measured, predicted) -> np.ndarray:
+    """(predicted - measured) / measured, per point: positive where the prediction is too high."""
     measured, predicted = _checked(measured, predicted)
-    return np.abs(predicted - measured) / measured
+    return (predicted - measured) / measured
 
 
 def _median_or_nan(values: np.ndarray) -> float:
@@ -79,27 +85,47 @@ def per_group_errors(measured, predicted, groups: Sequence[Hashable]) -> dict[st
             for label in np.unique(labels)}
 
 
+def error_summary(measured, predicted) -> dict[str, float]:
+    """Count, MdAPE, shares within 5% and 10%, ``bias`` (the median signed error: positive when the predictor
+    runs high) and Kendall tau: what a set of whole networks is scored with."""
+    measured, predicted = _checked(measured, predicted)
+    signed = (predicted - measured) / measured
+    errors = np.abs(signed)
+    share = (lambda limit: float(np.mean(errors <= limit))) if len(errors) else (lambda limit: float("nan"))
+    return {"count": int(len(measured)), "mdape": _median_or_nan(errors), "within_5pct": share(0.05),
+            "within_10pct": share(0.10), "bias": _median_or_nan(signed), "kendall_tau": _kendall(measured, predicted)}
+
+
+def worst_points(labels: Sequence[Hashable], measured, predicted, count: int = 5) -> list[dict[str, object]]:
+    """The ``count`` points with the largest |error|, worst first: label, measured, predicted, signed error."""
+    measured, predicted = _checked(measured, predicted)
+    errors = (predicted - measured) / measured
+    if len(labels) != len(errors):
+        raise ValueError(f"{len(labels)} labels for {len(errors)} points; pass one label per point")
+    order = sorted(range(len(errors)), key=lambda i: (-abs(errors[i]), i))[:count]  # ties: first come first
+    return [{"name": labels[i], "measured_ms": float(measured[i]), "predicted_ms": float(predicted[i]),
+             "error": float(errors[i])} for i in order]
+
+
 def regression_metrics(measured, predicted, threshold_ms: float = 2.0) -> dict[str, float]:
-    """MdAPE overall and below/above ``threshold_ms``, share within 10%, Pearson r, R^2, Kendall tau.
+    """``error_summary``, plus MdAPE below/above ``threshold_ms``, Pearson r and R^2.
 
     The split at 2 ms follows the published A100 results, where small blocks are the hard regime.
     """
+    summary = error_summary(measured, predicted)
     measured, predicted = _checked(measured, predicted)
-    errors = np.abs(predicted - measured) / measured
+    errors = absolute_percentage_errors(measured, predicted)
     low, high = measured < threshold_ms, measured >= threshold_ms
     varied = len(measured) > 2 and np.ptp(measured) > 0 and np.ptp(predicted) > 0
     return {
-        "count": int(len(measured)),
+        **summary,
         "count_low": int(low.sum()),
         "count_high": int(high.sum()),
-        "mdape": _median_or_nan(errors),
         "mdape_low": _median_or_nan(errors[low]),
         "mdape_high": _median_or_nan(errors[high]),
         "threshold_ms": float(threshold_ms),
-        "within_10pct": float(np.mean(errors <= 0.10)) if len(errors) else float("nan"),
         "pearson_r": float(stats.pearsonr(measured, predicted).statistic) if varied else float("nan"),
         "r2": float(r2_score(measured, predicted)) if len(measured) > 1 else float("nan"),
-        "kendall_tau": _kendall(measured, predicted),
     }
 
 

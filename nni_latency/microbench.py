@@ -21,104 +21,29 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .blocks import FAMILIES, BlockSpec
+from .blocks import BlockSpec, ChainSpec, spec_from_dict
+from .suite import round_channels, sample_specs, suite_specs
 from .config import ProfileConfig, config_to_dict
 from .deprecation import deprecated_names
+from .drift import record_probe
 from .features import FEATURE_NAMES, extract_features
-from .fileio import append_jsonl, ensure_writable_dir, read_jsonl
+from .fileio import ensure_writable_dir, read_jsonl
+from .measuring import combine_rounds, measure_rounds, progress_bar
 from .fit import MIN_POINTS, fit_records, reference_model
 from .model import MODEL_KINDS, LatencyModel
 from .protocol import ALLOCATORS, PROTOCOLS, MeasurementProtocol, protocol_of
+from .resume import check_resume, set_aside
 from .timing import LatencyMeasurement, measure_latency, resolve_device, resolve_dtype
 
 _logger = logging.getLogger(__name__)
 
+# The largest suite a config may ask for (``count``): far beyond what a fit needs, and sampled in minutes.
+MAX_COUNT = 2000
+
 __all__ = ["sample_specs", "round_channels", "measure_specs", "measure_modules", "run_profile", "ProfileResult",
            "profile_protocol", "validate_profile_config", "device_description", "load_records", "recount_features",
            "has_current_features",
-           "MIN_POINTS"]
-
-
-def round_channels(value: float, multiple: int = 8) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
-
-
-def _random_spec(family: str, rng: np.random.Generator, config: ProfileConfig) -> BlockSpec:
-    low, high = config.channels
-    c_in = round_channels(math.exp(rng.uniform(math.log(low), math.log(high))))
-    c_out = round_channels(c_in * math.exp(rng.uniform(math.log(0.5), math.log(2.0))))
-    resolution = int(rng.choice(config.resolutions))
-    stride = int(rng.choice(config.strides)) if resolution > min(config.resolutions) else 1
-    kernel = int(rng.choice(config.kernels))
-    expansion, groups = 1, 1
-    act = str(rng.choice(config.activations))
-    se = family in ("mbconv", "basic", "bottleneck") and rng.random() < config.se_share
-    batch = int(rng.choice(config.extra_batches)) if config.extra_batches and rng.random() < config.extra_batch_share \
-        else config.batch
-    if family == "mbconv":
-        expansion = int(rng.choice(config.expansions))
-        groups = int(rng.choice([g for g in config.groups if g <= 2] or [1]))  # FBNet groups its 1x1s by 2
-    elif family in ("conv_bn_relu", "bottleneck"):
-        groups = int(rng.choice(config.groups)) if rng.random() < 0.4 else 1
-        kernel = 1 if family == "conv_bn_relu" and rng.random() < 0.3 else kernel
-    elif family == "basic":
-        kernel = 3
-    elif family in ("skip", "maxpool", "avgpool"):
-        c_out, act, se = c_in, "relu", False
-        stride = 1 if family == "skip" else stride
-        kernel = int(rng.choice([2, 3])) if family != "skip" else kernel
-    if family == "bottleneck":
-        c_out = max(c_out, 4 * 8 * groups)
-    if family == "conv_bn_relu" and groups == 1 and rng.random() < 0.2:
-        # A network stem: RGB input at full resolution (C_in = 3 is handled unlike any padded channel count).
-        c_in, stride, resolution = 3, 2, int(rng.choice([max(config.resolutions), 2 * max(config.resolutions)]))
-        kernel = int(rng.choice([3, 5, 7]))
-    if family == "classifier":
-        c_in = round_channels(c_in * 4)
-        c_out, resolution, stride, kernel = int(rng.choice([10, 100, 1000])), int(rng.choice([1, 7])), 1, 1
-    if family == "conv_bn_relu" and groups > 1:
-        c_in, c_out = round_channels(c_in, 8 * groups), round_channels(c_out, 8 * groups)
-    return BlockSpec(family, c_in, c_out, resolution, stride, kernel, expansion, groups, se, batch, act)
-
-
-def _work_proxy(spec: BlockSpec) -> float:
-    expansion = max(spec.expansion, 1)
-    return spec.batch * spec.c_in * spec.c_out * expansion * spec.resolution**2 / spec.stride**2
-
-
-def sample_specs(config: ProfileConfig) -> list[BlockSpec]:
-    """``config.count`` distinct blocks, allocated to families by weight, log-stratified on work per family."""
-    unknown = [f for f in config.families if f not in FAMILIES]
-    if unknown:
-        raise ValueError(f"unknown block family {unknown[0]!r} in families: use some of {', '.join(FAMILIES)}")
-    rng = np.random.default_rng(config.seed)
-    weights = np.array(list(config.families.values()), float)
-    if weights.sum() <= 0:
-        raise ValueError("families: give at least one family a positive weight")
-    counts = np.floor(weights / weights.sum() * config.count).astype(int)
-    for i in np.argsort(-weights)[: config.count - counts.sum()]:
-        counts[i] += 1
-    specs: list[BlockSpec] = []
-    for family, count in zip(config.families, counts):
-        if count == 0:
-            continue
-        pool = {s.key: s for s in (_random_spec(family, rng, config) for _ in range(40 * count))}
-        pool = sorted(pool.values(), key=_work_proxy)
-        # Drop blocks whose FLOPs exceed the cap, using the proxy (2 MACs x kernel area) as an upper bound.
-        pool = [s for s in pool if 2 * _work_proxy(s) * s.kernel**2 / 1e6 <= config.max_mflops * 4] or pool
-        strata = np.linspace(math.log(_work_proxy(pool[0])), math.log(_work_proxy(pool[-1])), count + 1)
-        chosen: dict[str, BlockSpec] = {}
-        for low, high in zip(strata[:-1], strata[1:]):
-            members = [s for s in pool if low <= math.log(_work_proxy(s)) <= high and s.key not in chosen]
-            pick = members[rng.integers(len(members))] if members else None
-            if pick is not None:
-                chosen[pick.key] = pick
-        leftovers = [s for s in pool if s.key not in chosen]
-        while len(chosen) < count and leftovers:
-            pick = leftovers.pop(rng.integers(len(leftovers)))
-            chosen[pick.key] = pick
-        specs.extend(chosen.values())
-    return specs
+           "MIN_POINTS", "MAX_COUNT"]
 
 
 def device_description(device: torch.device) -> str:
@@ -144,9 +69,18 @@ def recount_features(record: dict) -> dict:
 
     Rows measured with an older feature set stay usable: a latency does not depend on how features are counted.
     """
-    spec = BlockSpec(**record["spec"])
-    features = extract_features(spec.build(seed=0), spec.input_shape, protocol_of(record).vector_width)
+    spec = spec_from_dict(record["spec"])
+    protocol = protocol_of(record)
+    features = extract_features(spec.build(seed=0), spec.input_shape, protocol.vector_width, protocol.threads)
     return {**record, "features": features.as_dict()}
+
+
+def _combined_rows(rows) -> list[dict]:
+    # Rows of one block measured in several rounds become one row (``measuring.combine_rounds``).
+    by_key: dict[str, list[dict]] = {}
+    for index, row in enumerate(rows):
+        by_key.setdefault(row.get("key", f"<row {index}>"), []).append(row)
+    return [combine_rounds(group) if len(group) > 1 else group[0] for group in by_key.values()]
 
 
 def load_records(path: str | Path) -> list[dict]:
@@ -155,7 +89,7 @@ def load_records(path: str | Path) -> list[dict]:
     if not Path(path).exists():
         raise ValueError(f"dataset {str(path)!r} does not exist; create one with `nni-latency profile`")
     records, dropped = [], 0
-    for record in read_jsonl(path):
+    for record in _combined_rows(read_jsonl(path)):
         latency = record.get("latency_ms")
         if not isinstance(latency, (int, float)) or not math.isfinite(latency) or latency <= 0:
             dropped += 1
@@ -166,21 +100,19 @@ def load_records(path: str | Path) -> list[dict]:
                                  "re-profile to recreate it")
             record = recount_features(record)
         records.append(record)
+    if dropped and not records:
+        raise ValueError(f"{path}: all {dropped} row(s) have a NaN, inf or non-positive latency, so there is nothing "
+                         "to fit; profile again to measure them")
     if dropped:
         warnings.warn(f"{path}: dropped {dropped} row(s) with NaN, inf or non-positive latency", stacklevel=2)
     return records
 
 
-def _progress(items: Sequence, description: str, progress: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=description, unit="block", disable=not progress, dynamic_ncols=True)
-
-
 def measure_specs(specs: Sequence[BlockSpec], dataset: Path, protocol: MeasurementProtocol | dict[str, Any],
                   measure: Callable[[torch.nn.Module, tuple], LatencyMeasurement] | None = None,
                   progress: bool = True, description: str = "profiling", device_name: str | None = None) -> list[dict]:
-    """Measure every spec not already in ``dataset`` (appending each row as it is measured); return all rows.
+    """Measure every spec in ``protocol.rounds`` interleaved passes, appending one row per (block, pass) to
+    ``dataset`` as it is taken and skipping what is already there; return one combined row per spec.
 
     Every row holds the block, its features, the measurement and the fields of ``protocol``; rows already
     in ``dataset`` must have been measured under the same protocol. ``measure(module, shape)`` defaults to
@@ -189,31 +121,24 @@ def measure_specs(specs: Sequence[BlockSpec], dataset: Path, protocol: Measureme
     protocol = protocol_of(protocol)
     if measure is None:
         def measure(module, shape):
-            return measure_latency(module, shape, protocol)
+            # With several rounds a noisy pass is outvoted by the others: no need to re-time it at once.
+            return measure_latency(module, shape, protocol, retries=0 if protocol.rounds > 1 else 1)
 
-    existing = {r["key"]: r for r in read_jsonl(dataset)} if dataset.exists() else {}
-    for record in existing.values():
-        recorded = protocol_of(record)
-        mismatch = recorded.differences(protocol)
-        if mismatch:
-            key = mismatch[0]
-            raise ValueError(f"{dataset} was measured with {key}={getattr(recorded, key)!r}, this run uses "
-                             f"{getattr(protocol, key)!r}; use another --output-dir or delete the file")
-    todo = [s for s in specs if s.key not in existing]
-    if existing and todo:
-        _logger.info("resuming: %d of %d blocks already measured in %s", len(specs) - len(todo), len(specs), dataset)
+    by_key = {spec.key: spec for spec in specs}
     extra = {} if device_name is None else {"device_name": device_name}
-    for spec in _progress(todo, description, progress):
+
+    counted: dict[str, dict[str, float]] = {}  # features once per block, whatever the number of rounds
+
+    def measure_one(key: str) -> dict[str, Any]:
+        spec = by_key[key]
         module = spec.build(seed=0)
-        features = extract_features(module, spec.input_shape, protocol.vector_width)
+        if key not in counted:
+            counted[key] = extract_features(module, spec.input_shape, protocol.vector_width, protocol.threads).as_dict()
         measurement = measure(module, spec.input_shape)
-        record = {"key": spec.key, "spec": spec.to_dict(), "features": features.as_dict(),
-                  "latency_ms": measurement.median_ms, "iqr_ms": measurement.iqr_ms, "noisy": measurement.noisy,
-                  "repeats": measurement.repeats, "copies": measurement.copies, **protocol.to_dict(), **extra}
-        append_jsonl(dataset, record)
-        existing[spec.key] = record
-    wanted = {s.key for s in specs}
-    return [r for k, r in existing.items() if k in wanted]
+        return {"spec": spec.to_dict(), "features": counted[key], **measurement.to_dict(), **extra}
+
+    combined = measure_rounds(by_key, measure_one, dataset, protocol, progress=progress, description=description)
+    return [combined[key] for key in by_key if key in combined]
 
 
 def measure_modules(jobs: Sequence[tuple[str, torch.nn.Module, Any]], protocol: MeasurementProtocol,
@@ -222,10 +147,11 @@ def measure_modules(jobs: Sequence[tuple[str, torch.nn.Module, Any]], protocol: 
     """Measure each ``(label, module, input_shape)`` job under ``protocol`` (``options`` go to
     ``measure_latency``), showing the label of the one being measured."""
     results = []
-    with _progress(jobs, description, progress) as bar:
-        for label, module, shape in bar:
+    with progress_bar(len(jobs), description, progress) as bar:
+        for label, module, shape in jobs:
             bar.set_postfix_str(label, refresh=False)
             results.append(measure_latency(module, shape, protocol, **options))
+            bar.update()
     return results
 
 
@@ -236,6 +162,8 @@ class ProfileResult:
     reference: LatencyModel  # the published two-regime model, fitted on the same rows (for the plot)
     output_dir: Path
     seconds: float
+    measured: int = 0  # blocks measured by this run
+    reused: int = 0  # blocks whose measurements this run found in the dataset (a resumed run)
 
 
 def validate_profile_config(config: ProfileConfig, threads: int) -> None:
@@ -245,6 +173,8 @@ def validate_profile_config(config: ProfileConfig, threads: int) -> None:
          f"unknown model kind {config.model_kind!r} in model_kind: use one of {', '.join(MODEL_KINDS)}"),
         (threads >= 1, f"threads must be at least 1, got {threads}"),
         (config.count >= MIN_POINTS, f"count must be at least {MIN_POINTS} to fit and cross-validate, got {config.count}"),
+        (config.count <= MAX_COUNT, f"count must be at most {MAX_COUNT}, got {config.count}: the default 100 blocks "
+                                    "fit a device model in about 30 s, and sampling alone grows with count squared"),
         (config.batch >= 1 and all(b >= 1 for b in config.extra_batches), "batch sizes must be at least 1"),
         (len(config.channels) == 2 and 1 <= config.channels[0] <= config.channels[1],
          f"channels must be [low, high] with 1 <= low <= high, got {config.channels}"),
@@ -272,30 +202,40 @@ def profile_protocol(config: ProfileConfig, device: str = "cpu", threads: int | 
 
 
 def run_profile(config: ProfileConfig, device: str = "cpu", output_dir: str | Path = "runs/profile",
-                threads: int | None = None, progress: bool = True) -> ProfileResult:
+                threads: int | None = None, progress: bool = True, force: bool = False) -> ProfileResult:
     """Benchmark the suite on ``device``, fit ``config.model_kind`` and write the device model and dataset.
 
-    The allocator policy is left to the caller (``timing.apply_allocator_policy``; the command line does it).
+    A rerun into the same ``output_dir`` resumes only if it measures the same thing (``resume.check_resume``);
+    ``force`` moves the old dataset and model aside and starts afresh. The allocator policy is left to the
+    caller (``timing.apply_allocator_policy``; the command line does it).
     """
     started = time.perf_counter()
     protocol = profile_protocol(config, device, threads)
     out = ensure_writable_dir(output_dir)
-    specs = sample_specs(config)
+    _logger.info("sampling %d blocks and %d chains (seed %d)", config.count, config.chains.count, config.seed)
+    specs = suite_specs(config)
+    dataset, model_path = out / "microbench.jsonl", out / "device_model.json"
+    if force:
+        set_aside([dataset, model_path])
+    reused = check_resume(dataset, model_path, config_to_dict(config), protocol, (spec.key for spec in specs))
     name = device_description(torch.device(protocol.device))
-    records = measure_specs(specs, out / "microbench.jsonl", protocol, progress=progress, device_name=name)
+    records = measure_specs(specs, dataset, protocol, progress=progress, device_name=name)
     records = [r for r in records if math.isfinite(r["latency_ms"]) and r["latency_ms"] > 0]
     device_info = {
         "name": name, "type": protocol.device_type, **protocol.to_dict(), "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
-        "measurement": ("median of torch.utils.benchmark adaptive_autorange; eval mode, no grad; "
+        "measurement": (f"quantile {protocol.quantile:g} of torch.utils.benchmark adaptive_autorange runs over "
+                        f"{protocol.rounds} interleaved round(s); eval mode, no grad; "
                         f"protocol={protocol.protocol}, allocator={protocol.allocator}"),
         "noisy_points": sum(bool(r.get("noisy")) for r in records), "config": config_to_dict(config),
+        "probe": record_probe(protocol),  # the device's speed now, for the drift check of later measurements
     }
     model = fit_records(records, config.model_kind, device=device_info)
     reference = reference_model(records, model)
     model.metrics["profile_seconds"] = round(time.perf_counter() - started, 2)
-    model.save(out / "device_model.json")
-    return ProfileResult(model, records, reference, out, time.perf_counter() - started)
+    model.save(model_path)
+    return ProfileResult(model, records, reference, out, time.perf_counter() - started,
+                         measured=len(specs) - len(reused), reused=len(reused))
 
 
 __getattr__ = deprecated_names(__name__, {

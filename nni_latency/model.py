@@ -28,10 +28,13 @@ from sklearn.linear_model import LinearRegression
 from sklearn.utils.validation import check_is_fitted
 
 from . import schema
+from .coverage import batch_of, check_batch
 from .features import FEATURE_DOCS, FEATURE_NAMES, FEATURE_ROLES, ROLES, BlockFeatures, extract_features
 from .protocol import MeasurementProtocol, protocol_of, records_protocol
 
 _logger = logging.getLogger(__name__)
+_RANK_WARNING = getattr(np, "exceptions", np).RankWarning
+_HUBER_ITERATIONS = 30
 
 __all__ = ["TwoRegimeModel", "RelativeLinearModel", "FlopsModel", "MODEL_KINDS", "DEFAULT_KIND",
            "LatencyModel", "OutOfRangeWarning", "features_matrix", "CostTerms", "TERM_ROLES", "split_by_role",
@@ -98,10 +101,26 @@ class _AffineRegressor(_LatencyRegressor):
     def _sample_weights(self, y: np.ndarray) -> np.ndarray | None:
         return None
 
+    robust: ClassVar[float | None] = None  # relative error beyond which a row's weight shrinks (Huber)
+
     def fit(self, X, y):
         X, y = np.asarray(X, float), np.asarray(y, float)
         self._check_points(y)
-        coef = _scaled_lstsq(np.column_stack([X, np.ones(len(X))]), y, self._sample_weights(y), self.positive)
+        design = np.column_stack([X, np.ones(len(X))])
+        weights = self._sample_weights(y)
+        coef = _scaled_lstsq(design, y, weights, self.positive)
+        if self.robust:
+            # Iteratively reweighted least squares for the Huber loss on relative error: a row the fit misses
+            # by more than ``robust`` (a block timed during a burst of load on a shared machine) counts
+            # linearly, not squared. Noise-free data is fitted exactly, as before.
+            base = np.ones(len(y)) if weights is None else weights
+            for _ in range(_HUBER_ITERATIONS):
+                relative = np.abs(design @ coef - y) / y
+                huber = 1.0 / np.maximum(relative / self.robust, 1.0)
+                updated = _scaled_lstsq(design, y, base * huber, self.positive)
+                if np.allclose(updated, coef, rtol=1e-6, atol=0.0):
+                    break
+                coef = updated
         self.coef_, self.intercept_ = coef[:-1], float(coef[-1])
         return self
 
@@ -158,7 +177,9 @@ class TwoRegimeModel(_LatencyRegressor):
             low = order[:count]
             if sorted_initial[count - 1] == sorted_initial[count]:
                 continue
-            slope, offset = np.polyfit(initial[low], y[low], 1)
+            with warnings.catch_warnings():  # a breakpoint with few or equal points below it is just a poor fit
+                warnings.simplefilter("ignore", _RANK_WARNING)
+                slope, offset = np.polyfit(initial[low], y[low], 1)
             low_sse = float(((slope * initial[low] + offset - y[low]) ** 2).sum())
             breakpoint = 0.5 * (sorted_initial[count - 1] + sorted_initial[count])
             yield float(slope), float(offset), float(breakpoint), low_sse + float(high_residual[order[count:]].sum())
@@ -199,28 +220,65 @@ class TwoRegimeModel(_LatencyRegressor):
         return model
 
 
+class _ChosenFeatures:
+    """``feature_names`` of a regressor with a ``features`` parameter: the instance's own columns, or the
+    class's ``DEFAULT_FEATURES`` (also what the class itself answers)."""
+
+    def __get__(self, instance, owner) -> tuple[str, ...]:
+        chosen = getattr(instance, "features", None) if instance is not None else None
+        names = tuple(owner.DEFAULT_FEATURES if chosen is None else chosen)
+        unknown = [name for name in names if name not in FEATURE_NAMES]
+        if unknown or not names:
+            raise ValueError(f"{owner.kind} features {unknown or list(names)} are not features of this nni-latency "
+                             f"(known: {', '.join(FEATURE_NAMES)})")
+        return names
+
+
 class RelativeLinearModel(_AffineRegressor):
-    """latency = sum_k w_k * feature_k + w_0 with w >= 0, minimising sum(((pred - y) / y)^2)."""
+    """latency = sum_k w_k * feature_k + w_0 with w >= 0, minimising the Huber loss of the relative error
+    (squared up to 10%, linear beyond, so a block timed during a burst of load does not pull the fit).
+
+    ``features`` are the columns it uses (``DEFAULT_FEATURES`` unless given); a saved model keeps its own,
+    so a model fitted on another feature set still loads and predicts as it did.
+    """
 
     kind = "relative_linear"
     min_points = 8
-    feature_names = ("vflops_dense", "vflops_pointwise", "vflops_grouped", "vflops_depthwise", "vflops_matmul",
-                     "acts", "inp", "conv_weights", "matmul_weights", "mem_elements", "convs_dense",
-                     "convs_pointwise", "convs_grouped", "convs_depthwise", "matmuls", "mem_ops", "maxpool_work",
-                     "avgpool_work")
+    # The feature set of the first release: what device models written before the path-aware features use.
+    LEGACY_FEATURES = ("vflops_dense", "vflops_pointwise", "vflops_grouped", "vflops_depthwise", "vflops_matmul",
+                       "acts", "inp", "conv_weights", "matmul_weights", "mem_elements", "convs_dense",
+                       "convs_pointwise", "convs_grouped", "convs_depthwise", "matmuls", "mem_ops", "maxpool_work",
+                       "avgpool_work")
+    # Convolutions by the kernel ATen runs (oneDNN per kind, or im2col + GEMM), matrix multiplies and fused
+    # attention; memory-bound operators by class; a per-call cost for each. Chosen on held-out networks.
+    DEFAULT_FEATURES = (
+        "dnn_vflops_dense", "dnn_vflops_pointwise", "dnn_vflops_grouped", "dnn_vflops_depthwise", "gemm_flops",
+        "vflops_matmul", "vflops_attention", "conv_weights", "matmul_weights", "im2col_elements", "elements_simple",
+        "elements_transcendental", "elements_norm", "elements_move", "elements_reduce", "attention_scores",
+        "maxpool_work", "avgpool_work", "dnn_convs_dense", "dnn_convs_pointwise", "dnn_convs_grouped",
+        "dnn_convs_depthwise", "gemm_convs", "matmuls", "attentions", "ops_simple", "ops_transcendental", "ops_norm",
+        "ops_move", "ops_reduce", "ops_window")
 
     positive = True  # every term is a cost; non-negative least squares also stays well-posed with few points
+    robust = 0.10  # Huber: rows missed by more than 10% (noisy timings) count linearly
+
+    def __init__(self, features: Sequence[str] | None = None):
+        self.features = features
+
+    feature_names = _ChosenFeatures()
 
     def _sample_weights(self, y):
         return 1.0 / y**2  # squared relative error
 
     def get_state(self):
-        return {"weights": dict(zip(self.feature_names, map(float, self.coef_))), "intercept": self.intercept_}
+        return {"features": list(self.feature_names), "weights": dict(zip(self.feature_names, map(float, self.coef_))),
+                "intercept": self.intercept_}
 
     @classmethod
     def from_state(cls, state):
-        model = cls()
-        model.coef_ = np.array([state["weights"][name] for name in cls.feature_names], float)
+        # Files written before the feature set was a parameter list no "features": they used LEGACY_FEATURES.
+        model = cls(features=tuple(state.get("features", cls.LEGACY_FEATURES)))
+        model.coef_ = np.array([state["weights"][name] for name in model.feature_names], float)
         model.intercept_ = float(state["intercept"])
         return model
 
@@ -300,6 +358,20 @@ def dominant_role(split: Mapping[str, float]) -> str:
     return max(ROLES, key=lambda role: split.get(role, 0.0))
 
 
+def _check_costs(regressor: _LatencyRegressor, source: str) -> None:
+    """A kind fitted with non-negative weights (each term a cost) never holds a negative one: loaded, it
+    would silently clamp predictions to 0 ms."""
+    if not getattr(regressor, "positive", False):
+        return
+    terms = {**dict(zip(regressor.feature_names, regressor.coef_)), "intercept": regressor.intercept_}
+    negative = [(name, value) for name, value in terms.items() if value < 0]
+    if negative:
+        name, value = negative[0]
+        raise ValueError(f"{source}: {regressor.kind} weight {name!r} is {value:.4g}, but every weight of this "
+                         "kind is a non-negative cost; the model is damaged: re-create it with "
+                         "`nni-latency fit microbench.jsonl`")
+
+
 class LatencyModel:
     """A fitted latency regressor plus what is needed to trust it: device and protocol, feature ranges, metrics.
 
@@ -338,6 +410,11 @@ class LatencyModel:
         """The vector width features are counted at for this model (16 where the model does not record it)."""
         return protocol_of(self.device).vector_width
 
+    @property
+    def threads(self) -> int:
+        """The thread count features are counted at (ATen picks convolution kernels by it): the profiled one."""
+        return protocol_of(self.device).threads
+
     @classmethod
     def fit(cls, rows: Sequence[BlockFeatures | Mapping[str, float]], latencies_ms: Sequence[float],
             kind: str = DEFAULT_KIND, **kwargs) -> LatencyModel:
@@ -350,8 +427,8 @@ class LatencyModel:
             raise ValueError(f"{len(X)} feature rows but {len(y)} latencies")
         if np.any(~np.isfinite(y)) or np.any(y <= 0):
             raise ValueError("latencies must be finite and positive; drop NaN/inf/zero measurements first")
-        regressor_cls = MODEL_KINDS[kind]
-        regressor = regressor_cls().fit(X[:, [FEATURE_NAMES.index(n) for n in regressor_cls.feature_names]], y)
+        regressor = MODEL_KINDS[kind]()
+        regressor.fit(X[:, [FEATURE_NAMES.index(n) for n in regressor.feature_names]], y)
         ranges = {name: (float(X[:, i].min()), float(X[:, i].max())) for i, name in enumerate(FEATURE_NAMES)}
         return cls(regressor, feature_ranges=ranges, **kwargs)
 
@@ -379,8 +456,11 @@ class LatencyModel:
         return self.predict(rows)
 
     def predict_module(self, module, input_shape) -> float:
-        """Latency (ms) of ``module`` on ``input_shape`` (batch included), from one counted forward pass."""
-        return self.predict_one(extract_features(module, input_shape, self.vector_width))
+        """Latency (ms) of ``module`` on ``input_shape`` (batch included), from one counted forward pass.
+
+        A batch size outside those the model was profiled at warns once (``coverage.CoverageWarning``)."""
+        check_batch(self, batch_of(input_shape), stacklevel=3)
+        return self.predict_one(extract_features(module, input_shape, self.vector_width, self.threads))
 
     def cost_terms(self, features: BlockFeatures | Mapping[str, float]) -> CostTerms:
         """The affine piece of the model that applies at ``features`` (piecewise kinds choose it from them)."""
@@ -435,17 +515,25 @@ class LatencyModel:
         schema.require(kind in MODEL_KINDS, source, f"unknown model kind {kind!r} (known: {', '.join(MODEL_KINDS)})")
         parameters = data.get("parameters")
         schema.require(isinstance(parameters, Mapping), source, "'parameters' must be an object")
+        schema.check_finite(parameters, source, "parameters")
         try:
             regressor = MODEL_KINDS[kind].from_state(parameters)
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{source}: parameters of kind {kind!r} are incomplete or invalid (missing or bad "
                              f"{error!s}); if the file comes from an older nni-latency, refit it with "
                              "`nni-latency fit microbench.jsonl`") from None
-        ranges = data.get("feature_ranges", {})
-        schema.require(isinstance(ranges, Mapping) and all(k in FEATURE_NAMES for k in ranges), source,
-                       f"'feature_ranges' must map feature names ({', '.join(FEATURE_NAMES)}) to [min, max]")
-        return cls(regressor, device=data.get("device", {}), feature_ranges=ranges, metrics=data.get("metrics", {}),
-                   notes=data.get("notes", ""))
+        _check_costs(regressor, source)
+        schema.check_sections(data, source)
+        ranges = data.get("feature_ranges") or {}
+        schema.check_ranges(ranges, FEATURE_NAMES, source)
+        device = data.get("device") or {}
+        if records_protocol(device):
+            try:
+                protocol_of(device)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{source}: 'device' describes an invalid measurement protocol ({error})") from None
+        return cls(regressor, device=device, feature_ranges=ranges, metrics=data.get("metrics") or {},
+                   notes=data.get("notes") or "")
 
     def save(self, path) -> None:
         """Write the model as JSON atomically (temporary file, then rename)."""

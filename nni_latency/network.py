@@ -11,11 +11,12 @@ from typing import Sequence
 
 from torch import nn
 
-from .features import DEFAULT_VECTOR_WIDTH, FEATURE_NAMES, BlockFeatures, extract_features
+from .features import DEFAULT_VECTOR_WIDTH, FEATURE_NAMES, BlockFeatures, extract_features, run_counted
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["Shapes", "select_blocks", "record_calls", "block_features", "sum_features"]
+__all__ = ["Shapes", "select_blocks", "record_calls", "block_features", "sum_features", "runnable_blocks",
+           "attribute_features"]
 
 Shapes = tuple[tuple[int, ...], ...]  # one shape per positional tensor argument of one call
 
@@ -68,8 +69,12 @@ def _check_disjoint(blocks: Sequence[tuple[str, nn.Module]]) -> None:
 
 
 def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], input_shape: Sequence[int],
-                 vector_width: int = DEFAULT_VECTOR_WIDTH) -> tuple[BlockFeatures, dict[str, list[Shapes]]]:
-    """Count the whole network in one forward pass, recording the input shapes of every block call."""
+                 vector_width: int = DEFAULT_VECTOR_WIDTH, strict: bool = True,
+                 threads: int = 1) -> tuple[BlockFeatures, dict[str, list[Shapes] | None]]:
+    """Count the whole network in one forward pass, recording the input shapes of every block call.
+
+    A block called with keyword or non-tensor arguments cannot be predicted alone: an error, or with
+    ``strict=False`` its calls are None (``runnable_blocks`` then reports its enclosing module instead)."""
     calls: dict[str, list[Shapes]] = {name: [] for name, _ in blocks}
     untraceable: dict[str, str] = {}
 
@@ -84,10 +89,12 @@ def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], in
 
     handles = [module.register_forward_pre_hook(recorder(name), with_kwargs=True) for name, module in blocks]
     try:
-        whole = extract_features(network, input_shape, vector_width)
+        whole = extract_features(network, input_shape, vector_width, threads)
     finally:
         for handle in handles:
             handle.remove()
+    if untraceable and not strict:
+        return whole, {name: None if name in untraceable else shapes for name, shapes in calls.items()}
     if untraceable:
         name, why = next(iter(untraceable.items()))
         raise ValueError(f"block {name!r} is called with {why}, so it cannot be predicted alone; "
@@ -97,7 +104,7 @@ def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], in
 
 def block_features(name: str, module: nn.Module, calls: Sequence[Shapes],
                    cache: dict[tuple[int, Shapes], BlockFeatures],
-                   vector_width: int = DEFAULT_VECTOR_WIDTH) -> list[BlockFeatures]:
+                   vector_width: int = DEFAULT_VECTOR_WIDTH, threads: int = 1) -> list[BlockFeatures]:
     """The block's features alone, once per recorded call (``cache`` shares them between identical calls)."""
     features = []
     for shapes in calls:
@@ -105,7 +112,7 @@ def block_features(name: str, module: nn.Module, calls: Sequence[Shapes],
         if key not in cache:
             try:
                 cache[key] = extract_features(module, shapes[0] if len(shapes) == 1 else list(shapes),
-                                              vector_width)
+                                              vector_width, threads)
             except ValueError as error:
                 raise ValueError(f"block {name!r} cannot be run alone on its recorded input ({error})") from None
         features.append(cache[key])
@@ -118,3 +125,66 @@ def sum_features(rows: Sequence[BlockFeatures]) -> dict[str, float]:
         for name, value in row.as_dict().items():
             total[name] += value
     return total
+
+
+def runnable_blocks(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]],
+                    calls: dict[str, list[Shapes] | None]) -> list[tuple[str, nn.Module]]:
+    """``blocks`` with each one that cannot run alone (``calls`` None, see ``record_calls(strict=False)``)
+    replaced by its nearest enclosing module that can and is called (a transformer block called with its
+    token grid's H, W is reported as its stage); the blocks that enclosing module holds are merged into it."""
+    modules = dict(network.named_modules())
+    chosen: list[str] = []
+    for block, _ in blocks:
+        name = block
+        if calls.get(name) is None:  # climb to an enclosing module that is called, with tensors only
+            name = name.rpartition(".")[0]
+            while name and not calls.get(name):
+                name = name.rpartition(".")[0]
+        if not name:
+            raise ValueError(f"block {block!r} is called with keyword or non-tensor arguments and no module around "
+                             "it can be predicted alone; choose blocks with --depth or --blocks")
+        chosen.append(name)
+    kept = [name for name in dict.fromkeys(chosen)
+            if not any(other != name and name.startswith(other + ".") for other in chosen)]
+    return [(name, modules[name]) for name in kept]
+
+
+class _Call(nn.Module):
+    """One call of a module's own ``forward`` with its keyword arguments bound, as a module ``run_counted``
+    can count (its training flag is off, so counting never switches the real module's)."""
+
+    def __init__(self, forward, kwargs):
+        super().__init__()
+        self._forward, self._kwargs = forward, kwargs
+        self.train(False)
+
+    def forward(self, *args):
+        return self._forward(*args, **self._kwargs)
+
+
+def attribute_features(network: nn.Module, input_shape: Sequence[int], modules: Sequence[tuple[str, nn.Module]],
+                       vector_width: int = DEFAULT_VECTOR_WIDTH, threads: int = 1) -> dict[str, BlockFeatures]:
+    """The features each of ``modules`` (disjoint) adds inside one forward pass of ``network``, whatever its
+    arguments: each call is counted by a counter of its own, nested in the whole network's."""
+    counted: dict[str, BlockFeatures] = {}
+    patched = []
+
+    def counting(name: str, original):
+        def forward(*args, **kwargs):
+            features, output = run_counted(_Call(original, kwargs), args, vector_width, threads)
+            counted[name] = counted[name] + features if name in counted else features
+            return output
+        return forward
+
+    try:
+        for name, module in modules:
+            patched.append((module, module.__dict__.get("forward")))
+            module.forward = counting(name, module.forward)
+        extract_features(network, input_shape, vector_width, threads)
+    finally:
+        for module, own in patched:
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
+    return counted

@@ -26,7 +26,7 @@ DTYPES = ("fp32", "float32", "fp16", "float16", "bf16", "bfloat16")
 # Every model and row written before the vector width was recorded counted its features at 16 (AVX-512).
 LEGACY_VECTOR_WIDTH = 16
 # The fields rows measured earlier must share with a run that resumes (or is compared with) them.
-RESUME_FIELDS = ("device", "threads", "dtype", "protocol", "allocator")
+RESUME_FIELDS = ("device", "threads", "dtype", "protocol", "allocator", "quantile")
 # The timing budget: how long and how precisely each block is timed (the YAML ``timing`` section).
 TIMING_FIELDS = ("working_set_mb", "min_run_time", "max_run_time", "max_spread")
 # Fields whose presence says that a row or a model records how it was measured.
@@ -43,6 +43,11 @@ class MeasurementProtocol:
     ``protocol``: ``rotate`` cycles copies of weights and inputs so every call starts with cold caches, as
     inside a network; ``hot`` times one copy. ``allocator``: ``steady`` keeps freed memory in the process
     (the command line turns it on; see ``timing.apply_allocator_policy``); ``default`` leaves it alone.
+    ``rounds``: how many interleaved passes the measuring loop makes over its items; an item's latency is the
+    median of its passes, so a burst of load on a shared machine spoils one pass, not the estimate.
+    ``quantile``: the statistic of the timed runs (each at least ~10 ms of calls) that is the latency: 0.5
+    is the median; a lower quantile (0.25, the profiling default) is the speed of the device when other
+    tenants leave it alone, which repeats far better on a shared machine and equals the median on a quiet one.
     ``vector_width``: channels are rounded up to it in the ``vflops_*`` features; None detects it for
     ``device`` (16 with AVX-512, 8 with AVX/AVX2 or on CUDA, 4 otherwise).
     """
@@ -57,6 +62,8 @@ class MeasurementProtocol:
     min_run_time: float = 0.15
     max_run_time: float = 1.0
     max_spread: float = 0.10
+    rounds: int = 1
+    quantile: float = 0.5
     vector_width: int | None = None
 
     def __post_init__(self):
@@ -67,7 +74,7 @@ class MeasurementProtocol:
             set_field("dtype", _TORCH_DTYPE_NAMES.get(str(self.dtype), str(self.dtype)))  # a torch.dtype
         if not _DEVICE.fullmatch(self.device):
             raise ValueError(f"unknown device {self.device!r}: use cpu, cuda or cuda:N")
-        for name in ("threads", "batch"):
+        for name in ("threads", "batch", "rounds"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -82,6 +89,9 @@ class MeasurementProtocol:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
             set_field(name, float(value))
+        if not isinstance(self.quantile, (int, float)) or isinstance(self.quantile, bool) or not 0 < self.quantile < 1:
+            raise ValueError(f"quantile must be a number between 0 and 1 (0.5: the median), got {self.quantile!r}")
+        set_field("quantile", float(self.quantile))
         if self.min_run_time > self.max_run_time:
             raise ValueError(f"min_run_time ({self.min_run_time}) must be at most max_run_time ({self.max_run_time})")
         if self.vector_width is None:
@@ -104,7 +114,7 @@ class MeasurementProtocol:
     def with_timing(self, timing: Any) -> MeasurementProtocol:
         """This protocol with the timing budget of ``timing`` (a ``config.TimingConfig`` or a mapping)."""
         values = timing if isinstance(timing, Mapping) else dataclasses.asdict(timing)
-        return self.replace(**{name: values[name] for name in TIMING_FIELDS if values.get(name) is not None})
+        return self.replace(**{name: values[name] for name in (*TIMING_FIELDS, "rounds", "quantile") if values.get(name) is not None})
 
     def differences(self, other: MeasurementProtocol, fields: tuple[str, ...] = RESUME_FIELDS) -> list[str]:
         """The ``fields`` in which ``other`` differs from this protocol."""

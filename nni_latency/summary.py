@@ -16,7 +16,10 @@ def _percent(value: float) -> str:
     return "n/a" if not np.isfinite(value) else f"{100 * value:.1f}%"
 
 
-def format_profile_summary(model, records: Sequence[dict], reference=None, seconds: float | None = None) -> str:
+def format_profile_summary(model, records: Sequence[dict], reference=None, seconds: float | None = None,
+                           measured: int | None = None, reused: int | None = None) -> str:
+    """The summary; ``measured``/``reused`` (a profiling run) say how many blocks this run measured and how
+    many it found already measured in the dataset, so a resumed run never passes for a fresh one."""
     rows = [r["features"] for r in records]
     roles = {role: float(values.sum()) for role, values in model.breakdown(rows).items()}
     total = sum(roles.values()) or 1.0
@@ -25,11 +28,14 @@ def format_profile_summary(model, records: Sequence[dict], reference=None, secon
     lines = [f"device model: {model.kind} on {model.device.get('name', '?')} "
              f"({protocol.threads} thread(s), {protocol.dtype}, batch {protocol.batch}, protocol {protocol.protocol})"]
     if seconds is not None:
-        lines.append(f"profiled {len(records)} blocks in {seconds:.1f} s")
+        run = "" if measured is None else f" (measured {measured} blocks in this run, reused {reused or 0})"
+        lines.append(f"profiled {len(records)} blocks in {seconds:.1f} s{run}")
     lines.append("parameters:")
     for name, value in model.parameters.items():
         if isinstance(value, dict):
             lines.extend(f"  {name}.{k:<16} {v:.4g}" for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            continue  # the feature list: the weights name every feature
         else:
             lines.append(f"  {name:<24} {value:.4g}")
     lines.append("time on the training blocks: " + ", ".join(f"{role} {_percent(share)}"

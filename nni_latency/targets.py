@@ -1,5 +1,6 @@
-"""What a command is pointed at: a network named ``path/to/file.py:callable`` or ``package.module:callable``,
-and the input shape it runs on. Every problem is a one-line ``ValueError`` that says what to fix.
+"""What a command is pointed at: a network named ``path/to/file.py:callable``, ``package.module:callable`` or
+``zoo:NAME`` (a reference network of ``nni_latency.zoo``), and the input shape it runs on. Every problem is
+a one-line ``ValueError`` that says what to fix.
 """
 
 from __future__ import annotations
@@ -11,25 +12,28 @@ import importlib.util
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from torch import nn
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["load_module_target", "load_target_object", "parse_input_shape"]
+__all__ = ["load_module_target", "load_target_object", "parse_input_shape", "default_input_shape", "expected_input",
+           "load_network", "input_hint", "ZOO_PREFIX"]
 
-_FORM = "give path/to/file.py:callable or package.module:callable"
+_FORM = "give path/to/file.py:callable, package.module:callable or zoo:NAME"
+ZOO_PREFIX = "zoo:"
 
 
 def parse_input_shape(text: str, dims: int | None = 4) -> tuple[int, ...]:
-    """``"1,3,224,224"`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``; ``dims``: how many sizes (None: any)."""
+    """``"1,3,224,224"`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``; ``dims``: how many sizes (None: any, as
+    for a network, which may take an image N,C,H,W or tokens B,N,C and says itself whether a shape fits)."""
     parts = [p.strip() for p in str(text).replace("x", ",").split(",")]
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:
         shape = ()
-    layout = "N,C,H,W" if dims == 4 else "comma-separated sizes"
+    layout = "N,C,H,W" if dims == 4 else "comma-separated sizes, N,C,H,W for an image or B,N,C for tokens"
     if not shape or any(d <= 0 for d in shape):
         raise ValueError(f"input shape {text!r} is malformed: give positive integers as {layout}, e.g. 1,3,224,224")
     if dims is not None and len(shape) != dims:
@@ -126,8 +130,32 @@ def load_target_object(spec: str) -> Any:
     return value
 
 
-def load_module_target(spec: str) -> nn.Module:
-    """The ``nn.Module`` that ``spec`` names: a module instance as is, or a class / factory called with no arguments."""
+def _zoo_entry(spec: str):
+    from . import zoo  # only zoo targets import the zoo's 53 networks
+
+    return zoo.get(str(spec).strip()[len(ZOO_PREFIX):])
+
+
+def _is_zoo(spec: str) -> bool:
+    return str(spec).strip().startswith(ZOO_PREFIX)
+
+
+def default_input_shape(spec: str) -> tuple[int, ...] | None:
+    """The input a target is meant for, when it says (a zoo network: its paper's resolution); else None."""
+    return tuple(_zoo_entry(spec).input_shape()) if _is_zoo(spec) else None
+
+
+def load_module_target(spec: str, input_shape: Sequence[int] | None = None) -> nn.Module:
+    """The ``nn.Module`` that ``spec`` names: a module instance as is, a class / factory called with no arguments,
+    or ``zoo:NAME``, built for ``input_shape``'s resolution when given (a ViT's position table depends on it)."""
+    if _is_zoo(spec):
+        entry = _zoo_entry(spec)
+        size = int(input_shape[-1]) if input_shape is not None and len(input_shape) == 4 else None
+        try:
+            return entry.build(image_size=size)
+        except ValueError as error:
+            raise ValueError(f"zoo network {entry.name!r} cannot be built for input {_join(input_shape)} ({error}); "
+                             f"it takes {_join(entry.input_shape())} by default") from None
     target = load_target_object(spec)
     if isinstance(target, nn.Module):
         return target
@@ -144,3 +172,43 @@ def load_module_target(spec: str) -> nn.Module:
     _logger.debug("loaded %s from %s", type(module).__name__, spec)
     return module
 
+
+def _join(shape: Sequence[int] | None) -> str:
+    return ",".join(str(int(d)) for d in shape) if shape is not None else "?"
+
+
+def expected_input(module: nn.Module, spec: str | None = None) -> str | None:
+    """What input ``module`` takes, for an error message: a zoo network's own shape, else read from its first
+    layer with weights (a convolution takes an image N,C,H,W; a linear layer or a layer norm takes tokens
+    B,N,C). None when that layer says nothing about it."""
+    if spec is not None and _is_zoo(spec):
+        return f"an image {_join(default_input_shape(spec))} (N,C,H,W)"
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.conv._ConvNd):
+            spatial = ",".join("HWD"[: len(layer.kernel_size)])
+            example = ",".join(["1", str(layer.in_channels)] + ["224"] * len(layer.kernel_size))
+            return f"an image N,{layer.in_channels},{spatial} (e.g. {example})"
+        if isinstance(layer, (nn.Linear, nn.LayerNorm)):
+            width = layer.in_features if isinstance(layer, nn.Linear) else layer.normalized_shape[-1]
+            return f"tokens B,N,{width} (e.g. 1,196,{width})"
+        if isinstance(layer, (nn.BatchNorm2d, nn.GroupNorm)):
+            channels = layer.num_features if isinstance(layer, nn.BatchNorm2d) else layer.num_channels
+            return f"an image N,{channels},H,W (e.g. 1,{channels},224,224)"
+    return None
+
+
+def load_network(spec: str, shape_text: str | None) -> tuple[nn.Module, tuple[int, ...]]:
+    """The network ``spec`` names and the input it runs on: ``shape_text`` (any rank: an image N,C,H,W or
+    tokens B,N,C; the network says whether it fits), else a zoo network's own shape."""
+    if not _is_zoo(spec):
+        _split(spec)  # a malformed target is named before a missing shape
+    shape = parse_input_shape(shape_text, dims=None) if shape_text else default_input_shape(spec)
+    if shape is None:
+        raise ValueError("give --input-shape, e.g. 1,3,224,224 for an image or 1,196,192 for tokens")
+    return load_module_target(spec, shape), shape
+
+
+def input_hint(module: nn.Module, spec: str | None = None) -> str | None:
+    """``"Net takes an image N,3,H,W (...)"``, to follow a "does not fit" error; None when unknown."""
+    expected = expected_input(module, spec)
+    return f"{type(module).__name__} takes {expected}" if expected else None

@@ -28,6 +28,7 @@ import ctypes.util
 import itertools
 import logging
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -69,6 +70,12 @@ class LatencyMeasurement:
     protocol: str
     copies: int
     max_spread: float = 0.10
+    quantile: float = 0.5
+
+    @property
+    def latency_ms(self) -> float:
+        """The latency under the protocol: the ``quantile`` of the runs (the median unless it says otherwise)."""
+        return float(np.quantile(self.times_ms, self.quantile))
 
     @property
     def median_ms(self) -> float:
@@ -95,8 +102,9 @@ class LatencyMeasurement:
 
     def to_dict(self) -> dict[str, Any]:
         """The summary written with every measured row."""
-        return {"median_ms": self.median_ms, "iqr_ms": self.iqr_ms, "repeats": self.repeats, "noisy": self.noisy,
-                "protocol": self.protocol, "copies": self.copies}
+        return {"latency_ms": self.latency_ms, "median_ms": self.median_ms, "iqr_ms": self.iqr_ms,
+                "repeats": self.repeats, "noisy": self.noisy, "protocol": self.protocol, "copies": self.copies,
+                "times_ms": [float(f"{t:.6g}") for t in self.times_ms]}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -180,17 +188,41 @@ def _protocol_with(protocol: Any, overrides: dict[str, Any]) -> MeasurementProto
     return (protocol or MeasurementProtocol()).replace(**overrides)
 
 
+def _clone(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with tensors of its own: the structure ``copy.deepcopy`` gives, at a tenth of its
+    cost (the rotate protocol makes up to ``max_copies`` of every block it times)."""
+    clones: dict[int, nn.Module] = {}
+
+    def clone(original: nn.Module) -> nn.Module:
+        if id(original) not in clones:
+            new = copy.copy(original)
+            clones[id(original)] = new
+            new._parameters = {name: None if p is None else nn.Parameter(p.detach().clone(), p.requires_grad)
+                               for name, p in original._parameters.items()}
+            new._buffers = {name: None if b is None else b.clone() for name, b in original._buffers.items()}
+            new._modules = {name: None if m is None else clone(m) for name, m in original._modules.items()}
+        return clones[id(original)]
+
+    return clone(module)
+
+
+# Warming up every copy of the rotate protocol costs one call each; past this many seconds more copies buy
+# nothing (a block that slow works on more data than the caches hold anyway).
+_WARM_UP_SECONDS = 0.03
+
+
 def _replicas(module: nn.Module, inputs: tuple[torch.Tensor, ...], protocol: str, working_set_bytes: int,
-              max_copies: int) -> list[tuple[nn.Module, tuple[torch.Tensor, ...]]]:
+              max_copies: int, per_call: float) -> list[tuple[nn.Module, tuple[torch.Tensor, ...]]]:
+    """``module`` and its inputs, plus copies whose weights and inputs together exceed ``working_set_bytes``
+    (the rotate protocol), as many as ``_WARM_UP_SECONDS`` of calls allow."""
     if protocol == "hot":
         return [(module, inputs)]
     per_copy = sum(t.numel() * t.element_size() for t in itertools.chain(module.parameters(), module.buffers(), inputs))
-    count = max(2, min(max_copies, math.ceil(working_set_bytes / max(per_copy, 1))))
+    count = min(max_copies, math.ceil(working_set_bytes / max(per_copy, 1)), int(_WARM_UP_SECONDS / max(per_call, 1e-9)))
     generator = torch.Generator().manual_seed(1)  # the inputs of the copies; the caller's random state stays
     copies = [(module, inputs)]
-    for _ in range(count - 1):
-        copies.append((copy.deepcopy(module),
-                       tuple(torch.randn(t.shape, generator=generator).to(t) for t in inputs)))
+    for _ in range(max(2, count) - 1):
+        copies.append((_clone(module), tuple(torch.randn(t.shape, generator=generator).to(t) for t in inputs)))
     return copies
 
 
@@ -217,23 +249,41 @@ def measure_latency(module: nn.Module, input_shape: Sequence[int] | Sequence[Seq
     try:
         if torch_device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # autotune per shape; the warm-up below pays for it
-        module = copy.deepcopy(module).to(device=torch_device, dtype=torch_dtype).eval()
+        module = _clone(module).to(device=torch_device, dtype=torch_dtype).eval()
         inputs = make_inputs(input_shape, device=torch_device, dtype=torch_dtype)
         with torch.no_grad():
-            replicas = _replicas(module, inputs, protocol.protocol, int(protocol.working_set_mb * 2**20), max_copies)
-            for replica, replica_inputs in replicas:  # warm-up: allocator, cudnn autotuning, lazy init
-                for _ in range(2):
-                    replica(*replica_inputs)
-            measurement = _timed(replicas, protocol, retries)
+            module(*inputs)  # warm-up: allocator, cudnn autotuning, lazy init
+            started = time.perf_counter()
+            module(*inputs)
+            _synchronize(torch_device)
+            per_call = time.perf_counter() - started
+            replicas = _replicas(module, inputs, protocol.protocol, int(protocol.working_set_mb * 2**20), max_copies,
+                                 per_call)
+            for replica, replica_inputs in replicas[1:]:
+                replica(*replica_inputs)
+            measurement = _timed(replicas, protocol, retries, per_call)
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark
     return LatencyMeasurement(times_ms=tuple(t * 1e3 for t in measurement.times),
                               number_per_run=measurement.number_per_run, protocol=protocol.protocol,
-                              copies=len(replicas), max_spread=protocol.max_spread)
+                              copies=len(replicas), max_spread=protocol.max_spread, quantile=protocol.quantile)
 
 
-def _timed(replicas, protocol: MeasurementProtocol, retries: int) -> benchmark.Measurement:
-    """``adaptive_autorange`` over the replicas in turn, re-run with twice the budget while too noisy."""
+# Each timed run repeats the call until it lasts about this long, as torch.utils.benchmark sizes its blocks:
+# the timer's own cost vanishes, and a run of a small block spans about as much time as one call of a
+# network, so a quantile over runs means the same for both.
+_RUN_SECONDS = 0.01
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(replicas, protocol: MeasurementProtocol, retries: int, per_call: float) -> benchmark.Measurement:
+    """Timed runs over the replicas in turn until ``min_run_time`` has passed and IQR/median is within
+    ``max_spread``, or ``max_run_time`` has (``adaptive_autorange``'s rule, with the run length set from the
+    warm-up's ``per_call`` seconds instead of its search); re-run with twice the budget while too noisy."""
     cycle = itertools.cycle(replicas)
 
     def run_once():
@@ -241,15 +291,29 @@ def _timed(replicas, protocol: MeasurementProtocol, retries: int) -> benchmark.M
         replica(*replica_inputs)
 
     timer = benchmark.Timer(stmt="run_once()", globals={"run_once": run_once}, num_threads=protocol.threads)
+    number = max(1, round(_RUN_SECONDS / max(per_call, 1e-9)))
+    task_spec = None
     budget = protocol.max_run_time
+    times: list[float] = []
     for attempt in range(retries + 1):
+        times, elapsed = [], 0.0
         with torch.no_grad():
-            measurement = timer.adaptive_autorange(threshold=protocol.max_spread, min_run_time=protocol.min_run_time,
-                                                   max_run_time=budget)
-        spread = measurement.iqr / measurement.median if measurement.median > 0 else math.inf
-        if spread <= protocol.max_spread:
+            while elapsed < budget:
+                measured = timer.timeit(number)  # one run of ``number`` calls
+                task_spec, run = measured.task_spec, measured.raw_times[0]
+                times.append(run / number)
+                elapsed += run
+                if elapsed >= protocol.min_run_time and len(times) >= 3 and _spread(times) <= protocol.max_spread:
+                    break
+        if _spread(times) <= protocol.max_spread:
             break
-        _logger.debug("spread %.1f%% above %.1f%%, re-measuring (attempt %d)", 100 * spread,
+        _logger.debug("spread %.1f%% above %.1f%%, re-measuring (attempt %d)", 100 * _spread(times),
                       100 * protocol.max_spread, attempt + 1)
         budget *= 2
-    return measurement
+    return benchmark.Measurement(number_per_run=number, raw_times=[t * number for t in times],
+                                 task_spec=task_spec)
+
+
+def _spread(times: Sequence[float]) -> float:
+    low, median, high = np.quantile(times, [0.25, 0.5, 0.75])
+    return (high - low) / median if median > 0 else math.inf

@@ -52,6 +52,7 @@ def fitted_model():
 # Models of every kind built from parameters, so each kind's cost split is checked without fitting.
 MODELS = {
     "relative_linear": LatencyModel(RelativeLinearModel.from_state({
+        "features": list(RelativeLinearModel.feature_names),
         "weights": {name: {"compute": 1e-6, "memory": 3e-6, "overhead": 0.01}[TERM_ROLES[name]] * (1 + i / 10)
                     for i, name in enumerate(RelativeLinearModel.feature_names)},
         "intercept": 0.03})),
@@ -338,7 +339,7 @@ def test_cli_depth_and_blocks(cli_files, tmp_path, extra, rows):
     ("nets.py:nope", "1,3,16,16", [], "has no attribute 'nope'"),
     ("nets.py:not_a_network", "1,3,16,16", [], "returned a value of type str, not a torch.nn.Module"),
     ("nets.py:build", "1,5,16,16", [], "input shape 1,5,16,16 does not fit Net"),
-    ("nets.py:build", "1,3,16", [], "has 3 size(s), 4 are needed"),
+    ("nets.py:build", "1,3,16", [], "Net takes an image N,3,H,W"),  # any rank parses; the network decides
     ("nets.py:build", "1,3,x6,16", [], "is malformed"),
     ("nets.py:build", "1,3,16,16", ["--blocks", "body.9"], "no block named 'body.9' in Net"),
     ("nets.py:build", "1,3,16,16", ["--depth", "0"], "--depth must be at least 1"),

@@ -85,8 +85,8 @@ def test_model_batch_is_used_when_the_config_names_none():
 
 @pytest.mark.parametrize("change, message", [
     ({"groups": [{"name": "x", "family": "resnet", "count": 2}]}, "unknown family 'resnet'"),
-    ({"groups": [{"name": "x", "family": "conv_bn_relu", "count": 2, "activations": ["gelu"]}]},
-     "unknown activation 'gelu'"),
+    ({"groups": [{"name": "x", "family": "conv_bn_relu", "count": 2, "activations": ["swish2"]}]},
+     "unknown activation 'swish2'"),
     ({"fbnet_layers": {"count": 1, "candidates": ["k9_e9"]}}, "unknown FBNet candidate 'k9_e9'"),
     ({"groups": [{"name": "x", "family": "conv_bn_relu", "count": 2, "width_ratios": [2.0, 1.0]}]},
      "width_ratios must be"),

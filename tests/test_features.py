@@ -177,6 +177,8 @@ def test_batch_scales_activation_counts_linearly(module, shape, expected, batch)
     single = extract_features(module, shape)
     batched = extract_features(module, (batch * shape[0], *shape[1:]))
     for name in FEATURE_NAMES:
+        if name in PATH_FEATURES:
+            continue  # ATen may pick another convolution kernel for another batch (test_conv_paths)
         # Weights are read, and ops called, once per forward pass whatever the batch; the rest scales.
         once_per_pass = (name.endswith("weights") or name in ("conv_ops", "mem_ops", "matmuls")
                          or name.startswith("convs_"))
@@ -303,12 +305,29 @@ FAMILY_SPECS = {
     "skip_identity": BlockSpec("skip", 16, 16, 14),
     "skip_projection": BlockSpec("skip", 16, 32, 14, stride=2),
 }
+# The families real networks added (transformer ones take a 14x14 grid of 32-wide tokens).
+FAMILY_SPECS |= {
+    "ghost_s2_se": BlockSpec("ghost", 16, 24, 14, kernel=5, stride=2, expansion=3, se=True),
+    "mixconv": BlockSpec("mixconv", 16, 16, 14, kernel=7, expansion=3, act="silu"),
+    "dense": BlockSpec("dense", 16, 48, 14),
+    "linear": BlockSpec("linear", 64, 32, 1),
+    "convnext": BlockSpec("convnext", 16, 16, 14, kernel=7, expansion=4),
+    "patch_embed": BlockSpec("patch_embed", 3, 32, 56, stride=4, kernel=4),
+    "mlp": BlockSpec("mlp", 32, 32, 14, expansion=4),
+    "attention": BlockSpec("attention", 32, 32, 14, heads=2),
+    "attention_explicit": BlockSpec("attention_explicit", 32, 32, 7, heads=2),
+    "window_attention": BlockSpec("window_attention", 32, 32, 14, kernel=7, heads=2),
+    "mobilevit": BlockSpec("mobilevit", 16, 32, 8, expansion=2, heads=2),
+}
 # Families added later are covered with a default spec.
 FAMILY_SPECS |= {family: BlockSpec(family, 16, 16, 14) for family in FAMILIES
                  if family not in {spec.family for spec in FAMILY_SPECS.values()}}
+# Attention multiplies activations by activations: FLOPs no layer hook sees (test_attention_blocks).
+ATTENTION_SPECS = {"attention", "attention_explicit", "window_attention", "mobilevit"}
 
 
-@pytest.mark.parametrize("spec", FAMILY_SPECS.values(), ids=FAMILY_SPECS.keys())
+@pytest.mark.parametrize("spec", [s for k, s in FAMILY_SPECS.items() if k not in ATTENTION_SPECS],
+                         ids=[k for k in FAMILY_SPECS if k not in ATTENTION_SPECS])
 def test_block_conv_features_are_sums_over_its_convs(spec):
     torch.manual_seed(0)
     block = spec.build()
@@ -467,3 +486,100 @@ def test_feature_tables_are_consistent():
     assert set(FEATURE_DOCS) == set(FEATURE_NAMES) == set(FEATURE_ROLES)
     assert set(FEATURE_ROLES.values()) == {"compute", "memory", "overhead"}
     assert BlockFeatures().as_dict() == dict.fromkeys(FEATURE_NAMES, 0.0)
+
+
+# ---- convolution paths, attention and memory classes
+
+PATH_FEATURES = {name for name in FEATURE_NAMES if name.startswith(("dnn_", "gemm_")) or name == "im2col_elements"}
+
+# module, input shape, threads -> the path ATen takes and the path features it gives
+PATH_CASES = {
+    "pointwise_batch1_one_thread_is_gemm": (nn.Conv2d(64, 32, 1, bias=False), (1, 64, 28, 28), 1,
+                                            {"gemm_flops": 2.0 * 784 * 64 * 32, "gemm_convs": 1, "im2col_elements": 0}),
+    "pointwise_two_threads_is_onednn": (nn.Conv2d(64, 32, 1, bias=False), (1, 64, 28, 28), 2,
+                                        {"dnn_vflops_pointwise": 2.0 * 784 * 64 * 32, "dnn_convs_pointwise": 1}),
+    "pointwise_batch16_is_onednn": (nn.Conv2d(64, 32, 1, bias=False), (16, 64, 2, 2), 1,
+                                    {"dnn_vflops_pointwise": 2.0 * 64 * 64 * 32, "dnn_convs_pointwise": 1}),
+    "small_3x3_unfolds": (nn.Conv2d(8, 16, 3, padding=1, bias=False), (1, 8, 14, 14), 1,
+                          {"gemm_flops": 2.0 * 196 * 8 * 16 * 9, "gemm_convs": 1, "im2col_elements": 196 * 8 * 9}),
+    "large_3x3_is_onednn": (nn.Conv2d(16, 16, 3, padding=1, bias=False), (1, 16, 56, 56), 1,
+                            {"dnn_vflops_dense": 2.0 * 3136 * 16 * 16 * 9, "dnn_convs_dense": 1}),
+    "depthwise_is_onednn": (nn.Conv2d(32, 32, 3, padding=1, groups=32, bias=False), (1, 32, 7, 7), 1,
+                            {"dnn_vflops_depthwise": 2.0 * 49 * 32 * 9, "dnn_convs_depthwise": 1}),
+}
+
+
+@pytest.mark.parametrize("module,shape,threads,expected", PATH_CASES.values(), ids=PATH_CASES.keys())
+def test_conv_paths(module, shape, threads, expected):
+    before = torch.get_num_threads()
+    features = extract_features(module, shape, threads=threads).as_dict()
+    assert torch.get_num_threads() == before  # the process's setting is restored
+    assert {name: features[name] for name in PATH_FEATURES} == {name: float(expected.get(name, 0)) for name in
+                                                                PATH_FEATURES}
+
+
+class _Attention(nn.Module):
+    def forward(self, q, k, v):
+        return nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def test_fused_attention_counts_both_matmuls_and_the_scores():
+    batch, heads, queries, keys, dim = 2, 3, 5, 7, 20
+    features = extract_features(_Attention(), [(batch, heads, queries, dim), (batch, heads, keys, dim),
+                                               (batch, heads, keys, dim)])
+    pairs = batch * heads * queries * keys
+    assert features.op_counts == {"_scaled_dot_product_flash_attention_for_cpu": 1}
+    assert features.flops == 2.0 * pairs * (dim + dim)
+    assert features.vflops_attention == 2.0 * batch * heads * queries * 16 * (32 + 32)  # 7 -> 16, 20 -> 32
+    assert features.attention_scores == pairs and features.attentions == 1
+    assert not features.uncovered
+
+
+def test_attention_that_falls_back_to_the_math_kernel_counts_its_matmuls_and_softmax():
+    # Different key and value widths: ATen decomposes (scale, Q K^T, softmax, weights x V).
+    batch, heads, queries, keys, dim, value_dim = 2, 3, 5, 7, 16, 32
+    features = extract_features(_Attention(), [(batch, heads, queries, dim), (batch, heads, keys, dim),
+                                               (batch, heads, keys, value_dim)])
+    assert features.matmuls == 2 and features.attentions == 0 and not features.uncovered
+    assert features.flops == 2.0 * batch * heads * queries * keys * (dim + value_dim)
+    assert features.ops_transcendental == 1  # the softmax
+
+
+class _Ops(nn.Module):
+    def forward(self, x):
+        y = torch.relu(x) + x                                   # simple: relu (2x), add (3x)
+        z = nn.functional.gelu(y)                               # transcendental (2x)
+        n = nn.functional.layer_norm(z, z.shape[-1:])           # norm (2x, + mean/rstd outputs)
+        c = torch.cat([n, n], dim=1)                            # move (4x)
+        return c.mean(dim=(2, 3)), nn.functional.max_pool2d(x, 2)  # reduce; window
+
+
+def test_memory_operators_are_counted_by_class():
+    x = 2 * 3 * 4 * 4
+    features = extract_features(_Ops(), (2, 3, 4, 4))
+    assert (features.elements_simple, features.ops_simple) == (2 * x + 3 * x, 2)
+    assert (features.elements_transcendental, features.ops_transcendental) == (2 * x, 1)
+    assert features.ops_norm == 1 and features.elements_norm >= 2 * x
+    assert (features.elements_move, features.ops_move) == (4 * x, 1)
+    assert (features.elements_reduce, features.ops_reduce) == (2 * x + 2 * 6, 1)  # (2, 6, 4, 4) -> (2, 6)
+    assert features.ops_window == 1 and features.maxpool_work == 2 * 3 * 2 * 2 * 4
+    classes = ("simple", "transcendental", "norm", "move", "reduce", "window")
+    assert sum(getattr(features, f"ops_{name}") for name in classes) == features.mem_ops
+
+
+# spec -> FLOPs of attention itself (Q K^T and the weighted sum of V: 2 x 2 x tokens x keys x width per window)
+ATTENTION_CASES = {
+    "fused": (FAMILY_SPECS["attention"], 4.0 * 196 * 196 * 32),
+    "explicit": (FAMILY_SPECS["attention_explicit"], 4.0 * 49 * 49 * 32),
+    "windows": (FAMILY_SPECS["window_attention"], 4 * 4.0 * 49 * 49 * 32),  # four 7x7 windows
+    "mobilevit": (FAMILY_SPECS["mobilevit"], 4 * 4.0 * 16 * 16 * 32),  # four 2x2-pixel sequences of 16 tokens
+}
+
+
+@pytest.mark.parametrize("spec,attention_flops", ATTENTION_CASES.values(), ids=ATTENTION_CASES.keys())
+def test_attention_blocks(spec, attention_flops):
+    block = spec.build(seed=0)
+    features = extract_features(block, spec.input_shape)
+    layers = _hand_counted(block, spec.input_shape)
+    assert features.flops == layers["flops"] + attention_flops
+    assert features.uncovered == ()

@@ -98,3 +98,43 @@ def test_group_labels_must_match_points():
     with pytest.raises(ValueError, match="one label per point"):
         within_group_kendall([1, 2, 3], [1, 2, 3], ["A", "A"])
 
+
+
+# (id, measured, predicted, expected error_summary); binary-exact values, so the 5% and 10% edges are unambiguous
+SUMMARY_CASES = [
+    # signed errors +0.0625, -0.125, 0, +0.25 -> |.| median 0.09375; within 5%: 1 of 4; within 10%: 2 of 4;
+    # signed median (0 + 0.0625) / 2; the ranking is kept -> tau 1
+    ("mixed", [16, 8, 4, 2], [17, 7, 4, 2.5],
+     {"count": 4, "mdape": 0.09375, "within_5pct": 0.25, "within_10pct": 0.5, "bias": 0.03125, "kendall_tau": 1.0}),
+    # all 12.5% too high: the bias is the error itself
+    ("biased", [8, 16, 32], [9, 18, 36],
+     {"mdape": 0.125, "within_5pct": 0.0, "within_10pct": 0.0, "bias": 0.125, "kendall_tau": 1.0}),
+    # exactly 5% (0.05 = 1/20 is not binary-exact, so 1/32 and 1/16 bracket it)
+    ("edges", [32, 16], [33, 17], {"within_5pct": 0.5, "within_10pct": 1.0, "bias": (1 / 32 + 1 / 16) / 2}),
+    ("one_swap", [1, 2, 4, 8], [1, 4, 2, 8], {"kendall_tau": 4 / 6, "bias": 0.0}),
+]
+
+
+@pytest.mark.parametrize("measured, predicted, expected", [c[1:] for c in SUMMARY_CASES],
+                         ids=[c[0] for c in SUMMARY_CASES])
+def test_error_summary_matches_hand_values(measured, predicted, expected):
+    from nni_latency.metrics import error_summary
+
+    scores = error_summary(measured, predicted)
+    for name, value in expected.items():
+        assert scores[name] == pytest.approx(value), name
+
+
+def test_regression_metrics_include_the_summary():
+    scores = regression_metrics([16, 8, 4, 2], [17, 7, 4, 2.5])
+    assert scores["within_5pct"] == 0.25 and scores["bias"] == pytest.approx(0.03125)
+
+
+def test_worst_points_are_sorted_by_absolute_error_with_their_sign():
+    from nni_latency.metrics import worst_points
+
+    worst = worst_points(["a", "b", "c", "d"], [16, 8, 4, 2], [17, 7, 4, 2.5], count=3)
+    assert [(w["name"], w["error"]) for w in worst] == [("d", 0.25), ("b", -0.125), ("a", 0.0625)]
+    assert worst[1] == {"name": "b", "measured_ms": 8.0, "predicted_ms": 7.0, "error": -0.125}
+    with pytest.raises(ValueError, match="one label per point"):
+        worst_points(["a"], [1, 2], [1, 2])

@@ -127,7 +127,7 @@ def test_measure_specs_appends_every_row_with_its_protocol(tiny_specs, tmp_path)
     assert set(row["features"]) == set(FEATURE_NAMES)
     assert row["latency_ms"] == pytest.approx(0.1)
     assert {key: row[key] for key in PROTOCOL} == PROTOCOL
-    assert {"iqr_ms", "noisy", "repeats", "copies"} <= set(row)
+    assert {"iqr_ms", "noisy", "repeats", "copies", "times_ms"} <= set(row)
 
 
 @pytest.mark.parametrize("interrupt_after", [0, 3, 7])

@@ -20,6 +20,7 @@ from nni_latency.model import LatencyModel
 from nni_latency.nas.loss import ExpectedLatency, FBNetLatencyLoss
 from nni_latency.nas.profiler import LatencyProfiler
 from nni_latency.nas.strategy import FBNet, architecture_logits
+from nni_latency.nas.tables import fastest_latency
 
 
 class TinySpace(ModelSpace):
@@ -115,12 +116,15 @@ def test_expected_latency_matches_nni_expectation(space_class, device_model):
 @pytest.mark.parametrize("mode, target, formula", [
     ("mul", None, lambda ce, lat, ref, tgt: ce * 0.5 * math.log1p(lat / ref) ** 0.6),
     ("add", None, lambda ce, lat, ref, tgt: ce + 0.5 * (lat / ref) ** 0.6),
-    ("mul", 1e-3, lambda ce, lat, ref, tgt: ce * (1 + 0.5 * (lat / tgt - 1) ** 0.6)),
-    ("add", 1e-3, lambda ce, lat, ref, tgt: ce + 0.5 * (lat / tgt - 1) ** 0.6),
+    ("mul", "reachable", lambda ce, lat, ref, tgt: ce * (1 + 0.5 * (lat / tgt - 1) ** 0.6)),
+    ("add", "reachable", lambda ce, lat, ref, tgt: ce + 0.5 * (lat / tgt - 1) ** 0.6),
     ("add", 1e6, lambda ce, lat, ref, tgt: ce),  # within budget: no penalty
 ], ids=["mul", "add", "mul-target", "add-target", "within-budget"])
 def test_loss_formulas(mode, target, formula, tiny_profiler):
     _, profiler = tiny_profiler
+    if target == "reachable":  # between the fastest architecture and the uniform expectation
+        target = (fastest_latency([(t.labels, t.table) for t in profiler.terms])[0]
+                  + profiler.uniform_expected_latency()) / 2
     loss_fn = FBNetLatencyLoss(profiler, alpha=0.5, beta=0.6, mode=mode, target_ms=target)
     uniform = {label: torch.full((len(values),), 1 / len(values), requires_grad=True)
                for label, values in profiler.label_values.items()}

@@ -86,7 +86,7 @@ def test_measured_table_measures_each_distinct_candidate_once(fbnet_profiler, tm
 
     def fake_measure(module, input_shape, **kwargs):
         calls.append((type(module).__name__, input_shape))
-        return SimpleNamespace(median_ms=0.001 * len(calls))
+        return SimpleNamespace(latency_ms=0.001 * len(calls))
 
     measured = measure_rows(fbnet_profiler, rows, measure=fake_measure, threads=1)
     assert len(calls) == len({(r.candidate, r.input_shape, r.output_shape) for r in rows})
@@ -118,7 +118,7 @@ def test_lut_command_writes_both_formats(device_model, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--space-arg", "widthmult=0.5"], "fbnet has no argument(s) widthmult"),
+    (["--space-arg", "widthmult=0.5"], "fbnet has no --space-arg 'widthmult'"),
     (["--space-arg", "0.5"], "is not KEY=VALUE"),
     (["--input-size", "0"], "--input-size must be a positive"),
 ], ids=["unknown-arg", "not-key-value", "input-size"])

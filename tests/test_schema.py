@@ -139,7 +139,33 @@ BAD_FILES = {
     "parameters_wrong_type": (lambda d: json.dumps(d | {"parameters": d["parameters"] | {"intercept": "fast"}}),
                               "incomplete or invalid"),
     "unknown_feature_range": (lambda d: json.dumps(d | {"feature_ranges": {"bogus": [0, 1]}}), "feature_ranges"),
+    # Values, not only structure: each of these would load and then predict nonsense.
+    "nan_weight": (lambda d: json.dumps(_weight(d, 0, float("nan"))), "parameters.weights.{0} is nan"),
+    "inf_weight": (lambda d: json.dumps(_weight(d, 1, float("inf"))), "parameters.weights.{1} is inf"),
+    "negative_inf_intercept": (lambda d: json.dumps(d | {"parameters": d["parameters"] | {"intercept": -1e999}}),
+                               "parameters.intercept is -inf"),
+    "negative_weight": (lambda d: json.dumps(_weight(d, 2, -2e-6)),
+                        "weight '{2}' is -2e-06, but every weight of this kind is a non-negative cost"),
+    "negative_intercept": (lambda d: json.dumps(d | {"parameters": d["parameters"] | {"intercept": -0.5}}),
+                           "weight 'intercept' is -0.5"),
+    "boolean_weight": (lambda d: json.dumps(_weight(d, 0, True)), "parameters.weights.{0} is true"),
+    "device_not_a_dict": (lambda d: json.dumps(d | {"device": "not a dict"}), "'device' must be an object"),
+    "device_bad_protocol": (lambda d: json.dumps(d | {"device": d["device"] | {"threads": "x"}}),
+                            "'device' describes an invalid measurement protocol (threads"),
+    "metrics_not_a_dict": (lambda d: json.dumps(d | {"metrics": [1]}), "'metrics' must be an object"),
+    "range_not_numbers": (lambda d: json.dumps(d | {"feature_ranges": {"acts": ["x", 1]}}),
+                          "'feature_ranges.acts' must be [min, max] of finite numbers"),
+    "range_reversed": (lambda d: json.dumps(d | {"feature_ranges": {"acts": [5, 1]}}), "min <= max, got [5, 1]"),
+    "range_not_a_pair": (lambda d: json.dumps(d | {"feature_ranges": {"acts": 3}}), "'feature_ranges.acts'"),
+    "ranges_not_a_dict": (lambda d: json.dumps(d | {"feature_ranges": [1, 2]}), "'feature_ranges' must be an object"),
+    "deeply_nested": (lambda d: '{"a": ' * 5000 + "1" + "}" * 5000, "nested too deeply"),
 }
+
+
+def _weight(data: dict, index: int, value) -> dict:
+    """``data`` with its ``index``-th weight set to ``value`` (messages name it as ``{index}``)."""
+    name = list(data["parameters"]["weights"])[index]
+    return data | {"parameters": data["parameters"] | {"weights": data["parameters"]["weights"] | {name: value}}}
 
 
 @pytest.mark.parametrize("make,fragment", BAD_FILES.values(), ids=BAD_FILES.keys())
@@ -149,7 +175,7 @@ def test_bad_model_files_give_a_one_line_value_error(make, fragment, synthetic_m
     with pytest.raises(ValueError) as raised:
         LatencyModel.load(path)
     message = str(raised.value)
-    assert fragment in message
+    assert fragment.format(*_valid(synthetic_model)["parameters"].get("weights", {})) in message
     assert str(path) in message
     assert "\n" not in message
 
@@ -175,6 +201,16 @@ def test_older_files_without_optional_sections_load(synthetic_model):
     assert model.kind == synthetic_model.kind and model.device == {} and model.feature_ranges == {}
 
 
+def test_text_in_another_encoding_is_reported_as_such_naming_the_offset(tmp_path, synthetic_model):
+    path = tmp_path / "device_model.json"
+    text = json.dumps(_valid(synthetic_model) | {"notes": "mesur\u00e9 au caf\u00e9"}, ensure_ascii=False)
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ValueError) as raised:
+        LatencyModel.load(path)
+    message = str(raised.value)
+    assert "is not UTF-8 text (byte 0xe9 at offset" in message and "binary" not in message and "\n" not in message
+
+
 def test_a_pickle_is_rejected_with_a_one_line_error_naming_the_file(tmp_path, synthetic_model):
     import pickle
 
@@ -183,3 +219,13 @@ def test_a_pickle_is_rejected_with_a_one_line_error_naming_the_file(tmp_path, sy
     with pytest.raises(ValueError) as raised:
         LatencyModel.load(path)
     assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+    assert "binary file" in str(raised.value)
+
+
+@pytest.mark.parametrize("kind", ["two_regime", "flops"])
+def test_kinds_that_allow_negative_coefficients_still_load_them(kind, synthetic_dataset):
+    _, rows, latencies = synthetic_dataset
+    data = json.loads(json.dumps(LatencyModel.fit(rows, latencies, kind=kind).to_dict()))
+    first = next(iter(data["parameters"]))
+    data["parameters"][first] = -abs(data["parameters"][first]) - 1e-3
+    assert LatencyModel.from_dict(data).kind == kind

@@ -43,7 +43,7 @@ def _error(*args, **kwargs) -> str:
 def test_shipped_configs_load_and_validate(path):
     config = load_search_config(path)
     assert isinstance(config, SearchConfig)
-    assert set(config.space.candidates) <= set(CANDIDATE_NAMES)
+    assert set(config.space.arguments.get("candidates", CANDIDATE_NAMES)) <= set(CANDIDATE_NAMES)
     assert config.latency.device_model is not None or config.latency.profile is not None
 
 
@@ -301,7 +301,7 @@ def tiny_space_and_profiler(synthetic_model):
     (["latency.alpha=0"], "GumbelDARTS", type(None), "gumbel_darts"),
     ([], "FBNet", "FBNetLatencyLoss", "fbnet"),
     (["strategy.name=gumbel_darts"], "GumbelDARTS", "ExpectationProfilerPenalty", "gumbel_darts (NNI's penalty)"),
-    (["latency.target_ms=0.5", "latency.mode=add"], "FBNet", "FBNetLatencyLoss", "fbnet"),
+    (["latency.target_ms=50", "latency.mode=add"], "FBNet", "FBNetLatencyLoss", "fbnet"),
 ])
 def test_strategy_is_chosen_by_config(tiny_space_and_profiler, overrides, strategy_class, penalty_class, name):
     from nni_latency.search.run import build_strategy

@@ -115,3 +115,37 @@ def test_parse_input_shape(text, dims, expected):
 def test_parse_input_shape_rejects(text, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_input_shape(text)
+
+
+# ---- zoo:NAME targets and what a network expects
+
+def test_a_zoo_target_builds_the_network_for_the_input_resolution():
+    from nni_latency.targets import default_input_shape
+
+    assert default_input_shape("zoo:deit_tiny") == (1, 3, 224, 224)
+    assert default_input_shape("nets.py:net") is None
+    network = load_module_target("zoo:deit_tiny", (1, 3, 64, 64))
+    assert network.pos_embed.shape[1] == 17  # 4x4 patches and the class token
+
+
+@pytest.mark.parametrize("spec, shape, message", [
+    ("zoo:deit_tny", None, "no zoo network named 'deit_tny' (did you mean 'deit_tiny'?); known: "),
+    ("zoo:deit_tiny", (1, 3, 50, 50), "cannot be built for input 1,3,50,50"),
+], ids=["unknown-name", "bad-resolution"])
+def test_bad_zoo_targets_give_one_line_errors(spec, shape, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as error:
+        load_module_target(spec, shape)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("module, spec, expected", [
+    (nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), None, "an image N,3,H,W (e.g. 1,3,224,224)"),
+    (nn.Sequential(nn.LayerNorm(192), nn.Linear(192, 10)), None, "tokens B,N,192 (e.g. 1,196,192)"),
+    (nn.Linear(64, 10), None, "tokens B,N,64 (e.g. 1,196,64)"),
+    (nn.Sequential(nn.ReLU()), None, None),
+    (nn.Identity(), "zoo:resnet18", "an image 1,3,224,224 (N,C,H,W)"),
+], ids=["conv", "layer-norm", "linear", "nothing-to-say", "zoo"])
+def test_expected_input(module, spec, expected):
+    from nni_latency.targets import expected_input
+
+    assert expected_input(module, spec) == expected

@@ -55,7 +55,15 @@ def test_measure_latency_records_protocol_and_copies(options, protocol, copies_o
     assert isinstance(measurement.noisy, bool)
     assert measurement.protocol == protocol
     assert copies_ok(measurement.copies), measurement.copies
-    assert set(measurement.to_dict()) == {"median_ms", "iqr_ms", "repeats", "noisy", "protocol", "copies"}
+    assert set(measurement.to_dict()) == {"latency_ms", "median_ms", "iqr_ms", "repeats", "noisy", "protocol", "copies",
+                                          "times_ms"}
+    assert measurement.latency_ms == measurement.median_ms  # the default protocol's statistic is the median
+
+
+def test_the_protocols_quantile_is_the_latency():
+    measurement = LatencyMeasurement(times_ms=(1.0, 2.0, 3.0, 4.0, 5.0), number_per_run=1, protocol="rotate",
+                                     copies=1, quantile=0.25)
+    assert measurement.latency_ms == pytest.approx(2.0) and measurement.median_ms == pytest.approx(3.0)
 
 
 def test_measure_latency_with_several_inputs():

@@ -52,9 +52,7 @@ def _search(name: str, config: str, output: Path, overrides: list[str]) -> dict:
 
 
 def _space_args(config) -> list[str]:
-    space = config.space
-    args = {"width_mult": space.width_mult, "depth_mult": space.depth_mult, "head_channels": space.head_channels,
-            "projection_skip": space.projection_skip, "candidates": tuple(space.candidates)}
+    args = {key: tuple(value) if isinstance(value, list) else value for key, value in config.space.arguments.items()}
     return [item for key, value in args.items() for item in ("--space-arg", f"{key}={value!r}")]
 
 

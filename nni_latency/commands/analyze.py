@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from . import INPUT_SHAPE_HELP, TARGET_HELP
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", metavar="TARGET",
-                        help="the network: path/to/file.py:callable or package.module:callable (a class or "
-                             "factory called with no arguments, or an nn.Module instance)")
-    parser.add_argument("--input-shape", required=True, metavar="N,C,H,W", help="input shape, e.g. 1,3,224,224")
+    parser.add_argument("target", metavar="TARGET", help=f"the network: {TARGET_HELP}")
+    parser.add_argument("--input-shape", default=None, metavar="SHAPE", help=INPUT_SHAPE_HELP)
     parser.add_argument("--model", required=True, metavar="FILE", help="device_model.json from `nni-latency profile`")
     split = parser.add_mutually_exclusive_group()
-    split.add_argument("--depth", type=int, default=1, metavar="K",
-                       help="split into the modules K levels below the network (1: its children)")
+    split.add_argument("--depth", type=int, default=None, metavar="K",
+                       help="split into the modules K levels below the network (1: its children); unset: a "
+                            "transformer's encoder blocks and the modules around them, any other network's "
+                            "children")
     split.add_argument("--blocks", default=None, metavar="NAME,...",
                        help="split into these modules instead (qualified names, e.g. layer1.0,layer1.1)")
     parser.add_argument("--top", type=int, default=None, metavar="K",
@@ -35,26 +37,38 @@ def run(args: argparse.Namespace) -> int:
     from ..model import LatencyModel
     from ..plots import plot_report
     from ..protocol import protocol_of
-    from ..targets import load_module_target, parse_input_shape
+    from ..targets import input_hint, load_network
     from ..timing import apply_allocator_policy
+    from . import check_not_a_directory, check_threads
 
-    input_shape = parse_input_shape(args.input_shape)
-    if args.depth < 1:
+    if args.depth is not None and args.depth < 1:
         raise ValueError(f"--depth must be at least 1, got {args.depth}")
     if args.top is not None and args.top < 1:
         raise ValueError(f"--top must be at least 1, got {args.top}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    check_threads(args.threads)
     blocks = [name.strip() for name in args.blocks.split(",") if name.strip()] if args.blocks is not None else None
     if blocks is not None and not blocks:
         raise ValueError("--blocks is empty: give qualified module names such as layer1,layer2")
+    check_not_a_directory(args.json, "--json", "report.json")
+    check_not_a_directory(args.plot, "--plot", "report.png")
     model = LatencyModel.load(args.model)
-    network = load_module_target(args.target)
+    network, input_shape = load_network(args.target, args.input_shape)
     if args.measure:
         apply_allocator_policy(protocol_of(model))
-    report = analyze_network(network, input_shape, model, depth=args.depth, blocks=blocks, measure=args.measure,
-                             top=args.top, device=args.device, threads=args.threads, progress=not args.no_progress)
+    try:
+        report = analyze_network(network, input_shape, model, depth=args.depth, blocks=blocks, measure=args.measure,
+                                 top=args.top, device=args.device, threads=args.threads,
+                                 progress=not args.no_progress)
+    except ValueError as error:
+        hint = input_hint(network, args.target) if "does not fit" in str(error) else None
+        raise ValueError(f"{error}; {hint}" if hint else str(error)) from None
     print(report.format_table())
+    if args.measure:
+        from ..drift import allocator_advice
+
+        advice = allocator_advice(protocol_of(model))
+        if advice:
+            print(advice)
     written = []
     if args.json:
         atomic_write_json(args.json, report.to_dict())

@@ -1,8 +1,12 @@
-"""``nni-latency evaluate``: measure a held-out test set and score a device model on it."""
+"""``nni-latency evaluate``: score a device model on a held-out block test set, or on whole networks
+(``--networks``), measured on this machine."""
 
 from __future__ import annotations
 
 import argparse
+
+_NETWORK_ONLY = ("batch", "image_size", "device", "rounds")
+_BLOCK_ONLY = ("config", "dataset")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -12,18 +16,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "blocks, 10-15 minutes at 1 thread; configs/testset_smoke.yaml is a 10-block check)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set seed=3 --set threshold_ms=1")
-    parser.add_argument("--output-dir", default="runs/evaluate",
-                        help="where testset.jsonl, metrics.json, predictions.jsonl and pred_vs_measured.png/svg go "
-                             "(default: runs/evaluate); rerunning into the same directory resumes the measuring")
+    parser.add_argument("--output-dir", default=None,
+                        help="where the measurements, metrics.json, predictions.jsonl and the plot go (default: "
+                             "runs/evaluate, or runs/evaluate_networks with --networks); rerunning into the same "
+                             "directory resumes the measuring")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads while timing (default: the model's, so the test matches its profiling)")
     parser.add_argument("--dataset", default=None,
                         help="score on an already measured JSONL (a testset.jsonl or microbench.jsonl) instead of "
                              "measuring")
+    networks = parser.add_argument_group("whole networks")
+    networks.add_argument("--networks", default=None, metavar="SELECTION",
+                          help="measure whole networks instead of blocks: all, cnn, transformer, hybrid, zoo names "
+                               "or hub:SPACE:N (N random architectures of mobilenetv3, proxylessnas or shufflenet), "
+                               "comma-separated, e.g. cnn,hub:proxylessnas:5")
+    networks.add_argument("--batch", type=int, default=None, help="batch size (default: the model's)")
+    networks.add_argument("--image-size", type=int, default=None, metavar="PX",
+                          help="input resolution of every network (default: each network's own, 224 for most)")
+    networks.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the model's)")
+    networks.add_argument("--rounds", type=int, default=None,
+                          help="interleaved passes over the networks, combined into each latency (default: 3)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _refuse(args: argparse.Namespace, names: tuple[str, ...], where: str) -> None:
+    given = [name for name in names if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"--{given[0].replace('_', '-')} applies {where}")
+
+
 def run(args: argparse.Namespace) -> int:
+    from . import check_not_a_directory, check_threads
+
+    check_threads(args.threads)
+    check_not_a_directory(args.dataset, "--dataset", "testset.jsonl")
+    if args.networks is not None:
+        _refuse(args, _BLOCK_ONLY, "to the block test set, not to --networks")
+        if args.overrides:
+            raise ValueError("--set applies to the block test set, not to --networks")
+        return _run_networks(args)
+    _refuse(args, _NETWORK_ONLY, "with --networks only (the block test set is measured as its config says)")
+    return _run_blocks(args)
+
+
+def _print_advice(protocol) -> None:
+    from ..drift import allocator_advice
+
+    advice = allocator_advice(protocol)
+    if advice:
+        print(advice)
+
+
+def _run_blocks(args: argparse.Namespace) -> int:
     from ..config import load_config, packaged_config
     from ..evaluation import TestSetConfig, evaluate_model, format_metrics, measurement_protocol
     from ..model import LatencyModel
@@ -31,12 +75,37 @@ def run(args: argparse.Namespace) -> int:
 
     config_path = args.config or packaged_config("testset_cpu.yaml")
     config = load_config(config_path, TestSetConfig, args.overrides)
-    if args.dataset is None and (args.threads is None or args.threads >= 1):  # it will measure
-        apply_allocator_policy(measurement_protocol(LatencyModel.load(args.model), args.threads, config.timing))
-    result = evaluate_model(args.model, config, args.output_dir, threads=args.threads, dataset=args.dataset,
-                            progress=not args.no_progress, config_source=str(config_path))
+    measuring = args.dataset is None and (args.threads is None or args.threads >= 1)
+    protocol = measurement_protocol(LatencyModel.load(args.model), args.threads, config.timing) if measuring else None
+    if protocol is not None:
+        apply_allocator_policy(protocol)
+    result = evaluate_model(args.model, config, args.output_dir or "runs/evaluate", threads=args.threads,
+                            dataset=args.dataset, progress=not args.no_progress, config_source=str(config_path))
     print(f"device model {result.metrics['model']['kind']} on {result.metrics['model']['device']}, "
           f"test set {config_path}")
     print(format_metrics(result.metrics))
+    if result.metrics.get("drift"):
+        print(f"drift: {result.metrics['drift']['message']}")
+    if protocol is not None:
+        _print_advice(protocol)
+    print("wrote " + ", ".join(str(p) for p in result.paths))
+    return 0
+
+
+def _run_networks(args: argparse.Namespace) -> int:
+    from ..model import LatencyModel
+    from ..network_evaluation import DEFAULT_ROUNDS, evaluate_networks, format_networks, network_protocol
+    from ..timing import apply_allocator_policy
+
+    rounds = DEFAULT_ROUNDS if args.rounds is None else args.rounds
+    protocol = network_protocol(LatencyModel.load(args.model), args.threads, args.device, rounds)
+    apply_allocator_policy(protocol)
+    result = evaluate_networks(args.model, args.networks, args.output_dir or "runs/evaluate_networks",
+                               batch=args.batch, image_size=args.image_size, threads=args.threads,
+                               device=args.device, rounds=rounds, progress=not args.no_progress)
+    print(f"device model {result.metrics['model']['kind']} on {result.metrics['model']['device']}, "
+          f"networks {args.networks} on {protocol.device} ({protocol.threads} thread(s))")
+    print(format_networks(result))
+    _print_advice(protocol)
     print("wrote " + ", ".join(str(p) for p in result.paths))
     return 0

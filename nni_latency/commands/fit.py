@@ -8,10 +8,11 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="a microbench.jsonl written by `nni-latency profile`")
     parser.add_argument("--kind", default="relative_linear",
-                        help="model kind: relative_linear (default, best on held-out blocks), "
+                        help="model kind: relative_linear (the default, best on held-out blocks), "
                              "two_regime (the published model) or flops (FLOPs-only proxy)")
     parser.add_argument("--output", default=None,
-                        help="device model to write (default: device_model.json beside the dataset)")
+                        help="device model to write (default: device_model.json beside the dataset; a model of "
+                             "another kind or fitted on other rows there is kept aside, renamed with the time)")
     parser.add_argument("--no-plot", action="store_true", help="do not write fit.png / fit.svg")
 
 
@@ -23,14 +24,20 @@ def run(args: argparse.Namespace) -> int:
     from ..model import LatencyModel
     from ..plots import plot_fit
     from ..protocol import protocol_of
+    from ..resume import set_aside
     from ..summary import format_profile_summary
+    from . import check_not_a_directory
 
-    records = load_records(args.dataset)
+    check_not_a_directory(args.dataset, "dataset", "microbench.jsonl")
+    check_not_a_directory(args.output, "--output", "device_model.json")
     output = Path(args.output) if args.output else Path(args.dataset).with_name("device_model.json")
+    records = load_records(args.dataset)
     previous: dict = {}
+    replaced = None
     if output.exists():  # refitting beside a profiled model keeps the rest of its device description
         try:
-            previous = LatencyModel.load(output).device
+            replaced = LatencyModel.load(output)
+            previous = replaced.device
         except ValueError:
             pass
     first = records[0] if records else {}
@@ -40,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     device = {**previous, "name": first.get("device_name", protocol.device), "type": protocol.device_type,
               **protocol.to_dict()}
     model = fit_records(records, args.kind, device=device)
+    if replaced is not None and (replaced.kind != model.kind or replaced.metrics.get("points") != len(records)):
+        # Another kind, or other rows: never replace a good model silently, keep it beside the new one.
+        kept = set_aside([output])[0]
+        print(f"kept the previous {replaced.kind} model ({replaced.metrics.get('points', '?')} points) as {kept}")
     model.save(output)
     reference = reference_model(records, model)
     print(format_profile_summary(model, records, reference))

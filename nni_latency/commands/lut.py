@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 
-SPACES = ("fbnet", "proxylessnas")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,9 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "op_data_shape = (input_w, input_h, C_in, C_out, stride), op_dtype, op_latency in microseconds). "
         "--measure also times every candidate for real and writes lut_measured.txt, to compare.")
     parser.add_argument("--model", required=True, metavar="FILE", help="device_model.json from `nni-latency profile`")
-    parser.add_argument("--space", required=True, choices=SPACES,
-                        help="fbnet: the FBNet paper space (nni_latency.spaces.FBNetSpace); proxylessnas: NNI's "
-                             "hub ProxylessNAS space")
+    parser.add_argument("--space", required=True, metavar="NAME",
+                        help="fbnet (the FBNet paper space, nni_latency.spaces.FBNetSpace) or a space of NNI's hub "
+                             "whose latency is a sum of tables: proxylessnas, mobilenetv3, shufflenet, autoformer, "
+                             "darts, pnas, nasbench201")
     parser.add_argument("--space-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="constructor argument of the space, repeatable, e.g. --space-arg width_mult=0.5 "
                              "--space-arg depth_mult=0.5 (values are Python literals)")
@@ -49,23 +49,15 @@ def _space_kwargs(items: list[str]) -> dict:
 
 
 def build_space(name: str, input_size: int, kwargs: dict):
-    """The named space, with ``kwargs`` checked against its constructor."""
-    import inspect
+    """The named space (``nni_latency.spaces.hub``), with ``kwargs`` checked against its constructor."""
+    from ..spaces.hub import build_space as build, check_arguments, space_entry
 
-    if name == "fbnet":
-        from ..spaces.fbnet import FBNetSpace as space_class
-        kwargs = {"input_size": input_size, **kwargs}
-    elif name == "proxylessnas":
-        from nni.nas.hub.pytorch import ProxylessNAS as space_class
-    else:
-        raise ValueError(f"unknown space {name!r}: use one of {', '.join(SPACES)}")
-    # NNI wraps a ModelSpace's __init__; the original signature is kept as ``_init_wrapped``.
-    init = getattr(space_class, "_init_wrapped", None) or space_class.__init__
-    accepted = [p for p in inspect.signature(init).parameters if p != "self"]
-    unknown = [key for key in kwargs if key not in accepted]
-    if unknown:
-        raise ValueError(f"{name} has no argument(s) {', '.join(unknown)}; it accepts {', '.join(accepted)}")
-    return space_class(**kwargs)
+    entry = space_entry(name)
+    if not entry.tables:
+        raise ValueError(f"{name} has no lookup table: {entry.why}; predict its architectures with "
+                         "nni_latency.nas.FrozenLatencyProfiler")
+    check_arguments(name, kwargs, where="--space-arg")
+    return build(name, input_size, **kwargs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,11 +69,11 @@ def run(args: argparse.Namespace) -> int:
     from ..nas.profiler import LatencyProfiler
     from ..protocol import protocol_of
     from ..timing import apply_allocator_policy
+    from . import check_threads
 
     if args.input_size < 1:
         raise ValueError(f"--input-size must be a positive number of pixels, got {args.input_size}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    check_threads(args.threads)
     output_dir = ensure_writable_dir(args.output_dir)
     model = LatencyModel.load(args.model)
     protocol = protocol_of(model)
@@ -99,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     metadata = {"space": args.space, "space_args": _space_kwargs(args.space_arg),
                 "input_shape": list(profiler.input_shape), "device": model.device, "model_kind": model.kind,
-                "block_overhead_ms": profiler.block_overhead_ms, "predicted_seconds": round(predicted_seconds, 3)}
+                "intercept_ms": profiler.intercept_ms, "predicted_seconds": round(predicted_seconds, 3)}
     written = [output_dir / "lut.json", output_dir / "lut.txt"]
     write_lut_txt(written[1], rows, dtype=dtype)
 

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads used while timing (default: the config's, 1 in the shipped configs; "
                              "1 gives the most stable numbers)")
@@ -17,7 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config key, e.g. --set count=60 --set timing.protocol=hot")
     parser.add_argument("--output-dir", default="runs/profile",
                         help="where device_model.json, microbench.jsonl and fit.png/svg go (default: runs/profile); "
-                             "rerunning into the same directory resumes an interrupted run")
+                             "rerunning the same config into the same directory resumes an interrupted run; "
+                             "another config there is refused (see --force)")
+    parser.add_argument("--force", action="store_true",
+                        help="start a fresh dataset in --output-dir even though it holds measurements of another "
+                             "config; the old microbench.jsonl and device_model.json are kept beside it, renamed "
+                             "with the time")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -28,17 +33,20 @@ def run(args: argparse.Namespace) -> int:
     from ..plots import plot_fit
     from ..summary import format_profile_summary
     from ..timing import apply_allocator_policy, resolve_device
+    from . import check_threads
 
     device = resolve_device(args.device)
     config_path = args.config or packaged_config(f"profile_{'cuda' if device.type == 'cuda' else 'cpu'}.yaml")
     config = load_config(config_path, ProfileConfig, args.overrides)
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    check_threads(args.threads)
+    check_threads(config.threads, "threads")
     apply_allocator_policy(profile_protocol(config, args.device, args.threads))
-    result = run_profile(config, args.device, args.output_dir, threads=args.threads, progress=not args.no_progress)
+    result = run_profile(config, args.device, args.output_dir, threads=args.threads, progress=not args.no_progress,
+                         force=args.force)
     held_out = cross_validated_predictions(result.records, result.model.kind)
     plots = plot_fit(result.records, result.model, result.reference, result.output_dir / "fit", held_out)
-    print(format_profile_summary(result.model, result.records, result.reference, result.seconds))
+    print(format_profile_summary(result.model, result.records, result.reference, result.seconds,
+                                 measured=result.measured, reused=result.reused))
     print(f"wrote {result.output_dir / 'device_model.json'}, {result.output_dir / 'microbench.jsonl'}, "
           f"{', '.join(str(p) for p in plots)}")
     return 0

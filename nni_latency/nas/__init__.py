@@ -4,10 +4,12 @@
     strategy = FBNet(penalty=FBNetLatencyLoss(profiler, alpha=0.2, beta=0.6))
     NasExperiment(space, evaluator, strategy).run()
 
-One concept per module: ``profiler`` (the public class and its input checks), ``units`` (what runs for
-real and NNI's shape inference), ``walk`` (the walk over the space), ``tables`` (the label-table algebra),
-``source`` (the ``LatencySource`` protocol), ``loss``, ``strategy``, ``lut``. Names load on first use, so
-importing one module (``nni_latency.nas.loss``) does not import the others. See docs/NAS.md.
+One concept per module: ``profiler`` (the public class and its input checks), ``structure`` (what a block
+is), ``units`` (what runs for real and NNI's shape inference), ``cells`` (NNI's ``Cell``: an op slot per
+(op, input)), ``walk`` (the walk over the space), ``tables`` (the label-table algebra), ``fallback``
+(frozen-network prediction and ``FrozenLatencyProfiler``), ``source`` (the ``LatencySource`` protocol),
+``loss``, ``strategy``, ``lut``. Names load on first use, so importing one module
+(``nni_latency.nas.loss``) does not import the others. See docs/NAS.md.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
     from .lut import ChoiceRecord, LutRow, predicted_rows, read_lut_txt, write_lut_json, write_lut_txt
     from .profiler import LatencyProfiler
     from .source import LatencySource
-    from .strategy import FBNet, FBNetLightningModule
+    from .fallback import FrozenLatencyProfiler, predict_frozen
+    from .strategy import FBNet, FBNetLightningModule, LatencyDARTS, LatencyProxyless
     from .tables import LatencyTerm
 
 _EXPORTS = {
@@ -32,6 +35,10 @@ _EXPORTS = {
     "FBNetLatencyLoss": "loss",
     "FBNet": "strategy",
     "FBNetLightningModule": "strategy",
+    "LatencyDARTS": "strategy",
+    "LatencyProxyless": "strategy",
+    "FrozenLatencyProfiler": "fallback",
+    "predict_frozen": "fallback",
     "LutRow": "lut",
     "predicted_rows": "lut",
     "write_lut_json": "lut",

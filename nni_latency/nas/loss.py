@@ -5,96 +5,180 @@
 this is FBNet's ``sum_i p_i * LAT_i``; a table over two labels (a Repeat depth and a layer's choice, or a
 width choice and the block whose input it changes) is contracted with both, which is the exact
 expectation when the labels are independent, as they are in DARTS-style searches.
+
+InputChoices, under the distribution NNI's DARTS uses for them (``DifferentiableMixedInput``: a softmax
+weight ``p_j`` per input, the ``n_chosen`` largest exported): a chosen subset ``S`` has probability
+``prod_{j in S} p_j``, normalised over the subsets of ``n_chosen`` inputs (one input when ``n_chosen`` is
+None, as NNI's DARTS assumes), so with one input chosen it is ``p_j`` itself. In a DARTS cell (NNI's
+``DifferentiableMixedCell``) an op slot's (op, input) pair has a joint distribution, given as
+``probs[(op_label, input_label)]``, a (ops x inputs) tensor (``strategy.cell_slot_probs`` builds it).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import string
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
+from .tables import fastest_latency
+
 _logger = logging.getLogger(__name__)
 
-__all__ = ["ExpectedLatency", "FBNetLatencyLoss", "LOSS_MODES"]
+__all__ = ["ExpectedLatency", "FBNetLatencyLoss", "LOSS_MODES", "subset_probabilities", "check_target"]
 
 LOSS_MODES = ("mul", "add")
 
 
-class ExpectedLatency(nn.Module):
-    """Expected latency (ms) of label probabilities, from a profiler's tables, vectorised.
+def check_target(source, target_ms: float | None, key: str = "target_ms") -> None:
+    """Refuse a latency budget below the fastest architecture of the space, before anything trains.
 
-    The single-label tables (one per searched layer) are concatenated into one vector, so a 22-layer,
-    9-candidate space costs one concatenation and one dot product per step; tables over several labels
-    are contracted with ``einsum``.
+    The fastest is the sum of every table's minimum: exact for independent layers, else a lower bound, so a
+    budget under it is unreachable either way. A source without tables (``FrozenLatencyProfiler``) cannot tell.
+    """
+    if target_ms is None or getattr(source, "terms", None) is None:
+        return
+    fastest, exact = fastest_latency([(term.labels, term.table) for term in source.terms])
+    if target_ms < fastest:
+        raise ValueError(f"{key}={target_ms:g} ms is unreachable: the fastest architecture of the space is predicted "
+                         f"at {'' if exact else 'no less than '}{fastest:.4g} ms; raise {key} or search a smaller space")
+
+
+def subset_probabilities(weights: torch.Tensor, membership: torch.Tensor, sizes: torch.Tensor,
+                         n_chosen: int | None) -> torch.Tensor:
+    """P(subset) ~ prod of its inputs' weights, over the subsets of ``n_chosen`` inputs (1 when None).
+
+    ``membership`` is (subsets x inputs), 1 where the subset holds the input; ``sizes`` its row sums.
+    """
+    size = 1 if n_chosen is None else n_chosen
+    log_weight = membership @ torch.log(weights.clamp_min(1e-30))
+    log_weight = torch.where(sizes == size, log_weight, torch.full_like(log_weight, -torch.inf))
+    return torch.softmax(log_weight, dim=0)
+
+
+class ExpectedLatency(nn.Module):
+    """Expected latency (ms) of label probabilities, from a latency source's tables, in one gather.
+
+    Every table entry is a row of ``(value, index of each of its labels' probability)``: the expectation is
+    ``sum(values * prod(p[index]))`` over all rows at once, with ``p`` every label's probability vector
+    concatenated. That keeps one architecture step's latency term to a few tensor ops whatever the number of
+    tables (~90 on MobileNetV3Space).
     """
 
-    def __init__(self, profiler):
+    def __init__(self, source):
         super().__init__()
-        self.label_values = profiler.label_values
-        constant = 0.0
-        single: dict[str, np.ndarray] = {}
-        multi: list[tuple[tuple[str, ...], np.ndarray]] = []
-        for term in profiler.terms:
-            if not term.labels:
-                constant += float(term.table)
-            elif len(term.labels) == 1:
-                single[term.labels[0]] = single.get(term.labels[0], 0.0) + term.table
-            else:
-                multi.append((term.labels, term.table))
-        self.register_buffer("constant_ms", torch.tensor(constant, dtype=torch.float32))
-        self._single_labels = list(single)
-        flat = np.concatenate([single[label] for label in self._single_labels]) if single else np.zeros(0)
-        self.register_buffer("single_tables", torch.tensor(flat, dtype=torch.float32))
-        self._multi: list[tuple[tuple[str, ...], str, str]] = []
-        for i, (labels, table) in enumerate(multi):
-            letters = string.ascii_letters[:len(labels)]
-            name = f"joint_{i}"
-            self.register_buffer(name, torch.tensor(table, dtype=torch.float32))
-            self._multi.append((labels, name, ",".join(letters) + f",{letters}->"))
-        self.labels = sorted(set(self._single_labels) | {label for labels, _, _ in self._multi for label in labels})
+        if getattr(source, "terms", None) is None:
+            raise ValueError(f"{type(source).__name__} predicts frozen architectures one at a time and has no latency "
+                             "tables, so the differentiable FBNet term does not apply; search with a multi-trial "
+                             "strategy and the profiler as a budget filter (RangeProfilerFilter(profiler, max=...))")
+        self.label_values = source.label_values
+        space_labels = getattr(source, "space_labels", None)
+        self.multiple = dict(space_labels.multiple) if space_labels is not None else {}
+        self.constant = float(sum(float(t.table) for t in source.terms if not t.labels))
+        self.terms = [(tuple(t.labels), np.asarray(t.table, float)) for t in source.terms if t.labels]
+        self.labels = sorted({label for labels, _ in self.terms for label in labels})
+        self.register_buffer("constant_ms", torch.tensor(self.constant, dtype=torch.float32))
+        self._membership = {label: self._subsets(label) for label in self.multiple if label in self.labels}
+        self._plans: dict[frozenset, tuple[list, torch.Tensor, torch.Tensor]] = {}
 
-    def probabilities(self, probs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Probability vectors of the labels the latency depends on, as tensors in ``label_values`` order.
+    def _subsets(self, label: str) -> tuple[torch.Tensor, torch.Tensor]:
+        candidates, _ = self.multiple[label]
+        membership = torch.tensor([[float(c in subset) for c in candidates] for subset in self.label_values[label]])
+        return membership, membership.sum(dim=1)
 
-        Accepts per label a tensor or list (one entry per candidate) or NNI's ``export_probs`` form
-        (a dict from candidate value to probability).
+    # -- probabilities ------------------------------------------------------------------------------
+
+    def probabilities(self, probs: Mapping[Any, Any]) -> tuple[dict[str, torch.Tensor], dict[tuple, torch.Tensor]]:
+        """(per label: its distribution over the table axis, per (op, input) pair: the joint), as tensors.
+
+        Accepts per label a tensor or list (one entry per candidate; an InputChoice's per input) or NNI's
+        ``export_probs`` form (a dict from candidate to probability); per (op label, input label) pair of a
+        DARTS cell a (ops x inputs) tensor.
         """
-        missing = [label for label in self.labels if label not in probs]
+        joints = {key: value for key, value in probs.items() if isinstance(key, tuple)}
+        covered = {label for key in joints for label in key}
+        missing = [label for label in self.labels if label not in probs and label not in covered]
         if missing:
             raise ValueError(f"probabilities lack label(s) {', '.join(missing)}; the latency depends on them "
                              "(build the profiler and the search on the same model space)")
-        result = {}
-        for label in self.labels:
-            values, given = self.label_values[label], probs[label]
-            if isinstance(given, Mapping):
-                unknown = [v for v in given if v not in values]
-                if unknown:
-                    raise ValueError(f"probabilities for {label!r} name unknown candidate(s) {unknown}; "
-                                     f"candidates are {values}")
-                given = [given.get(v, 0.0) for v in values]
-            if not isinstance(given, torch.Tensor):
-                given = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in given])
-            if given.shape != (len(values),):
-                raise ValueError(f"probabilities for {label!r} have shape {tuple(given.shape)}, expected "
-                                 f"({len(values)},) for candidates {values}")
-            result[label] = given
-        return result
+        vectors = {label: self._vector(label, probs[label]) for label in self.labels if label in probs}
+        checked = {}
+        for (op_label, input_label), joint in joints.items():
+            shape = (len(self.label_values[op_label]), len(self._candidates(input_label)))
+            joint = torch.as_tensor(joint, dtype=torch.float32) if not isinstance(joint, torch.Tensor) else joint
+            if tuple(joint.shape) != shape:
+                raise ValueError(f"joint probabilities for ({op_label!r}, {input_label!r}) have shape "
+                                 f"{tuple(joint.shape)}, expected {shape} (ops x inputs)")
+            checked[(op_label, input_label)] = joint
+            vectors.setdefault(op_label, joint.sum(dim=1))
+            vectors.setdefault(input_label, self._to_axis(input_label, joint.sum(dim=0)))
+        return vectors, checked
 
-    def forward(self, probs: Mapping[str, Any]) -> torch.Tensor:
-        tensors = self.probabilities(probs)
-        total = self.constant_ms
-        if self._single_labels:
-            stacked = torch.cat([tensors[label] for label in self._single_labels])
-            total = total + stacked.to(self.single_tables.dtype) @ self.single_tables.to(stacked.device)
-        for labels, name, equation in self._multi:
-            table = getattr(self, name)
-            operands = [tensors[label].to(table.device, table.dtype) for label in labels]
-            total = total + torch.einsum(equation, *operands, table)
-        return total
+    def _candidates(self, label: str) -> list:
+        return self.multiple[label][0] if label in self.multiple else self.label_values[label]
+
+    def _vector(self, label: str, given: Any) -> torch.Tensor:
+        candidates = self._candidates(label)
+        if isinstance(given, Mapping):
+            unknown = [v for v in given if v not in candidates]
+            if unknown:
+                raise ValueError(f"probabilities for {label!r} name unknown candidate(s) {unknown}; "
+                                 f"candidates are {candidates}")
+            given = [given.get(v, 0.0) for v in candidates]
+        if not isinstance(given, torch.Tensor):
+            given = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in given])
+        if given.shape != (len(candidates),):
+            raise ValueError(f"probabilities for {label!r} have shape {tuple(given.shape)}, expected "
+                             f"({len(candidates)},) for candidates {candidates}")
+        return self._to_axis(label, given)
+
+    def _to_axis(self, label: str, per_candidate: torch.Tensor) -> torch.Tensor:
+        if label not in self._membership:
+            return per_candidate
+        membership, sizes = self._membership[label]
+        return subset_probabilities(per_candidate, membership.to(per_candidate.device), sizes.to(per_candidate.device),
+                                    self.multiple[label][1])
+
+    # -- the contraction ----------------------------------------------------------------------------
+
+    def _plan(self, joint_keys: frozenset) -> tuple[list, torch.Tensor, torch.Tensor]:
+        """(the order of the concatenated probability vectors, entry indices (E, K), entry values (E,))."""
+        if joint_keys in self._plans:
+            return self._plans[joint_keys]
+        order: list = list(self.labels) + sorted(joint_keys)
+        offsets = dict(zip(order, itertools.accumulate([0] + [self._size(key) for key in order])))
+        one = offsets[order[-1]] + self._size(order[-1]) if order else 0  # index of the trailing 1.0
+        rows, values = [], []
+        for labels, table in self.terms:
+            groups = [key for key in joint_keys if key[0] in labels and key[1] in labels]
+            singles = [label for label in labels if not any(label in key for key in groups)]
+            for index in itertools.product(*(range(n) for n in table.shape)):
+                at = dict(zip(labels, index))
+                row = [offsets[label] + at[label] for label in singles]
+                row += [offsets[key] + at[key[0]] * self._size(key[1]) + at[key[1]] for key in groups]
+                rows.append(row)
+                values.append(table[index])
+        width = max((len(row) for row in rows), default=1)
+        index = torch.tensor([row + [one] * (width - len(row)) for row in rows], dtype=torch.long).reshape(-1, width)
+        plan = (order, index, torch.tensor(values, dtype=torch.float32))
+        self._plans[joint_keys] = plan
+        return plan
+
+    def _size(self, key) -> int:
+        if isinstance(key, tuple):
+            return len(self.label_values[key[0]]) * len(self.label_values[key[1]])
+        return len(self.label_values[key])
+
+    def forward(self, probs: Mapping[Any, Any]) -> torch.Tensor:
+        vectors, joints = self.probabilities(probs)
+        order, index, values = self._plan(frozenset(joints))
+        parts = [vectors[key].reshape(-1) if not isinstance(key, tuple) else joints[key].reshape(-1) for key in order]
+        device = parts[0].device if parts else self.constant_ms.device
+        flat = torch.cat([p.to(device, torch.float32) for p in parts] + [torch.ones(1, device=device)])
+        return self.constant_ms.to(device) + (flat[index.to(device)].prod(dim=-1) * values.to(device)).sum()
 
 
 class FBNetLatencyLoss(nn.Module):
@@ -116,7 +200,9 @@ class FBNetLatencyLoss(nn.Module):
     budget) and ``loss = CE * (1 + alpha * e ** beta)`` (mul) or ``CE + alpha * e ** beta`` (add).
 
     ``forward(loss, probs)`` returns ``(new_loss, details)`` like NNI's ``ProfilerPenalty``; ``probs`` maps
-    each label to its candidate probabilities as tensors (keep them tensors to get a gradient).
+    each label to its candidate probabilities as tensors (keep them tensors to get a gradient); see the module
+    docstring for InputChoices and DARTS cells. A ``target_ms`` below the fastest architecture of the space is
+    refused here, before any training.
     """
 
     def __init__(self, profiler, alpha: float = 0.2, beta: float = 0.6, mode: str = "mul",
@@ -131,6 +217,7 @@ class FBNetLatencyLoss(nn.Module):
         if target_ms is not None and not target_ms > 0:
             raise ValueError(f"target_ms must be a positive latency in ms, got {target_ms}")
         self.expected_latency = ExpectedLatency(profiler)
+        check_target(profiler, target_ms)
         if reference_ms is None:
             reference_ms = profiler.uniform_expected_latency()
         if not reference_ms > 0:

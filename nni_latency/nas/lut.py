@@ -116,7 +116,7 @@ def measure_rows(profiler, rows: Sequence[LutRow], protocol=None, /, measure: Ca
             module = space.get_submodule(row.module)
             if isinstance(module, Mutable) and module.simplify():
                 module = module.freeze(dict(row.when))
-            measured[key] = float(measure(module, row.input_shape, **measure_kwargs).median_ms)
+            measured[key] = float(measure(module, row.input_shape, **measure_kwargs).latency_ms)
             if progress is not None:
                 progress(len(measured), len(rows), row)
         result.append(replace(row, measured_ms=measured[key]))

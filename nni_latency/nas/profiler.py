@@ -2,14 +2,16 @@
 predicts for any architecture of a model space; the public class and its input checks.
 
 How it is built (one module per step). ``units``: the space is cut into *units*, modules without
-choices (the stem, a LayerChoice candidate, the classifier) and leaf mutable modules (``MutableConv2d``
-with a width choice, ...). Each unit runs for real, once per distinct input shape it can receive and per
+choices (the stem, a LayerChoice candidate, the classifier), leaf mutable modules (``MutableConv2d`` with a
+width choice, ...) and InputChoices; NNI's cells are cut per op slot (``cells``). Each unit runs for real, once per distinct input shape it can receive and per
 combination of its own choices, and its features are counted (``nni_latency.features``); so any code
 inside a unit works, including code NNI's symbolic shape inference has no formula for. Shapes travel
 *between* units with NNI's shape inference, each unit answering with the shapes its real forward
 produced, so a block whose input width depends on an earlier choice sees every width it can get.
 ``walk``: ``LayerChoice`` becomes a switch on its label and ``Repeat`` a sum guarded by ``depth >= d``,
-as in NNI's nn-Meter profiler. ``tables``: the result is a sum of small tables (``LatencyTerm``), each
+as in NNI's nn-Meter profiler; each part adds its marginal cost and the intercept is paid once
+(``structure``), so ``profile(sample)`` is ``device_model.predict_module(model_space.freeze(sample))``.
+``tables``: the result is a sum of small tables (``LatencyTerm``), each
 over the few labels it depends on: NNI gets a ``MutableExpression`` of switch-cases (so
 ``ExpectationProfilerPenalty``, ``SampleProfilerPenalty`` and ``RangeProfilerFilter`` work unchanged),
 ``profile(sample)`` is a few table look-ups, and the FBNet loss computes the expected latency from the
@@ -26,17 +28,18 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from nni.mutable import Categorical, Mutable, Sample
+from nni.mutable import Categorical, CategoricalMultiple, Mutable, Sample
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.profiler import ExpressionProfiler
 
+from ..coverage import check_batch
 from ..deprecation import deprecated_names
 from ..features import make_inputs, module_device_dtype, warn_uncovered
 from ..model import LatencyModel
 from .lut import LutRow
 from .source import LatencySource
-from .tables import LabelSpace, LatencyTerm, hashable, merge_terms, table_expression
-from .units import SpaceAnalysis
+from .tables import LabelSpace, LatencyTerm, merge_terms, table_expression
+from .units import FALLBACK_HINT, SpaceAnalysis
 from .walk import TermBuilder
 
 _logger = logging.getLogger(__name__)
@@ -62,9 +65,12 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
         The most combinations of choices and input shapes one module may have; beyond it a
         ``ValueError`` says which module and labels, instead of enumerating for a long time.
 
-    ``profile(sample)`` is the prediction for the frozen architecture ``model_space.freeze(sample)``
-    (``freeze`` does it); ``expression`` is the same as an NNI ``MutableExpression``; ``terms`` are the
-    tables both are made of; ``choices`` lists every LayerChoice candidate's predicted latency.
+    ``profile(sample)`` is the device model's prediction for the frozen architecture
+    ``model_space.freeze(sample)`` (``freeze`` does it), exactly for the affine model kinds (``relative_linear``,
+    ``flops``); ``expression`` is the same as an NNI ``MutableExpression``; ``terms`` are the tables both are
+    made of; ``choices`` lists what every LayerChoice candidate adds to the network. A space whose choices
+    change shapes in ways tables cannot follow is refused with the module, the label and the fallback
+    (``FrozenLatencyProfiler``).
 
     Construction swaps the space's units for stand-ins while NNI's shape inference runs and puts them
     back before returning (also on error); do not run the space in another thread meanwhile.
@@ -79,7 +85,7 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
             raise ValueError(f"max_combinations must be at least 1, got {max_combinations}")
         self.model_space = model_space
         self.device_model = _load_device_model(device_model)
-        self.space_labels = LabelSpace(_categorical_choices(model_space))
+        self.space_labels = LabelSpace(_categorical_choices(model_space, max_combinations))
         example = _example_tensor(example_input, model_space)
         self.input_shape = tuple(example.shape)
         _check_device_model(self.device_model, example, isinstance(example_input, torch.Tensor))
@@ -87,9 +93,10 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
         analysis = SpaceAnalysis(model_space, self.space_labels, self.device_model, max_combinations)
         analysis.run_shape_inference(example)
         builder = TermBuilder(analysis)
-        builder.walk(model_space, "", [], inside_block=False)
+        builder.walk(model_space, "", [])
         self.forward_passes = analysis.forward_passes
-        self.block_overhead_ms = builder.overhead
+        self.intercept_ms = builder.intercept
+        self.block_overhead_ms = builder.intercept  # the former name of ``intercept_ms``
         self.terms: list[LatencyTerm] = merge_terms(self.space_labels, builder.terms)
         self.choices: list[LutRow] = builder.records
         for op, where in sorted(builder.uncovered.items()):  # one warning per operator for the whole space
@@ -98,6 +105,7 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
         self.expression = self._build_expression()
         self._constant = float(sum(t.table for t in self.terms if not t.labels))
         self._lookup = [(t.labels, t.table) for t in self.terms if t.labels]
+        self._position = self.space_labels.position
         _logger.debug("LatencyProfiler: %d latency tables over %d labels, %d forward passes",
                      len(self.terms), len(self.space_labels.values), self.forward_passes)
 
@@ -115,10 +123,10 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
     def profile(self, sample: Sample) -> float:
         """Predicted latency (ms) of the architecture ``sample`` (label -> chosen value)."""
         total = self._constant
-        index = self.space_labels.index
+        position = self._position
         try:
             for labels, table in self._lookup:
-                total += table[tuple(index[label][hashable(sample[label])] for label in labels)]
+                total += table[tuple(position(label, sample[label]) for label in labels)]
         except (KeyError, TypeError):
             raise ValueError(self._sample_problem(sample)) from None
         return float(total)
@@ -130,8 +138,11 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
         if missing:
             return f"sample lacks label(s) {', '.join(missing)}; give a value for every label of the space"
         for label, values in self.space_labels.values.items():
-            if hashable(sample[label]) not in self.space_labels.index[label]:
-                return f"sample value {sample[label]!r} for label {label!r} is not one of {values}"
+            try:
+                self.space_labels.position(label, sample[label])
+            except (KeyError, TypeError, ValueError):
+                shown = [list(v) for v in values] if label in self.space_labels.multiple else values
+                return f"sample value {sample[label]!r} for label {label!r} is not one of {shown}"
         return "invalid sample"
 
     def freeze(self, sample: Sample) -> nn.Module:
@@ -156,7 +167,7 @@ def _load_device_model(device_model) -> LatencyModel:
                      f"got {type(device_model).__name__}")
 
 
-def _categorical_choices(space: nn.Module) -> dict[str, Categorical]:
+def _categorical_choices(space: nn.Module, max_combinations: int) -> dict[str, Categorical | CategoricalMultiple]:
     if not isinstance(space, Mutable):
         raise ValueError(f"{type(space).__name__} is not an NNI ModelSpace; build the space with "
                          "nni.nas.nn.pytorch.ModelSpace (or predict a fixed network with LatencyModel.predict_module)")
@@ -165,10 +176,26 @@ def _categorical_choices(space: nn.Module) -> dict[str, Categorical]:
         raise ValueError(f"model space {type(space).__name__} has no choices; predict a fixed network with "
                          "LatencyModel.predict_module instead")
     for label, mutable in choices.items():
-        if not isinstance(mutable, Categorical):
-            raise ValueError(f"choice {label!r} is a {type(mutable).__name__}; the latency profiler supports "
-                             "categorical choices only (nni.choice, LayerChoice, Repeat, InputChoice with one input)")
+        if isinstance(mutable, CategoricalMultiple):
+            count = len(LabelSpace({label: mutable}).values[label])
+            if count <= max_combinations:
+                continue
+            why = f"can choose {count} subsets of its inputs, over max_combinations={max_combinations}"
+        elif isinstance(mutable, Categorical):
+            continue
+        else:
+            why = f"is a {type(mutable).__name__}, which latency tables cannot follow"
+        raise ValueError(f"module {_owner(space, label)} has choice {label!r} that {why}; use {FALLBACK_HINT}")
     return choices
+
+
+def _owner(space: nn.Module, label: str) -> str:
+    """The qualified name (and class) of the module that holds the choice ``label``."""
+    for name, module in space.named_modules():
+        for mutable in getattr(module, "mutables", None) or ():
+            if label in (mutable.simplify() if isinstance(mutable, Mutable) else {}):
+                return f"{name or '<space>'!r} ({type(module).__name__})"
+    return type(space).__name__
 
 
 def _example_tensor(example_input, space: nn.Module) -> torch.Tensor:
@@ -187,10 +214,7 @@ def _check_device_model(model: LatencyModel, example: torch.Tensor, has_dtype: b
     protocol = model.protocol
     if protocol is None:  # the model does not say how it was measured
         return
-    if protocol.batch != example.shape[0]:
-        warnings.warn(f"the device model was fitted at batch {protocol.batch} but the example input has batch "
-                      f"{example.shape[0]}; predictions extrapolate (profile the device at batch "
-                      f"{example.shape[0]})", UserWarning, stacklevel=3)
+    check_batch(model, int(example.shape[0]), stacklevel=4)  # a CoverageWarning, once per model
     example_dtype = _DTYPE_NAMES.get(example.dtype, str(example.dtype))
     if has_dtype and protocol.dtype != example_dtype:
         warnings.warn(f"the device model was fitted for dtype {protocol.dtype} but the example input is "

@@ -4,8 +4,9 @@ NNI 3.0's ``DartsLightningModule.training_step`` hands its penalty ``self.export
 ``softmax(alpha).cpu().tolist()``: Python floats. ``ExpectationProfilerPenalty`` therefore adds a
 constant to the architecture loss and contributes no gradient; a "latency-aware" DARTS/GumbelDARTS
 search in NNI 3.0 is not latency-aware at all. ``FBNetLightningModule`` recomputes the probabilities from
-the architecture logits as tensors and applies ``FBNetLatencyLoss`` to them, keeping the rest of NNI's
-training step (phases, warm-up, temperature annealing, logging) unchanged.
+the architecture logits as tensors (LayerChoices, value choices, Repeat depths, InputChoices and the edges
+of DARTS cells) and applies ``FBNetLatencyLoss`` to them, keeping the rest of NNI's training step (phases,
+warm-up, temperature annealing, logging) unchanged.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from torch import nn
 
 from nni.nas.oneshot.pytorch.differentiable import GumbelDartsLightningModule
 from nni.nas.oneshot.pytorch.profiler import ProfilerPenalty
-from nni.nas.strategy import GumbelDARTS
+from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell
+from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless
 
 from .loss import FBNetLatencyLoss
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["FBNet", "FBNetLightningModule", "architecture_logits"]
+__all__ = ["FBNet", "FBNetLightningModule", "LatencyDARTS", "LatencyProxyless", "architecture_logits",
+           "architecture_probs", "cell_slot_probs", "attach_latency_loss"]
 
 
 def architecture_logits(modules) -> dict[str, nn.Parameter]:
@@ -40,27 +43,90 @@ def architecture_logits(modules) -> dict[str, nn.Parameter]:
     return logits
 
 
-class FBNetLightningModule(GumbelDartsLightningModule):
-    """GumbelDARTS whose architecture step adds ``FBNetLatencyLoss`` on ``softmax(alpha)`` as tensors.
+def cell_slot_probs(cell: DifferentiableMixedCell) -> dict[tuple[str, str], torch.Tensor]:
+    """(op label, input label) -> joint (ops x inputs) probability of each op slot of a DARTS cell, as tensors.
 
-    The latency uses the plain softmax of the logits (the architecture distribution the search exports
-    the argmax of), not a Gumbel sample, so the expected latency has no sampling noise.
+    NNI's ``DifferentiableMixedCell`` keeps one logit vector per edge ``j -> i`` over the ops plus "not
+    chosen", and exports node ``i``'s slots as its largest (op, input) weights. A slot's pair therefore takes
+    op ``o`` on input ``j`` with probability proportional to ``softmax(alpha_ij)[o]`` (the "not chosen" weight
+    only makes edge ``j`` less likely), normalised over the node's edges; every slot of the node shares it.
     """
+    probs = {}
+    count = len(cell.op_names)
+    for i in range(cell.num_predecessors, cell.num_predecessors + cell.num_nodes):
+        edges = [torch.softmax(cell._arch_alpha[f"{cell.label}/{i}_{j}"], dim=-1)[:count] for j in range(i)]
+        joint = torch.stack(edges, dim=1)
+        joint = joint / joint.sum()
+        for k in range(cell.num_ops_per_node):
+            probs[(f"{cell.label}/op_{i}_{k}", f"{cell.label}/input_{i}_{k}")] = joint
+    return probs
+
+
+def architecture_probs(modules) -> dict:
+    """label -> softmax of its architecture logits, and (op, input) -> joint for DARTS cells; all differentiable."""
+    modules = list(modules)
+    probs: dict = {label: torch.softmax(alpha, dim=-1) for label, alpha in architecture_logits(modules).items()}
+    for module in modules:
+        if isinstance(module, DifferentiableMixedCell):
+            probs.update(cell_slot_probs(module))
+    return probs
+
+
+def attach_latency_loss(oneshot_module, latency_loss: FBNetLatencyLoss):
+    """Make a DARTS-family one-shot module's architecture step add ``latency_loss`` on its logits, as tensors.
+
+    NNI's ``DartsLightningModule.training_step`` calls ``self.penalty(loss, self.export_probs())``; the floats
+    it passes carry no gradient, so the penalty set here ignores them and reads the logits itself. The plain
+    softmax is used (the distribution whose argmax is exported), never a Gumbel sample.
+    """
+    oneshot_module.latency_loss = latency_loss  # a submodule: its tables move with the module's device
+
+    def penalty(loss: torch.Tensor, _exported_floats: Any) -> tuple[torch.Tensor, dict]:
+        return oneshot_module.latency_loss(loss, architecture_probs(oneshot_module.supernet_modules()))
+
+    oneshot_module.penalty = penalty
+    return oneshot_module
+
+
+def _check_penalty(strategy: str, penalty) -> None:
+    if isinstance(penalty, ProfilerPenalty) or not isinstance(penalty, FBNetLatencyLoss):
+        raise ValueError(f"{strategy} needs penalty=FBNetLatencyLoss(profiler, ...), got {type(penalty).__name__}; "
+                         "NNI's profiler penalties receive floats from NNI 3.0's training step and give no "
+                         "gradient (see docs/NAS.md)")
+
+
+class FBNetLightningModule(GumbelDartsLightningModule):
+    """GumbelDARTS whose architecture step adds ``FBNetLatencyLoss`` on ``softmax(alpha)`` as tensors
+    (``attach_latency_loss``)."""
 
     def __init__(self, training_module, temperature_scheduler, *, latency_loss: FBNetLatencyLoss, **kwargs):
         super().__init__(training_module, temperature_scheduler, penalty=None, **kwargs)
-        self.latency_loss = latency_loss
-        # NNI's training_step calls ``self.penalty(loss, self.export_probs())``; the floats it passes carry
-        # no gradient, so the penalty here ignores them and reads the logits itself.
-        self.penalty = self._latency_penalty
+        attach_latency_loss(self, latency_loss)
 
-    def architecture_probs(self) -> dict[str, torch.Tensor]:
-        """label -> softmax of its architecture logits (differentiable)."""
-        return {label: torch.softmax(alpha, dim=-1)
-                for label, alpha in architecture_logits(self.supernet_modules()).items()}
+    def architecture_probs(self) -> dict:
+        """label -> softmax of its architecture logits, (op, input) -> joint for DARTS cells (differentiable)."""
+        return architecture_probs(self.supernet_modules())
 
-    def _latency_penalty(self, loss: torch.Tensor, _exported_floats: Any) -> tuple[torch.Tensor, dict]:
-        return self.latency_loss(loss, self.architecture_probs())
+
+class _LatencyLossStrategy:
+    """A DARTS-family NNI strategy whose architecture step adds an ``FBNetLatencyLoss`` with a gradient."""
+
+    def __init__(self, penalty: FBNetLatencyLoss, **kwargs):
+        _check_penalty(type(self).__name__, penalty)
+        super().__init__(**kwargs)
+        self.latency_loss = penalty
+
+    def configure_oneshot_module(self, training_module):
+        return attach_latency_loss(super().configure_oneshot_module(training_module), self.latency_loss)
+
+
+class LatencyDARTS(_LatencyLossStrategy, DARTS):
+    """NNI's DARTS (first order, plain softmax) with the differentiable latency term ``penalty=FBNetLatencyLoss``."""
+
+
+class LatencyProxyless(_LatencyLossStrategy, Proxyless):
+    """NNI's Proxyless with the differentiable latency term: ProxylessNAS's ``E[LAT] = sum_i p_i LAT_i`` of
+    ``softmax(alpha)`` (``penalty=FBNetLatencyLoss``), next to NNI's binary-gate gradient of the loss."""
 
 
 class FBNet(GumbelDARTS):
@@ -78,10 +144,7 @@ class FBNet(GumbelDARTS):
     """
 
     def __init__(self, penalty: FBNetLatencyLoss, **kwargs):
-        if isinstance(penalty, ProfilerPenalty) or not isinstance(penalty, FBNetLatencyLoss):
-            raise ValueError(f"FBNet needs penalty=FBNetLatencyLoss(profiler, ...), got {type(penalty).__name__}; "
-                             "NNI's profiler penalties receive floats from NNI 3.0's training step and give no "
-                             "gradient (see docs/NAS.md)")
+        _check_penalty("FBNet", penalty)
         super().__init__(**kwargs)
         self.latency_loss = penalty
 

@@ -1,6 +1,7 @@
 """The label-table algebra the profiler is built on: a table has one axis per label of the space (in the
 order of its ``Categorical.values``); tables are multiplied, reduced to the labels they depend on, summed
-into ``LatencyTerm``s and turned into NNI ``switch_case`` expressions.
+into ``LatencyTerm``s and turned into NNI ``switch_case`` expressions. An ``InputChoice``'s label
+(``CategoricalMultiple``) takes the chosen subsets as its values: one axis entry per subset it can choose.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from nni.mutable import Categorical, MutableExpression
+from nni.mutable import Categorical, CategoricalMultiple, Mutable, MutableExpression
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ["LatencyTerm", "LabelSpace", "hashable", "align", "reduce_table", "product", "table_expression",
-           "merge_terms"]
+           "merge_terms", "fastest_latency", "subsets", "chosen_key"]
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,32 @@ class LatencyTerm:
 
 
 class LabelSpace:
-    """The categorical choices of the space, in the space's order."""
+    """The categorical choices of the space, in the space's order.
 
-    def __init__(self, mutables: Mapping[str, Categorical]):
+    ``values[label]`` are the values a sample can give the label, in the order of the tables' axes: a
+    ``Categorical``'s candidates, or the subsets (sorted tuples) an ``InputChoice``'s ``CategoricalMultiple``
+    can choose (``n_chosen`` of them, any number when ``n_chosen`` is None). ``multiple[label]`` keeps such a
+    label's candidates and ``n_chosen``.
+    """
+
+    def __init__(self, mutables: Mapping[str, Categorical | CategoricalMultiple]):
         self.mutables = dict(mutables)
         self.order = {label: i for i, label in enumerate(self.mutables)}
-        self.values = {label: list(m.values) for label, m in self.mutables.items()}
+        self.multiple = {label: (list(m.values), m.n_chosen) for label, m in self.mutables.items()
+                         if isinstance(m, CategoricalMultiple)}
+        self.values = {label: (subsets(*self.multiple[label]) if label in self.multiple else list(m.values))
+                       for label, m in self.mutables.items()}
         self.index = {label: {hashable(v): i for i, v in enumerate(vals)} for label, vals in self.values.items()}
+
+    def key(self, label: str, value: Any) -> Any:
+        """The hashable form of a sample's value for ``label`` (a chosen subset as a sorted tuple)."""
+        if label in self.multiple:
+            return chosen_key(self.multiple[label][0], value)
+        return hashable(value)
+
+    def position(self, label: str, value: Any) -> int:
+        """The axis index of ``value`` for ``label``; KeyError/TypeError if it is not one of its values."""
+        return self.index[label][self.key(label, value)]
 
     def sizes(self, labels: Sequence[str]) -> tuple[int, ...]:
         return tuple(len(self.values[label]) for label in labels)
@@ -50,17 +70,33 @@ class LabelSpace:
 
     def grid(self, labels: Sequence[str]) -> Iterator[tuple[tuple[int, ...], dict[str, Any]]]:
         for index in itertools.product(*(range(n) for n in self.sizes(labels))):
-            yield index, {label: self.values[label][i] for label, i in zip(labels, index)}
+            yield index, {label: self.sample_at(label, self.values[label][i]) for label, i in zip(labels, index)}
 
     def default_sample(self) -> dict[str, Any]:
         return {label: m.default() for label, m in self.mutables.items()}
 
+    def sample_at(self, label: str, value: Any) -> Any:
+        """``value`` as NNI samples give it (a chosen subset as a list)."""
+        return list(value) if label in self.multiple else value
+
     def random_sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        return {label: vals[int(rng.integers(len(vals)))] for label, vals in self.values.items()}
+        return {label: self.sample_at(label, vals[int(rng.integers(len(vals)))]) for label, vals in self.values.items()}
 
 
 def hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
+
+
+def subsets(candidates: Sequence[Any], n_chosen: int | None) -> list[tuple]:
+    """The subsets an InputChoice can choose, as tuples in candidate order: ``n_chosen`` of them, or any number."""
+    sizes = [n_chosen] if n_chosen is not None else range(len(candidates) + 1)
+    return [combination for size in sizes for combination in itertools.combinations(candidates, size)]
+
+
+def chosen_key(candidates: Sequence[Any], value: Any) -> tuple:
+    """A chosen subset (a list, or one candidate) as a tuple in candidate order."""
+    chosen = value if isinstance(value, (list, tuple)) else [value]
+    return tuple(sorted(chosen, key=candidates.index))
 
 
 def align(labels: Sequence[str], table: np.ndarray, target: Sequence[str]) -> np.ndarray:
@@ -95,7 +131,20 @@ def table_expression(space: LabelSpace, labels: Sequence[str], table: np.ndarray
         return cast(table.item() if isinstance(table, np.ndarray) else table)
     label, rest = labels[0], labels[1:]
     branches = {v: table_expression(space, rest, table[i], cast) for i, v in enumerate(space.values[label])}
+    if label in space.multiple:
+        return _subset_switch(space.mutables[label], space.multiple[label][0], branches)
     return MutableExpression.switch_case(space.mutables[label], branches)
+
+
+def _subset_switch(mutable: Mutable, candidates: Sequence[Any], branches: Mapping[tuple, Any]):
+    """``switch_case`` on an InputChoice's chosen subset: NNI's compares a list with the keys, which are tuples."""
+    keys = list(branches)
+
+    def switch(chosen, *values):
+        return values[keys.index(chosen_key(candidates, chosen))]
+
+    template = "switch_case({}, {{" + ", ".join(f"{list(key)!r}: {{}}" for key in keys) + "}})"
+    return MutableExpression(switch, template, [mutable, *branches.values()])
 
 
 def merge_terms(space: LabelSpace, terms: Sequence[LatencyTerm]) -> list[LatencyTerm]:
@@ -106,3 +155,19 @@ def merge_terms(space: LabelSpace, terms: Sequence[LatencyTerm]) -> list[Latency
         merged[term.labels] = (table + term.table, sources + list(term.sources))
     ordered = sorted(merged.items(), key=lambda item: (len(item[0]), [space.order[l] for l in item[0]]))
     return [LatencyTerm(labels, np.asarray(table, float), tuple(sources)) for labels, (table, sources) in ordered]
+
+
+def fastest_latency(terms: Sequence[tuple[Sequence[str], np.ndarray]], constant: float = 0.0) -> tuple[float, bool]:
+    """The smallest total of ``constant`` plus one entry of every table: (ms, exact).
+
+    Each table's minimum, summed: exact when no label is shared by two tables (independent layers), else a
+    lower bound (the minima may need different values of a shared label).
+    """
+    seen: set[str] = set()
+    exact = True
+    total = float(constant)
+    for labels, table in terms:
+        exact = exact and not seen.intersection(labels)
+        seen.update(labels)
+        total += float(np.min(table))
+    return total, exact

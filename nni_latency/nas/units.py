@@ -1,12 +1,12 @@
-"""What the profiler runs for real: a space is cut into *units* (modules without choices, and leaf mutable
-modules), each unit stands in for itself during NNI's shape inference (``UnitShim``), and every distinct
-input of a unit is enumerated over the labels it depends on, its features counted at each combination.
+"""What the profiler runs for real: a space is cut into *units* (modules without choices, leaf mutable modules
+and InputChoices), each unit stands in for itself during NNI's shape inference (``UnitShim``), and every
+distinct input of a unit is enumerated over the labels it depends on, its features counted at each combination.
+The functional code of containers (a residual add, a flatten) is tabulated the same way (``glue_table``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import math
 import warnings
@@ -16,28 +16,26 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from nni.mutable import Mutable
-from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace, MutableModule, Repeat
+from nni.nas.nn.pytorch import Cell, InputChoice, LayerChoice, ModelSpace, MutableModule, Repeat
+from nni.nas.nn.pytorch.base import recursive_freeze
 from nni.nas.profiler.pytorch.utils import profiler_leaf_module
 
-from ..features import (FEATURE_NAMES, BlockFeatures, UncoveredOperatorWarning, failure_details, first_line,
-                        make_inputs, module_device_dtype, run_counted)
+from ..features import (FEATURE_NAMES, UncoveredOperatorWarning, failure_details, first_line, make_inputs,
+                        module_device_dtype, run_counted)
 from ..model import LatencyModel
-from .tables import LabelSpace, hashable, reduce_table, table_expression
+from .cells import CellShim, check_stage
+from .structure import (FALLBACK_HINT, SpaceError, called_parts, count_with_parts, counting_of, feature_row,
+                        is_container, module_signature)
+from .tables import LabelSpace, reduce_table, table_expression
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["SpaceError", "UnitCall", "UnitShim", "SpaceAnalysis"]
+__all__ = ["SpaceError", "UnitCall", "UnitShim", "SpaceAnalysis", "FALLBACK_HINT"]
 
 _SHAPE_CHECK_SAMPLES = 32  # random full samples that confirm a shape dimension's reduced table
-
-
-class SpaceError(ValueError):
-    """A problem found while analysing the space; raised to the user unchanged."""
-
-
 @dataclass
 class UnitCall:
     """One distinct input of one unit: features and output shapes over the labels they depend on."""
@@ -64,12 +62,8 @@ class UnitShim(nn.Module):
         if kwargs:
             raise SpaceError(f"module {self._name!r} is called with keyword arguments, which the profiler does "
                               "not support; pass tensors positionally")
-        plain = [a.elem if isinstance(a, ShapeTensor) else a for a in args]
-        try:
-            output = self.unit(*plain)
-        except (RuntimeError, ValueError, IndexError, TypeError) as error:
-            shapes = [tuple(t.shape) for t in plain if isinstance(t, torch.Tensor)]
-            raise SpaceError(_mismatch_message(self._name, self.unit, shapes, error)) from error
+        plain = tree_map(lambda a: a.elem if isinstance(a, ShapeTensor) else a, list(args))
+        output = self._analysis.run_real(self._name, self.unit, plain)
         flat, spec = tree_flatten(output)
         object.__setattr__(self, "_output_structure", ([isinstance(t, torch.Tensor) for t in flat], spec))
         return tree_unflatten([ShapeTensor(t) if isinstance(t, torch.Tensor) else t for t in flat], spec)
@@ -81,30 +75,14 @@ class UnitShim(nn.Module):
         return tree_unflatten([next(shapes) if tensor else None for tensor in is_tensor], spec)
 
 
-def _mismatch_message(name: str, module: nn.Module, shapes, error: Exception) -> str:
+def mismatch_message(name: str, module: nn.Module, shapes, error: Exception) -> str:
     shape_text = " and ".join(str(s) for s in shapes) or "its inputs"
     return (f"module {name!r} ({type(module).__name__}) fails on input {shape_text}: {failure_details(module, error)}; "
             "check that the example input has the shape the space expects (batch, channels, height, width)")
 
 
-def _signature(module: nn.Module) -> tuple:
-    """What determines the ops a module runs: types, scalar attributes and parameter shapes, per submodule."""
-    parts = []
-    for name, sub in module.named_modules():
-        attrs = []
-        for key, value in sorted(vars(sub).items()):
-            if key.startswith("_"):
-                continue
-            if isinstance(value, (bool, int, float, str, type(None))) or (
-                    isinstance(value, tuple) and all(isinstance(v, (bool, int, float, str)) for v in value)):
-                attrs.append((key, value))
-            elif callable(value) and not isinstance(value, nn.Module):
-                attrs.append((key, getattr(value, "__qualname__", type(value).__qualname__)))
-        tensors = tuple((n, tuple(t.shape), str(t.dtype))
-                        for n, t in itertools.chain(sub.named_parameters(recurse=False),
-                                                    sub.named_buffers(recurse=False)) if t is not None)
-        parts.append((name, type(sub).__module__, type(sub).__qualname__, tuple(attrs), tensors))
-    return tuple(parts)
+def _tensor_shapes(args: Any) -> list[tuple]:
+    return [tuple(t.shape) for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor)]
 
 
 class SpaceAnalysis:
@@ -114,26 +92,36 @@ class SpaceAnalysis:
         self.space = space
         self.labels = labels
         self.model = model
-        self.vector_width = model.vector_width
+        self.counting = counting_of(model)
         self.max_combinations = max_combinations
         self.with_choices = _modules_with_choices(space)
-        self.calls: dict[int, dict[str, UnitCall]] = {}      # id(shim) -> input key -> call
-        self.container_inputs: dict[int, tuple] = {}          # id(container) -> input MutableShapes
-        self.shims: dict[int, UnitShim] = {}                 # id(unit) -> shim
+        self.calls: dict[int, dict[str, Any]] = {}          # id(shim) -> input key -> UnitCall (or a cell's)
+        self.module_shapes: dict[str, tuple] = {}             # qualified name -> (input, output) shape info
+        self.shims: dict[int, nn.Module] = {}                # id(unit) -> shim
         self._feature_cache: dict[tuple, tuple[np.ndarray, tuple, dict]] = {}
         self._frozen_cache: dict[tuple, nn.Module] = {}
         self._shape_cache: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
+        self.op_cache: dict[tuple, tuple] = {}                # (module signature, input shape) -> a cell op's cost
+        self.cell_cache: dict[tuple, Any] = {}                # (cell signature, input shapes) -> its CellCall
         self.forward_passes = 0
 
     # -- classification ----------------------------------------------------------------------------
 
     def is_unit(self, module: nn.Module) -> bool:
-        if isinstance(module, (LayerChoice, Repeat, InputChoice)):
+        if isinstance(module, InputChoice):
+            return True  # a leaf choice: the reduction of the inputs it chooses
+        if is_container(module):
             return False
         if id(module) not in self.with_choices:
             return True
         # A leaf mutable module (ParametrizedModule such as MutableConv2d, or a custom MutableModule).
         return isinstance(module, MutableModule) and not isinstance(module, ModelSpace)
+
+    def make_shim(self, module: nn.Module, path: str) -> nn.Module | None:
+        """The stand-in of ``module`` during shape inference, or None to look inside it."""
+        if isinstance(module, Cell):
+            return CellShim(module, path, self)
+        return UnitShim(module, path, self) if self.is_unit(module) else None
 
     # -- shape inference with shims ------------------------------------------------------------------
 
@@ -141,28 +129,27 @@ class SpaceAnalysis:
         from nni.nas.profiler.pytorch.utils import ShapeTensor, submodule_input_output_shapes
 
         swapped: list[tuple[nn.Module, str, nn.Module]] = []
-        hooks = []
 
         def swap(parent: nn.Module, prefix: str) -> None:
             for child_name, child in list(parent.named_children()):
                 path = f"{prefix}.{child_name}" if prefix else child_name
-                if self.is_unit(child):
-                    shim = self.shims.get(id(child)) or UnitShim(child, path, self)
+                if isinstance(child, Repeat):
+                    check_stage(child, path)
+                shim = self.shims.get(id(child)) or self.make_shim(child, path)
+                if shim is not None:
                     self.shims[id(child)] = shim
                     parent._modules[child_name] = shim
                     swapped.append((parent, child_name, child))
                 else:
-                    hooks.append(child.register_forward_pre_hook(self._record_container_input))
                     swap(child, path)
 
         modes = {m: m.training for m in self.space.modules()}
         try:
             self.space.eval()
             swap(self.space, "")
-            hooks.append(self.space.register_forward_pre_hook(self._record_container_input))
-            with _quiet_nni_shape_logs(), warnings.catch_warnings():
+            with _quiet_nni_shape_logs(), _extra_shape_formulas(self.space), warnings.catch_warnings():
                 warnings.simplefilter("ignore", UncoveredOperatorWarning)  # reported once per op by the profiler
-                submodule_input_output_shapes(self.space, ShapeTensor(example, True))
+                self.module_shapes = submodule_input_output_shapes(self.space, ShapeTensor(example, True))
         except SpaceError:
             raise
         except (RuntimeError, ValueError, TypeError, AssertionError, KeyError, IndexError) as error:
@@ -173,37 +160,48 @@ class SpaceAnalysis:
                 "(the profiler runs modules for real) or register one with "
                 "nni.nas.profiler.pytorch.utils.register_shape_inference_formula") from error
         finally:
-            for handle in hooks:
-                handle.remove()
             for parent, child_name, child in reversed(swapped):
                 parent._modules[child_name] = child
             for module, mode in modes.items():
                 module.training = mode
 
-    def _record_container_input(self, module: nn.Module, args) -> None:
+    def run_real(self, name: str, module: nn.Module, args: Sequence[Any]) -> Any:
+        """Run a unit on real tensors; a failure is a one-line SpaceError naming it and the input."""
+        try:
+            return module(*args)
+        except (RuntimeError, ValueError, IndexError, TypeError) as error:
+            raise SpaceError(mismatch_message(name, module, _tensor_shapes(args), error)) from error
+
+    def input_shapes(self, name: str, args) -> tuple[list, Any]:
+        """The (flattened) MutableShapes of a shim's arguments, and their structure."""
         from nni.nas.profiler.pytorch.utils import ShapeTensor
-        shapes = tuple(a.real_shape if isinstance(a, ShapeTensor) else None for a in args)
-        self.container_inputs.setdefault(id(module), shapes)
 
-    def unit_output_shapes(self, shim: UnitShim, args) -> Any:
-        from nni.nas.profiler.pytorch.utils import MutableShape, ShapeTensor
-
+        flat, spec = tree_flatten(list(args))
         shapes = []
-        for arg in args:
+        for arg in flat:
             if not isinstance(arg, ShapeTensor):
-                raise SpaceError(f"module {shim._name!r} receives a non-tensor argument ({type(arg).__name__}); "
-                                  "the profiler supports modules called with tensors only")
+                raise SpaceError(f"module {name!r} receives a non-tensor argument ({type(arg).__name__}); "
+                                  "the profiler supports modules called with tensors (or lists of them) only")
             if arg.real_shape is None:
                 raise SpaceError(
-                    f"NNI could not infer the input shape of {shim._name!r}: functional code before it has no NNI "
+                    f"NNI could not infer the input shape of {name!r}: functional code before it has no NNI "
                     "shape formula; move that code into a module or register a formula with "
                     "nni.nas.profiler.pytorch.utils.register_shape_inference_formula")
             shapes.append(arg.real_shape)
-        key = repr(tuple(shapes))
+        return shapes, spec
+
+    def unit_output_shapes(self, shim: UnitShim, args) -> Any:
+        shapes, spec = self.input_shapes(shim._name, args)
+        key = repr((shapes, spec))
         calls = self.calls.setdefault(id(shim), {})
         if key not in calls:
-            calls[key] = self._enumerate_unit(shim, shapes)
-        call = calls[key]
+            calls[key] = self._enumerate_unit(shim, shapes, spec)
+        return self.output_shapes(shim._name, calls[key])
+
+    def output_shapes(self, name: str, call: UnitCall) -> list:
+        """A call's output shapes as MutableShapes whose dimensions switch on the labels they depend on."""
+        from nni.nas.profiler.pytorch.utils import MutableShape
+
         sizes = self.labels.sizes(call.labels)
         first_outputs = next(iter(call.shapes.values()))[1]
         outputs = []
@@ -213,7 +211,7 @@ class SpaceAnalysis:
                 table = np.zeros(sizes, dtype=np.int64)
                 for index, (_, outs) in call.shapes.items():
                     if len(outs) != len(first_outputs) or len(outs[position]) != len(first):
-                        raise SpaceError(f"module {shim._name!r} returns outputs of different ranks for different "
+                        raise SpaceError(f"module {name!r} returns outputs of different ranks for different "
                                           "choices; the profiler needs one output structure per module")
                     table[index] = outs[position][d]
                 dim_labels, dim_table = reduce_table(call.labels, table)
@@ -223,7 +221,7 @@ class SpaceAnalysis:
 
     # -- enumeration of one unit ----------------------------------------------------------------------
 
-    def _dimension_table(self, dim: Any) -> tuple[tuple[str, ...], np.ndarray]:
+    def dimension_table(self, dim: Any) -> tuple[tuple[str, ...], np.ndarray]:
         """A shape dimension as a table over the labels it really depends on."""
         if isinstance(dim, int):
             return (), np.array(dim, dtype=np.int64)
@@ -236,129 +234,164 @@ class SpaceAnalysis:
         # makes many labels appear in an expression that never changes); random samples confirm it.
         relevant = []
         for label in dim_labels:
-            seen = {dim.freeze({**default, label: value}) for value in self.labels.values[label]}
+            seen = {dim.freeze({**default, **single}) for _, single in self.labels.grid([label])}
             if len(seen) > 1:
                 relevant.append(label)
-        table = self._tabulate(lambda sample: dim.freeze({**default, **sample}), relevant, "an input shape dimension")
+        table = self.tabulate(lambda sample: dim.freeze({**default, **sample}), relevant, "an input shape dimension")
         rng = np.random.default_rng(0)
         if len(relevant) < len(dim_labels):
             for _ in range(_SHAPE_CHECK_SAMPLES):
                 sample = self.labels.random_sample(rng)
-                index = tuple(self.labels.index[label][hashable(sample[label])] for label in relevant)
+                index = tuple(self.labels.position(label, sample[label]) for label in relevant)
                 if dim.freeze(sample) != table[index]:
                     relevant = list(dim_labels)
-                    table = self._tabulate(lambda s: dim.freeze({**default, **s}), relevant, "an input shape dimension")
+                    table = self.tabulate(lambda s: dim.freeze({**default, **s}), relevant, "an input shape dimension")
                     break
         result = reduce_table(relevant, table)
         self._shape_cache[key] = result
         return result
 
-    def _tabulate(self, fn, labels: Sequence[str], what: str, dtype=np.int64) -> np.ndarray:
+    def shape_labels(self, shapes: Sequence[Any]) -> tuple[list, set]:
+        """Per shape, its dimension tables; and the union of the labels they depend on."""
+        dims = [[self.dimension_table(d) for d in shape] for shape in shapes]
+        return dims, {label for shape_dims in dims for labels, _ in shape_dims for label in labels}
+
+    def concrete_shapes(self, dims: list, sample: Mapping[str, Any]) -> tuple:
+        return tuple(tuple(int(table[tuple(self.labels.position(l, sample[l]) for l in dim_labels)])
+                           for dim_labels, table in shape_dims) for shape_dims in dims)
+
+    def check_count(self, name: str, module: nn.Module, labels: Sequence[str]) -> None:
+        count = math.prod(self.labels.sizes(labels))
+        if count > self.max_combinations:
+            raise SpaceError(
+                f"module {name!r} ({type(module).__name__}) has {count} combinations of its choices and input shapes "
+                f"(labels {', '.join(labels)}), over max_combinations={self.max_combinations}; raise "
+                f"max_combinations, split it into smaller modules (e.g. make its choices LayerChoices), or use {FALLBACK_HINT}")
+
+    def tabulate(self, fn, labels: Sequence[str], what: str, dtype=np.int64) -> np.ndarray:
         count = math.prod(self.labels.sizes(labels))
         if count > self.max_combinations:
             raise SpaceError(f"{what} depends on {len(labels)} choices ({', '.join(labels)}) with {count} "
-                              f"combinations, over max_combinations={self.max_combinations}; raise max_combinations "
-                              "or make the space's choices independent of each other")
+                              f"combinations, over max_combinations={self.max_combinations}; raise max_combinations, "
+                              f"make the space's choices independent of each other, or use {FALLBACK_HINT}")
         table = np.zeros(self.labels.sizes(labels), dtype=dtype)
         for index, sample in self.labels.grid(labels):
             table[index] = fn(sample)
         return table
 
-    def _enumerate_unit(self, shim: UnitShim, shapes) -> UnitCall:
+    def _enumerate_unit(self, shim: UnitShim, shapes: list, spec) -> UnitCall:
         unit, name = shim.unit, shim._name
         own = self.labels.sort(unit.simplify()) if isinstance(unit, Mutable) else ()
-        dims = [[self._dimension_table(d) for d in shape] for shape in shapes]
-        shape_labels = {label for shape_dims in dims for labels, _ in shape_dims for label in labels}
+        dims, shape_labels = self.shape_labels(shapes)
         labels = self.labels.sort(set(own) | shape_labels)
-        count = math.prod(self.labels.sizes(labels))
-        if count > self.max_combinations:
-            raise SpaceError(
-                f"module {name!r} ({type(unit).__name__}) has {count} combinations of its choices and input shapes "
-                f"(labels {', '.join(labels)}), over max_combinations={self.max_combinations}; raise "
-                "max_combinations or split it into smaller modules (e.g. make its choices LayerChoices)")
+        self.check_count(name, unit, labels)
         sizes = self.labels.sizes(labels)
         features = np.zeros(sizes + (len(FEATURE_NAMES),))
         cases: dict[tuple[int, ...], tuple[tuple, tuple]] = {}
         uncovered: dict[str, str] = {}
         for index, sample in self.labels.grid(labels):
-            concrete = tuple(
-                tuple(int(table[tuple(self.labels.index[l][hashable(sample[l])] for l in dim_labels)])
-                      for dim_labels, table in shape_dims)
-                for shape_dims in dims)
-            frozen = self._frozen(unit, own, sample)
-            row, outs, ops = self._features(name, frozen, concrete)
+            concrete = self.concrete_shapes(dims, sample)
+            frozen = self.frozen(unit, own, sample)
+            row, outs, ops = self.features(name, frozen, concrete, spec)
             features[index] = row
             cases[index] = (concrete, outs)
             for op in ops:
                 uncovered.setdefault(op, name)
         return UnitCall(labels, features, cases, uncovered)
 
-    def _frozen(self, unit: nn.Module, own: Sequence[str], sample: Mapping[str, Any]) -> nn.Module:
+    def frozen(self, unit: nn.Module, own: Sequence[str], sample: Mapping[str, Any]) -> nn.Module:
         if not own:
             return unit
-        values = tuple(hashable(sample[label]) for label in own)
+        values = tuple(self.labels.key(label, sample[label]) for label in own)
         key = (id(unit), values)
         if key not in self._frozen_cache:
             self._frozen_cache[key] = unit.freeze({label: sample[label] for label in own})
         return self._frozen_cache[key]
 
-    def _features(self, name: str, module: nn.Module, shapes: tuple) -> tuple[np.ndarray, tuple, tuple]:
-        key = (_signature(module), shapes)
+    def arguments(self, module: nn.Module, shapes: Sequence[tuple], spec) -> list:
+        """Random tensors of ``shapes`` in the argument structure ``spec``."""
+        device, dtype = module_device_dtype(module)
+        tensors = [make_inputs(shape, device=device, dtype=dtype)[0] for shape in shapes]
+        return tree_unflatten(tensors, spec) if spec is not None else tensors
+
+    def features(self, name: str, module: nn.Module, shapes: tuple, spec) -> tuple[np.ndarray, tuple, tuple]:
+        key = (module_signature(module), shapes, repr(spec))
         if key not in self._feature_cache:
-            device, dtype = module_device_dtype(module)
-            inputs = tuple(make_inputs(shape, device=device, dtype=dtype)[0] for shape in shapes)
+            args = self.arguments(module, shapes, spec)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UncoveredOperatorWarning)
-                    counted, output = run_counted(module, inputs, self.vector_width)
+                    counted, output = run_counted(module, tuple(args), *self.counting)
             except (RuntimeError, ValueError, IndexError, TypeError) as error:
-                raise SpaceError(_mismatch_message(name, module, shapes, error)) from error
+                raise SpaceError(mismatch_message(name, module, shapes, error)) from error
             self.forward_passes += 1
-            flat, _ = tree_flatten(output)
-            outs = tuple(tuple(t.shape) for t in flat if isinstance(t, torch.Tensor))
-            row = np.array([getattr(counted, n) for n in FEATURE_NAMES], float)
-            self._feature_cache[key] = (row, outs, counted.uncovered)
+            self._feature_cache[key] = (feature_row(counted), tuple(_tensor_shapes(output)), counted.uncovered)
         return self._feature_cache[key]
 
     # -- glue: functional code in the forward of containers ------------------------------------------
 
-    def glue_features(self, container: nn.Module, name: str) -> np.ndarray | None:
-        """Features of the ops a container runs itself (not in a child), in the space's default architecture.
+    def glue_table(self, container: nn.Module, name: str) -> tuple[tuple[str, ...], np.ndarray] | None:
+        """Features of the ops a container runs itself (not in a child), over the labels they depend on.
 
-        Counted once, at the default architecture's shapes: such code is usually a residual add or a
-        flatten whose cost barely changes across architectures.
+        Those ops act on the container's inputs and its children's outputs, so they are tabulated over the
+        labels of those shapes, each entry counted on the container frozen at that combination (the
+        space's default for other labels).
         """
-        if type(container).forward in (nn.Sequential.forward,) or isinstance(container, (nn.ModuleList, nn.ModuleDict)):
+        if type(container).forward is nn.Sequential.forward or isinstance(container, (nn.ModuleList, nn.ModuleDict)):
             return None
-        shapes = self.container_inputs.get(id(container))
-        if not shapes or any(s is None for s in shapes):
-            _logger.debug("no input shape recorded for container %r; its own ops are not counted", name)
+        io = self.module_shapes.get(name)
+        if io is None:
+            _logger.debug("container %r never runs in the space's forward; it has no own ops", name or "<space>")
+            return None
+        inputs, spec = tree_flatten(list(io[0]))
+        if any(not hasattr(shape, "freeze") for shape in inputs):
+            _logger.debug("no input shape recorded for container %r; its own ops are not counted", name or "<space>")
             return None
         default = self.labels.default_sample()
-        concrete = [tuple(int(d.freeze(default)) if isinstance(d, Mutable) else int(d) for d in s) for s in shapes]
-        device, dtype = module_device_dtype(container)
-        inputs = tuple(make_inputs(shape, device=device, dtype=dtype)[0] for shape in concrete)
-        recorded: list[tuple[nn.Module, tuple]] = []
-        handles = [child.register_forward_pre_hook(lambda m, a: recorded.append((m, a)))
-                   for child in container.children()]
+        dims, _ = self.shape_labels(inputs)
+        first = self._glue_at(container, name, dims, spec, default, frozen=False)
+        if first is None or not first.any():
+            return None  # code that runs no op at the default architecture runs none at any other
+        touched = [io[1]] + [shapes for child in _called_children(container, name)
+                             for shapes in self.module_shapes.get(child, ())]
+        labels = set(self.shape_labels(inputs)[1])
+        for shape in tree_flatten(touched)[0]:
+            if hasattr(shape, "freeze"):
+                labels |= self.shape_labels([shape])[1]
+        labels = self.labels.sort(labels)
+        if not labels:
+            return (), first
+        self.check_count(f"{name or '<space>'} (own ops)", container, labels)
+        table = np.zeros(self.labels.sizes(labels) + (len(FEATURE_NAMES),))
+        for index, sample in self.labels.grid(labels):
+            glue = self._glue_at(container, name, dims, spec, {**default, **sample}, frozen=True)
+            table[index] = 0.0 if glue is None else glue
+        return reduce_table(labels, table)
+
+    def _glue_at(self, container: nn.Module, name: str, dims: list, spec, sample: Mapping[str, Any],
+                 frozen: bool) -> np.ndarray | None:
+        module = recursive_freeze(container, dict(sample))[0] if frozen and id(container) in self.with_choices \
+            else container
+        args = self.arguments(module, self.concrete_shapes(dims, sample), spec)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UncoveredOperatorWarning)
-                total, _ = run_counted(container, inputs, self.vector_width)
+            total, calls, _ = count_with_parts(module, tuple(args), called_parts(module), self.counting)
         except (RuntimeError, ValueError, IndexError, TypeError) as error:
-            _logger.debug("cannot run container %r at its default shapes (%s); its own ops are not counted",
-                          name, error)
+            _logger.debug("cannot run container %r at %s (%s); its own ops are not counted", name, sample, error)
             return None
-        finally:
-            for handle in handles:
-                handle.remove()
-        children = BlockFeatures()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UncoveredOperatorWarning)
-            for child, args in recorded:
-                children = children + run_counted(child, tuple(args), self.vector_width)[0]
-        glue = np.array([max(getattr(total, n) - getattr(children, n), 0.0) for n in FEATURE_NAMES])
-        return glue if glue.any() else None
+        self.forward_passes += 1 + len(calls)
+        children = sum((feature_row(features) for _, _, features in calls), np.zeros(len(FEATURE_NAMES)))
+        return np.maximum(feature_row(total) - children, 0.0)
+
+
+def _called_children(container: nn.Module, name: str) -> list[str]:
+    def walk(module: nn.Module, prefix: str) -> list[str]:
+        names = []
+        for child_name, child in module.named_children():
+            path = f"{prefix}.{child_name}" if prefix else child_name
+            names.extend(walk(child, path) if isinstance(child, (nn.ModuleList, nn.ModuleDict)) else [path])
+        return names
+
+    return walk(container, name)
 
 
 def _modules_with_choices(root: nn.Module) -> set[int]:
@@ -388,3 +421,39 @@ def _quiet_nni_shape_logs():
         yield
     finally:
         logger.setLevel(level)
+
+
+def _stack_formula(fn, tensors, dim: int = 0, **kwargs):
+    from nni.nas.profiler.pytorch.utils import MutableShape
+
+    shape = list(tensors[0].real_shape)
+    dim = dim if dim >= 0 else dim + len(shape) + 1
+    return MutableShape(*shape[:dim], len(tensors), *shape[dim:])
+
+
+def _sum_dim_formula(fn, tensor, dim, keepdim: bool = False, **kwargs):
+    from nni.nas.profiler.pytorch.utils import MutableShape
+
+    shape = list(tensor.real_shape)
+    dims = {d if d >= 0 else d + len(shape) for d in ([dim] if isinstance(dim, int) else dim)}
+    return MutableShape(*[1 if i in dims else s for i, s in enumerate(shape) if keepdim or i not in dims])
+
+
+@contextlib.contextmanager
+def _extra_shape_formulas(space: nn.Module):
+    """Shape formulas NNI 3.0 lacks, registered for the duration of the analysis only: ``torch.stack`` and
+    ``torch.sum(x, dim)``, which cells use to sum their edges (NasBench201), and NNI's own Repeat formula for
+    subclasses of Repeat (NDS stages), which NNI looks up by exact type (without it only the default depth runs)."""
+    from nni.nas.profiler.pytorch.utils import shape_formula
+
+    registry = shape_formula._shape_inference_formulas
+    extra = {torch.ops.aten.stack.default: _stack_formula, torch.ops.aten.sum.dim_IntList: _sum_dim_formula}
+    extra.update({type(m): shape_formula.repeat_formula for m in space.modules()
+                  if isinstance(m, Repeat) and not hasattr(type(m), "_shape_forward")})
+    added = [op for op in extra if op not in registry]
+    registry.update({op: extra[op] for op in added})
+    try:
+        yield
+    finally:
+        for op in added:
+            registry.pop(op, None)

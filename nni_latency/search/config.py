@@ -1,45 +1,74 @@
 """The ``nni-latency search`` YAML schema: one dataclass per section, validated before anything runs.
 
 Loading goes through ``nni_latency.config`` (unknown keys are rejected by name with a suggestion);
-``SearchConfig.validate`` then checks values that a type alone cannot (ranges, choices, files).
+``SearchConfig.validate`` then checks values that a type alone cannot (ranges, choices, files). The
+``space`` section names a space of ``nni_latency.spaces.hub``; its other keys are that space's constructor
+arguments, checked against its signature.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-
 from ..config import apply_overrides, config_from_dict, config_to_dict, packaged_config, read_yaml
 from ..nas.loss import LOSS_MODES
 from ..spaces.fbnet import CANDIDATE_NAMES
+from ..spaces.hub import SPACES, check_arguments
 
-__all__ = ["SpaceConfig", "DataConfig", "StrategyConfig", "LatencyConfig", "TrainerConfig", "RetrainConfig",
-           "SearchConfig", "load_search_config", "DATASETS", "STRATEGIES", "LOSS_MODES", "DEFAULT_CONFIG"]
+_logger = logging.getLogger(__name__)
+
+__all__ = ["SpaceConfig", "DataConfig", "StrategyConfig", "MultiTrialConfig", "LatencyConfig", "TrainerConfig",
+           "RetrainConfig", "SearchConfig", "load_search_config", "DATASETS", "STRATEGIES", "ONE_SHOT",
+           "MULTI_TRIAL", "TRIAL_LATENCY", "LOSS_MODES", "DEFAULT_CONFIG", "SEARCH_DEFAULTS"]
 
 DATASETS = ("digits", "cifar10", "imagefolder")
-# strategy name -> "module:attribute"; the strategy is imported by name only when a search runs.
+# strategy name -> what it is and how the latency enters it (``search.strategies`` builds them).
 STRATEGIES = {
-    "fbnet": "nni_latency.nas:FBNet",
-    "gumbel_darts": "nni.nas.strategy:GumbelDARTS",  # NNI's own; its penalty gets no gradient in NNI 3.0
+    "fbnet": "GumbelDARTS with the differentiable FBNet latency term (nni_latency.nas.FBNet)",
+    "darts": "NNI's DARTS with the differentiable latency term",
+    "proxyless": "NNI's Proxyless with the differentiable latency term (ProxylessNAS's expected latency)",
+    "gumbel_darts": "NNI's GumbelDARTS with NNI's ExpectationProfilerPenalty, which NNI 3.0 feeds floats: no gradient",
+    "enas": "NNI's ENAS, the predicted latency in its reward (SampleProfilerPenalty; needs gym and tianshou)",
+    "evolution": "multi-trial: NNI's RegularizedEvolution, each trial trained briefly",
+    "random": "multi-trial: NNI's Random, each trial trained briefly",
 }
+ONE_SHOT = ("fbnet", "darts", "proxyless", "gumbel_darts", "enas")
+MULTI_TRIAL = ("evolution", "random")
+TRIAL_LATENCY = ("filter", "objective")
 DEFAULT_CONFIG = "fbnet_search.yaml"
+# Space arguments a CPU search on digits starts from when the YAML does not give them (small widths and depths).
+SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fbnet": {"width_mult": 0.5, "depth_mult": 0.5},
+    "proxylessnas": {"width_mult": 0.25},
+    "mobilenetv3": {"width_multipliers": (0.25, 0.5), "expand_ratios": (3, 6)},
+    "shufflenet": {},
+    "autoformer": {"search_embed_dim": (48, 64), "search_mlp_ratio": (2.0, 3.0), "search_num_heads": (2, 4),
+                   "search_depth": (2, 3), "patch_size": 4},
+    "darts": {"width": 8, "num_cells": 6},
+    "pnas": {"width": 8, "num_cells": 6},
+    "enas": {"width": 8, "num_cells": 6},
+    "nasnet": {"width": 8, "num_cells": 6},
+    "amoebanet": {"width": 8, "num_cells": 6},
+    "nasbench201": {"stem_out_channels": 8, "num_modules_per_stack": 1},
+    "nasbench101": {"stem_out_channels": 16, "num_stacks": 2, "num_modules_per_stack": 1},
+}
+_SPACE_KEYS = ("name", "input_size", "num_classes", "arguments")
 
 
 @dataclass
 class SpaceConfig:
-    """How ``FBNetSpace`` is scaled; see ``nni_latency.spaces.fbnet``."""
+    """The searched space: ``name`` (``nni_latency.spaces.hub``), input size, classes, and the space's own
+    constructor arguments (``arguments``; in YAML simply further keys of ``space``, e.g. ``width: 8``)."""
 
+    name: str = "fbnet"
     input_size: int = 8
     num_classes: int | None = None  # None: the dataset's number of classes
-    width_mult: float = 0.5
-    depth_mult: float = 0.5
-    head_channels: int = 1984
-    projection_skip: bool = True
-    candidates: list[str] = field(default_factory=lambda: list(CANDIDATE_NAMES))
+    arguments: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,7 +87,7 @@ class DataConfig:
 
 @dataclass
 class StrategyConfig:
-    """The one-shot strategy and its GumbelDARTS options.
+    """The strategy (``STRATEGIES``) and the options of the one-shot ones (DARTS family).
 
     FBNet trains the architecture with Adam at 1e-2 for 90 ImageNet epochs; a search of a few hundred
     steps needs larger steps for the distribution to move away from uniform.
@@ -71,6 +100,24 @@ class StrategyConfig:
     warmup_epochs: int = 2
     gradient_clip_val: float | None = None
     log_prob_every_n_step: int = 10
+
+
+@dataclass
+class MultiTrialConfig:
+    """Multi-trial search (``strategy.name`` evolution or random): every trial trains one frozen architecture.
+
+    ``latency: filter`` skips architectures predicted over ``latency.target_ms`` before they train (NNI's
+    ``RangeProfilerFilter`` on the profiler); ``objective`` keeps them all and ranks them by MnasNet's
+    ``accuracy * (LAT / T) ** exponent``, with T ``latency.target_ms`` (or the space's mean latency).
+    """
+
+    trials: int = 12
+    trial_epochs: int = 2
+    population_size: int = 6   # evolution
+    sample_size: int = 3       # evolution
+    mutation_prob: float = 0.2  # evolution
+    latency: str = "filter"
+    exponent: float = -0.07
 
 
 @dataclass
@@ -124,6 +171,7 @@ class SearchConfig:
     space: SpaceConfig = field(default_factory=SpaceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    multi_trial: MultiTrialConfig = field(default_factory=MultiTrialConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
@@ -135,12 +183,19 @@ class SearchConfig:
     def validate(self) -> SearchConfig:
         """Check values a type cannot; each problem is a one-line ValueError naming the key and the fix."""
         space, data, strategy, latency = self.space, self.data, self.strategy, self.latency
+        _check(space.name in SPACES, f"space.name {space.name!r} is unknown{_did_you_mean([space.name], SPACES)}; "
+               f"use one of {', '.join(SPACES)}")
         _check(space.input_size >= 8, f"space.input_size must be at least 8, got {space.input_size}")
-        _check(space.width_mult > 0 and space.depth_mult > 0, "space.width_mult and space.depth_mult must be > 0")
-        unknown = [c for c in space.candidates if c not in CANDIDATE_NAMES]
-        _check(not unknown and bool(space.candidates),
-               f"space.candidates has unknown name(s) {unknown}{_did_you_mean(unknown, CANDIDATE_NAMES)}; "
-               f"use some of {', '.join(CANDIDATE_NAMES)}")
+        try:
+            check_arguments(space.name, space.arguments, where="space key")
+        except ValueError as error:
+            raise ValueError(f"space: {error}") from None
+        if space.name == "fbnet":
+            candidates = space.arguments.get("candidates", CANDIDATE_NAMES)
+            unknown = [c for c in candidates if c not in CANDIDATE_NAMES]
+            _check(not unknown and bool(candidates),
+                   f"space.candidates has unknown name(s) {unknown}{_did_you_mean(unknown, CANDIDATE_NAMES)}; "
+                   f"use some of {', '.join(CANDIDATE_NAMES)}")
         _check(data.dataset in DATASETS,
                f"data.dataset {data.dataset!r} is not supported{_did_you_mean([data.dataset], DATASETS)}; "
                f"use one of {', '.join(DATASETS)}")
@@ -154,6 +209,7 @@ class SearchConfig:
         _check(strategy.name in STRATEGIES,
                f"strategy.name {strategy.name!r} is unknown{_did_you_mean([strategy.name], STRATEGIES)}; "
                f"use one of {', '.join(STRATEGIES)}")
+        self._validate_strategy()
         _check(0 < strategy.temperature_min <= strategy.temperature_init,
                "strategy.temperature_min must be positive and at most strategy.temperature_init")
         _check(strategy.arc_learning_rate > 0, "strategy.arc_learning_rate must be positive")
@@ -176,6 +232,36 @@ class SearchConfig:
         _check(self.retrain.epochs >= 0, "retrain.epochs must be >= 0 (0 turns retraining off)")
         return self
 
+    def _validate_strategy(self) -> None:
+        """Which strategy can search which space, and how the latency enters it."""
+        strategy, latency, trials = self.strategy, self.latency, self.multi_trial
+        entry = SPACES[self.space.name]
+        if strategy.name in ONE_SHOT:
+            _check(entry.tables or latency.alpha == 0,
+                   f"space {self.space.name} has no latency tables ({entry.why}), so one-shot strategy "
+                   f"{strategy.name!r} has no latency term for it; use strategy.name evolution or random (multi-trial, "
+                   "the profiler as a budget filter)")
+        if strategy.name == "gumbel_darts" and latency.alpha > 0:
+            _logger.warning("strategy gumbel_darts uses NNI's ExpectationProfilerPenalty, which NNI 3.0 feeds floats: "
+                            "it adds no gradient and latency does not steer the search (use fbnet, darts or proxyless)")
+        if strategy.name == "enas":
+            import importlib.util
+
+            missing = [m for m in ("gym", "tianshou") if importlib.util.find_spec(m) is None]
+            _check(not missing, f"strategy enas needs NNI's reinforcement-learning extras: pip install {' '.join(missing)}")
+        if strategy.name in MULTI_TRIAL:
+            _check(trials.latency in TRIAL_LATENCY,
+                   f"multi_trial.latency {trials.latency!r} is unknown{_did_you_mean([trials.latency], TRIAL_LATENCY)}; "
+                   f"use one of {', '.join(TRIAL_LATENCY)}")
+            _check(trials.latency != "filter" or latency.target_ms is not None,
+                   "multi_trial.latency filter needs a budget: set latency.target_ms")
+            _check(trials.trials >= 1 and trials.trial_epochs >= 1,
+                   "multi_trial.trials and multi_trial.trial_epochs must be at least 1")
+            _check(trials.population_size >= 2 and 1 <= trials.sample_size <= trials.population_size,
+                   "multi_trial.population_size must be at least 2 and sample_size in [1, population_size]")
+            _check(self.retrain.epochs >= 1, "retrain.epochs must be at least 1 with a multi-trial strategy (each "
+                   "trial trains its network only multi_trial.trial_epochs)")
+
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
@@ -188,6 +274,17 @@ def _did_you_mean(values: Sequence[str], known: Sequence[str]) -> str:
         if close:
             return f" (did you mean {close[0]!r}?)"
     return ""
+
+
+def _space_section(section: Any) -> Any:
+    """The ``space`` section with the space's own arguments (keys other than ``_SPACE_KEYS``) under ``arguments``,
+    over the search defaults of that space."""
+    if not isinstance(section, dict):
+        return section
+    name = section.get("name", SpaceConfig.name)
+    own = {key: value for key, value in section.items() if key not in _SPACE_KEYS}
+    arguments = {**SEARCH_DEFAULTS.get(name, {}), **(section.get("arguments") or {}), **own}
+    return {**{key: section[key] for key in _SPACE_KEYS if key in section}, "arguments": arguments}
 
 
 def resolve_config_path(path: str | os.PathLike | None) -> Path:
@@ -212,6 +309,7 @@ def load_search_config(path: str | os.PathLike | None = None, overrides: Sequenc
         data["retrain"] = {"epochs": 0}
     try:
         apply_overrides(data, overrides)
+        data["space"] = _space_section(data.get("space") or {})
         config = config_from_dict(SearchConfig, data)
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None

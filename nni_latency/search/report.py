@@ -5,6 +5,7 @@ curves, and the one-screen console summary. Every file is written atomically (te
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -36,12 +37,13 @@ def write_probabilities(probabilities: Mapping[str, Mapping[str, float]], archit
     csv_lines = [",".join(["layer", *names, "chosen"])]
     md_lines = ["| layer | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for label, dist in probabilities.items():
+        chosen = str(architecture[label])
         csv_lines.append(",".join([label, *(f"{dist[n]:.4f}" if n in dist else "" for n in names),
-                                   architecture[label]]))
+                                   f'"{chosen}"' if "," in chosen else chosen]))
         cells = []
         for name in names:
             cell = f"{dist[name]:.2f}" if name in dist else "-"
-            cells.append(f"**{cell}**" if architecture[label] == name else cell)
+            cells.append(f"**{cell}**" if chosen == name else cell)
         md_lines.append(f"| {label} | " + " | ".join(cells) + " |")
     paths = [output_dir / "probabilities.csv", output_dir / "probabilities.md"]
     atomic_write_text(paths[0], "\n".join(csv_lines) + "\n")
@@ -108,11 +110,11 @@ def write_result(result: Mapping[str, Any], output_dir: Path) -> Path:
     return path
 
 
-def _compact_architecture(architecture: Mapping[str, str], width: int = 100) -> list[str]:
-    """Architecture one stage per line: ``stage2: k3_e6 k5_e1 skip skip``."""
+def _compact_architecture(architecture: Mapping[str, Any], width: int = 100) -> list[str]:
+    """Architecture one stage (or cell) per line: ``stage2: k3_e6 k5_e1 skip skip``, ``normal: sep_conv_3x3 [0] ...``."""
     stages: dict[str, list[str]] = {}
     for label, choice in architecture.items():
-        stages.setdefault(label.split(".")[0], []).append(choice)
+        stages.setdefault(re.split(r"[./]", label)[0], []).append(str(choice).replace(" ", ""))
     return [f"  {stage}: {' '.join(choices)}"[:width] for stage, choices in stages.items()]
 
 
@@ -126,8 +128,9 @@ def format_summary(result: Mapping[str, Any], files: Sequence[Path]) -> str:
         term = f"alpha={latency.get('alpha')} beta={latency.get('beta')} mode={latency.get('mode')}"
         if latency.get("target_ms") is not None:
             term += f" target={latency['target_ms']} ms"
+    space = result.get("space", {}).get("name", "fbnet")
     lines = [
-        f"FBNet search: strategy {result.get('strategy', '?')}, latency term {term}",
+        f"Search of {space}: strategy {result.get('strategy', '?')}, latency term {term}",
         "architecture:",
         *_compact_architecture(result["architecture"]),
         f"predicted latency: {result['predicted_latency_ms']:.3f} ms    "

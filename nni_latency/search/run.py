@@ -1,19 +1,19 @@
-"""One FBNet search end to end: device model -> data -> supernet search in NNI -> retrain -> measure -> report.
+"""One search end to end: device model -> data -> search in NNI -> retrain -> measure -> report.
 
-The strategy is looked up by name (``STRATEGIES`` in ``config.py``) and receives the FBNet latency loss
-built on ``nni_latency.nas.LatencyProfiler``, so the latency term is the device model's prediction;
-no lookup table is measured. Training goes through NNI's Lightning evaluator, so the trainer section
-(accelerator, devices, strategy="ddp", ...) is Lightning's own; on several processes only rank 0
-measures and writes.
+The space is built by name (``nni_latency.spaces.hub``) with its profiler (latency tables, or the frozen
+fallback). A one-shot strategy (``strategies``) gets the device model's latency as a differentiable term; a
+multi-trial one (``multitrial``) uses the profiler as a budget filter or a second objective. No lookup table
+is measured. Supernet training goes through NNI's Lightning evaluator, so the trainer section (accelerator,
+devices, strategy="ddp", ...) is Lightning's own; on several processes only rank 0 measures and writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import importlib
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +23,16 @@ import torch
 from torch import nn
 
 from ..config import ProfileConfig, load_config, packaged_config
+from ..drift import check_drift
 from ..fileio import atomic_write_json, ensure_writable_dir
 from ..model import LatencyModel
 from ..protocol import MeasurementProtocol, protocol_of
-from ..spaces.fbnet import FBNetSpace
 from ..timing import measure_latency
 from . import report
-from .config import STRATEGIES, LatencyConfig, SearchConfig, SpaceConfig
+from .config import MULTI_TRIAL, LatencyConfig, SearchConfig, SpaceConfig
 from .data import DataSplits, load_splits, make_loader
+from .strategies import build_strategy
+from .training import top1_accuracy
 
 _logger = logging.getLogger(__name__)
 
@@ -50,10 +52,11 @@ class SearchResult:
         return report.format_summary(self.result, self.files)
 
 
-def build_space(config: SpaceConfig, num_classes: int) -> FBNetSpace:
-    return FBNetSpace(num_classes=config.num_classes or num_classes, input_size=config.input_size,
-                      width_mult=config.width_mult, depth_mult=config.depth_mult, head_channels=config.head_channels,
-                      projection_skip=config.projection_skip, candidates=tuple(config.candidates))
+def build_space(config: SpaceConfig, num_classes: int) -> nn.Module:
+    """The configured space (``nni_latency.spaces.hub``) for the dataset's number of classes."""
+    from ..spaces.hub import build_space as build
+
+    return build(config.name, config.input_size, config.num_classes or num_classes, **config.arguments)
 
 
 def _profile_config(config: LatencyConfig) -> ProfileConfig:
@@ -83,48 +86,39 @@ def latency_protocol(config: LatencyConfig) -> MeasurementProtocol:
     return profile_protocol(_profile_config(config), config.profile)
 
 
-def _import(reference: str):
-    module_name, attribute = reference.split(":")
-    return getattr(importlib.import_module(module_name), attribute)
-
-
-def build_strategy(config: SearchConfig, latency_source) -> tuple[Any, str]:
-    """The configured one-shot strategy with its latency term, and a name saying which one ran.
-
-    ``alpha == 0`` runs NNI's GumbelDARTS with no penalty (FBNet's ``CE * alpha * ...`` would be 0);
-    ``fbnet`` gets ``FBNetLatencyLoss`` on ``latency_source`` (a ``LatencyProfiler`` or a ``TableLatency``);
-    ``gumbel_darts`` gets NNI's own ``ExpectationProfilerPenalty``, which NNI 3.0 feeds floats, so it
-    has no gradient: it shows the defect ``nni_latency.nas.FBNet`` fixes.
-    """
-    latency, options = config.latency, config.strategy
-    kwargs = dict(temperature=(options.temperature_init, options.temperature_min),
-                  arc_learning_rate=options.arc_learning_rate, warmup_epochs=options.warmup_epochs,
-                  gradient_clip_val=options.gradient_clip_val, log_prob_every_n_step=options.log_prob_every_n_step)
-    if latency.alpha == 0:
-        return _import(STRATEGIES["gumbel_darts"])(**kwargs), "gumbel_darts"
-    if options.name == "fbnet":
-        penalty = _import("nni_latency.nas:FBNetLatencyLoss")(latency_source, latency.alpha, latency.beta,
-                                                             mode=latency.mode, target_ms=latency.target_ms)
-        return _import(STRATEGIES["fbnet"])(penalty=penalty, **kwargs), "fbnet"
-    from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty
-
-    baseline = latency.target_ms or latency_source.uniform_expected_latency()
-    penalty = ExpectationProfilerPenalty(latency_source, baseline, scale=latency.alpha,
-                                         nonlinear="positive" if latency.target_ms else "linear",
-                                         aggregate=latency.mode)
-    return _import(STRATEGIES[options.name])(penalty=penalty, **kwargs), f"{options.name} (NNI's penalty)"
-
-
 def _arch_layers(supernet: nn.Module):
     """The mixed layers of a differentiable supernet (they hold ``_arch_alpha``), by label."""
     return {module.label: module for module in supernet.modules()
             if isinstance(getattr(module, "_arch_alpha", None), torch.Tensor) and hasattr(module, "names")}
 
 
-def architecture_probabilities(supernet: nn.Module) -> dict[str, dict[str, float]]:
-    """Plain softmax of each layer's architecture logits: what the search converged to, without Gumbel noise."""
-    return {label: dict(zip(map(str, layer.names), torch.softmax(layer._arch_alpha.detach().float(), -1).tolist()))
-            for label, layer in _arch_layers(supernet).items()}
+def architecture_probabilities(supernet: nn.Module, label_values: dict[str, list] | None = None
+                               ) -> dict[str, dict[str, float]]:
+    """Plain softmax of the architecture logits per label: what the search converged to, without Gumbel noise.
+
+    LayerChoices are named by their candidates; with ``label_values`` (a profiler's) other labels too, and a
+    DARTS cell's op and input labels get the marginals of their slots' joint distribution.
+    """
+    from ..nas.strategy import architecture_probs
+
+    result = {label: dict(zip(map(str, layer.names), torch.softmax(layer._arch_alpha.detach().float(), -1).tolist()))
+              for label, layer in _arch_layers(supernet).items()}
+    if not label_values:
+        return result
+
+    def named(label: str, p: torch.Tensor) -> None:
+        values = label_values.get(label)
+        if values is not None and len(values) == len(p) and label not in result:
+            result[label] = {str(list(v) if isinstance(v, tuple) else v): float(x) for v, x in zip(values, p.tolist())}
+
+    with torch.no_grad():
+        for key, p in architecture_probs(supernet.modules()).items():
+            if isinstance(key, tuple):
+                named(key[0], p.sum(dim=1))
+                named(key[1], p.sum(dim=0))
+            else:
+                named(key, p.detach().float())
+    return result
 
 
 class _OneHotArgmax(nn.Module):
@@ -132,19 +126,6 @@ class _OneHotArgmax(nn.Module):
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
-
-
-@torch.no_grad()
-def top1_accuracy(model: nn.Module, loader, device: torch.device | str = "cpu") -> float:
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for images, labels in loader:
-        predicted = model(images.to(device)).argmax(-1).cpu()
-        correct += int((predicted == labels).sum())
-        total += len(labels)
-    model.train(was_training)
-    return correct / max(total, 1)
 
 
 @contextlib.contextmanager
@@ -171,9 +152,10 @@ def measure_architecture(network: nn.Module, input_size: int, model: LatencyMode
     """Time the exported network end to end under the device model's own protocol (``measure_latency`` times
     a copy, so the trained network stays where it is)."""
     protocol = protocol_of(model)
+    drift = check_drift(model, protocol, stacklevel=3)  # did the machine move since the model was profiled?
     measurement = measure_latency(network, (protocol.batch, 3, input_size, input_size), protocol)
-    return {"median_ms": measurement.median_ms, "iqr_ms": measurement.iqr_ms, "noisy": measurement.noisy,
-            "settings": protocol.to_dict()}
+    return {"latency_ms": measurement.latency_ms, "iqr_ms": measurement.iqr_ms, "noisy": measurement.noisy,
+            "settings": protocol.to_dict(), "drift": drift.to_dict() if drift is not None else None}
 
 
 def _history_callback(profiler, is_retrain: bool):
@@ -232,11 +214,11 @@ def _evaluator(config: SearchConfig, splits: DataSplits, epochs: int, learning_r
         val_dataloaders=make_loader(splits.val, data.batch_size, True, data.seed + 1, data.num_workers),
         max_epochs=epochs, accelerator=trainer.accelerator, devices=trainer.devices, strategy=strategy,
         precision=trainer.precision, callbacks=[callback], logger=False, enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=progress, num_sanity_val_steps=0,
+        enable_model_summary=False, enable_progress_bar=progress and sys.stdout.isatty(), num_sanity_val_steps=0,
         default_root_dir=str(output_dir), export_onnx=False)
 
 
-def _search(config: SearchConfig, space: FBNetSpace, splits: DataSplits, profiler, latency_source,
+def _search(config: SearchConfig, space: nn.Module, splits: DataSplits, profiler, latency_source,
             progress: bool, output_dir: Path, num_classes: int):
     from nni.nas.execution import SequentialExecutionEngine
     from nni.nas.space import RawFormatModelSpace
@@ -259,7 +241,7 @@ def _retrain(config: SearchConfig, network: nn.Module, splits: DataSplits, progr
     return evaluator.trainer, history
 
 
-def _evaluate(config: SearchConfig, space: FBNetSpace, supernet: nn.Module, architecture: dict[str, str],
+def _evaluate(config: SearchConfig, space: nn.Module, supernet: nn.Module | None, architecture: dict[str, Any],
               splits: DataSplits, progress: bool, output_dir: Path, num_classes: int):
     """Accuracy of the exported network: retrained from scratch, or with its supernet weights (retrain off).
 
@@ -282,19 +264,42 @@ def _evaluate(config: SearchConfig, space: FBNetSpace, supernet: nn.Module, arch
 
 def _write_outputs(result: dict[str, Any], history: dict[str, Any], output_dir: Path) -> list[Path]:
     files = [report.write_result(result, output_dir)]
-    files += report.write_probabilities(result["probabilities"], result["architecture"], output_dir)
-    files.append(report.plot_probabilities(result["probabilities"], output_dir / "probabilities.png"))
+    if result.get("probabilities"):
+        files += report.write_probabilities(result["probabilities"], result["architecture"], output_dir)
+        files.append(report.plot_probabilities(result["probabilities"], output_dir / "probabilities.png"))
     atomic_write_json(output_dir / "history.json", history)
     files.append(output_dir / "history.json")
     files.append(report.plot_curves(history, output_dir / "curves.png"))
     return files
 
 
+def _check_retrain_off(config: SearchConfig, space: nn.Module) -> None:
+    """Without retraining the supernet's own accuracy is reported, which ``exported_path`` computes for spaces
+    whose every choice is a LayerChoice."""
+    from nni.nas.nn.pytorch import LayerChoice
+
+    layer_labels = {module.label for module in space.modules() if isinstance(module, LayerChoice)}
+    others = [label for label in space.simplify() if label not in layer_labels]
+    if config.retrain.epochs == 0 and others:
+        raise ValueError(f"retrain.epochs 0 reports the supernet's own accuracy, which needs a space of LayerChoices "
+                         f"only; {config.space.name} also has {others[0]!r}: set retrain.epochs to 1 or more")
+
+
+def _space_summary(config: SearchConfig, space: nn.Module, profiler, architecture: dict[str, Any]) -> dict[str, Any]:
+    summary = {"name": config.space.name, "arguments": dict(config.space.arguments), "labels": len(architecture),
+               "profiler": type(profiler).__name__}
+    if hasattr(space, "widths"):  # FBNetSpace's own layout
+        summary.update(widths=list(space.widths), depths=list(space.depths),
+                       strides=[space.stem_stride, *space.stage_strides])
+    return summary
+
+
 def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
     """Run the whole experiment described by ``config``; returns the result and the files written."""
     import pytorch_lightning as pl
 
-    from ..nas import LatencyProfiler
+    from ..spaces.hub import profiler_for
+    from .multitrial import run_trials
 
     clock = time.perf_counter
     timings: dict[str, float] = {}
@@ -305,9 +310,12 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
     splits = load_splits(config.data, config.space.input_size)
     num_classes = config.space.num_classes or splits.num_classes
     space = build_space(config.space, splits.num_classes)
+    multi_trial = config.strategy.name in MULTI_TRIAL
+    if not multi_trial:
+        _check_retrain_off(config, space)
     input_shape = (protocol_of(device_model).batch, 3, config.space.input_size, config.space.input_size)
     profiler_started = clock()
-    profiler = LatencyProfiler(space, input_shape, device_model)
+    profiler = profiler_for(config.space.name, space, input_shape, device_model)
     latency_source, lut_metadata = profiler, None
     if config.latency.lut is not None:
         from .table import TableLatency, load_lut_rows
@@ -318,18 +326,27 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
     timings["setup"] = clock() - started
 
     started = clock()
-    strategy, strategy_name, search_history = _search(config, space, splits, profiler, latency_source, progress,
-                                                      output_dir, num_classes)
-    supernet = strategy.supernet
-    architecture = {label: str(choice) for label, choice in strategy.oneshot_module.export().items()}
+    supernet, search_history, trials = None, None, []
+    if multi_trial:
+        from ..nas.loss import check_target
+
+        check_target(latency_source, config.latency.target_ms, "latency.target_ms")
+        architecture, strategy_name, trials = run_trials(config, space, splits, profiler)
+        is_main = True
+    else:
+        strategy, strategy_name, search_history = _search(config, space, splits, profiler, latency_source, progress,
+                                                          output_dir, num_classes)
+        supernet = strategy.supernet
+        architecture = dict(strategy.oneshot_module.export())
+        is_main = strategy.oneshot_module.trainer.is_global_zero
     timings["search"] = clock() - started
 
     started = clock()
-    network, accuracy, val_accuracy, accuracy_source, retrain_history, is_main = _evaluate(
+    network, accuracy, val_accuracy, accuracy_source, retrain_history, retrain_main = _evaluate(
         config, space, supernet, architecture, splits, progress, output_dir, num_classes)
     if config.retrain.epochs > 0:
         timings["retrain"] = clock() - started
-    if not (is_main and strategy.oneshot_module.trainer.is_global_zero):
+    if not (is_main and retrain_main):
         return SearchResult({}, output_dir, [], is_main_process=False)
 
     started = clock()
@@ -341,29 +358,34 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
         "architecture": architecture,
         "predicted_latency_ms": float(profiler.profile(architecture)),
         "predicted_network_ms": device_model.predict_module(copy.deepcopy(network).cpu().eval(), input_shape),
-        "measured_latency_ms": measured["median_ms"],
+        "measured_latency_ms": measured["latency_ms"],
         "measured_iqr_ms": measured["iqr_ms"],
         "measured_noisy": measured["noisy"],
+        "measured_drift": measured.get("drift"),
         "accuracy": accuracy,
         "accuracy_source": accuracy_source,
         "val_accuracy": val_accuracy,
         "strategy": strategy_name,
-        "latency": {"enabled": latency.alpha > 0, "source": "lookup table" if latency.lut else "device model",
+        "latency": {"enabled": multi_trial or latency.alpha > 0,
+                    "source": "lookup table" if latency.lut else "device model",
                     "alpha": latency.alpha, "beta": latency.beta, "mode": latency.mode,
                     "target_ms": latency.target_ms, "device_model": device_model_path,
                     "model_kind": device_model.kind, "profile_seconds": device_model.metrics.get("profile_seconds"),
                     "device": measured["settings"]["device"], "measurement": measured["settings"]},
         "data": {"dataset": splits.name, "num_classes": num_classes, **splits.sizes()},
-        "space": {"labels": len(architecture), "widths": list(space.widths), "depths": list(space.depths),
-                  "strides": [space.stem_stride, *space.stage_strides]},
+        "space": _space_summary(config, space, profiler, architecture),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
-        "probabilities": architecture_probabilities(supernet),
+        "probabilities": architecture_probabilities(supernet, latency_source.label_values) if supernet else {},
         "config": config.to_dict(),
     }
+    if trials:
+        result["trials"] = [trial.to_dict() for trial in trials]
     if lut_metadata is not None:
         result["lut"] = {"path": latency.lut, "table_latency_ms": float(latency_source.profile(architecture)),
                          "measured_seconds": lut_metadata.get("measured_seconds"),
                          "predicted_seconds": lut_metadata.get("predicted_seconds")}
-    history = {"steps": search_history.steps, "epochs": search_history.epochs,
+    history = {"steps": search_history.steps if search_history else [],
+               "epochs": search_history.epochs if search_history else [],
+               "trials": [trial.to_dict() for trial in trials],
                "retrain": retrain_history.epochs if retrain_history is not None else []}
     return SearchResult(result, output_dir, _write_outputs(result, history, output_dir))

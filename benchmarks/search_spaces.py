@@ -1,0 +1,239 @@
+"""One device model for every search space: per space of ``nni_latency.spaces.hub``, the profiler's build time,
+``profile(sample)`` time and whole-network error on random architectures; and the FBNet loss step on the
+largest space. The "spaces" section of docs/BENCHMARKS.md (``benchmarks/run.py`` calls ``run`` and ``render``).
+
+    python benchmarks/search_spaces.py --profile-dir runs/cpu --output /tmp/spaces.md              # this section
+    python benchmarks/search_spaces.py --profile-dir runs/cpu --quick --spaces nasbench201,darts ...  # quick check
+
+Each space is built with its defaults at its natural input size (32 px for the CIFAR-style cell spaces, 224 px
+for the others). Every random architecture is measured end to end in ``--rounds`` interleaved passes (median),
+so a noisy stretch of the machine spreads over all of them instead of spoiling one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import num, pct, table  # noqa: E402
+
+_logger = logging.getLogger("benchmarks.spaces")
+
+TARGETS = {"build_seconds": 30.0, "median_error": 0.10, "hub_median_error": 0.08, "loss_step_ms": 1.0}
+HUB_TARGET_SPACES = ("proxylessnas", "mobilenetv3", "shufflenet")
+
+
+def _random_samples(space, profiler, count: int, seed: int) -> list[dict]:
+    if hasattr(profiler, "space_labels"):
+        rng = np.random.default_rng(seed)
+        return [profiler.space_labels.random_sample(rng) for _ in range(count)]
+    samples = []
+    for index in range(count):  # NNI's own sampler keeps constrained spaces (NasBench101) valid
+        sample: dict = {}
+        space.random(memo=sample, random_state=np.random.RandomState(seed + index))
+        samples.append(sample)
+    return samples
+
+
+def _profile_seconds(profiler, samples: list[dict]) -> tuple[float, float]:
+    """(seconds per ``profile`` call on a new sample, on a memoised one)."""
+    if hasattr(profiler, "terms"):
+        started = time.perf_counter()
+        for _ in range(200):
+            for sample in samples:
+                profiler.profile(sample)
+        per_call = (time.perf_counter() - started) / (200 * len(samples))
+        return per_call, per_call
+    cold = []
+    for sample in samples:
+        started = time.perf_counter()
+        profiler.profile(sample)
+        cold.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    profiler.profile(samples[0])
+    return float(np.median(cold)), time.perf_counter() - started
+
+
+def run_space(name: str, model, count: int, seed: int, rounds: int, timing: dict[str, Any], cache: Path,
+              progress: bool) -> dict[str, Any]:
+    """Build one space's profiler, time ``profile``, and measure ``count`` random architectures."""
+    from tqdm.auto import tqdm
+
+    from nni_latency.fileio import append_jsonl, read_jsonl
+    from nni_latency.nas.fallback import sample_key
+    from nni_latency.spaces.hub import build_space, profiler_for, space_entry
+    from nni_latency.timing import measure_latency
+
+    entry = space_entry(name)
+    shape = (1, 3, entry.input_size, entry.input_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        space = build_space(name, entry.input_size)
+        started = time.perf_counter()
+        profiler = profiler_for(name, space, shape, model)
+        build = time.perf_counter() - started
+        samples = _random_samples(space, profiler, count, seed)
+        cold, warm = _profile_seconds(profiler, samples)
+        predicted = [profiler.profile(sample) for sample in samples]
+    path = cache / f"space_{name}.jsonl"
+    done = {}
+    for row in (read_jsonl(path) if path.exists() else []):
+        done.setdefault(json.dumps(sample_key(row["sample"])), []).append(row["latency_ms"])
+    networks = {}
+    for round_index in tqdm(range(rounds), desc=f"{name} networks", disable=not progress):
+        for sample in samples:  # interleaved: every architecture once per round
+            key = json.dumps(sample_key(sample))
+            if len(done.get(key, [])) > round_index:
+                continue
+            if key not in networks:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    networks[key] = space.freeze(sample).eval()
+            latency = measure_latency(networks[key], shape, allocator="steady", **timing).latency_ms
+            done.setdefault(key, []).append(latency)
+            append_jsonl(path, {"space": name, "seed": seed, "sample": sample, "latency_ms": latency})
+    measured = np.array([np.median(done[json.dumps(sample_key(s))][:rounds]) for s in samples])
+    signed = np.array(predicted) / measured - 1
+    return {"space": name, "input": entry.input_size, "profiler": type(profiler).__name__, "build_s": build,
+            "forward_passes": getattr(profiler, "forward_passes", None), "profile_s": cold, "memo_s": warm,
+            "networks": len(samples), "median_error": float(np.median(np.abs(signed))),
+            "median_signed": float(np.median(signed)), "within_10pct": float(np.mean(np.abs(signed) <= 0.10)),
+            "entries": sum(int(np.size(t.table)) for t in getattr(profiler, "terms", [])), "profiler_object": profiler}
+
+
+def loss_step(profiler) -> dict[str, Any]:
+    """Median time of one architecture step's latency term: softmax of every label's logits, the FBNet loss,
+    and its backward (``torch.utils.benchmark``)."""
+    import torch
+    import torch.utils.benchmark as benchmark
+
+    from nni_latency.nas import FBNetLatencyLoss
+
+    loss = FBNetLatencyLoss(profiler, alpha=0.2, beta=0.6, mode="add")
+    sizes = {label: len(profiler.space_labels.multiple[label][0]) if label in profiler.space_labels.multiple
+             else len(values) for label, values in profiler.label_values.items()}
+    logits = {label: torch.zeros(size, requires_grad=True) for label, size in sizes.items()}
+    ce = torch.tensor(1.0)
+
+    def step():
+        value, _ = loss(ce, {label: torch.softmax(alpha, -1) for label, alpha in logits.items()})
+        value.backward()
+
+    step()
+    timer = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=1)
+    return {"median_ms": timer.blocked_autorange(min_run_time=1.0).median * 1e3, "labels": len(logits),
+            "tables": len(profiler.terms)}
+
+
+def run(names: Sequence[str], model, count: int, seed: int, rounds: int, timing: dict[str, Any], cache: Path,
+        progress: bool = True) -> dict[str, Any]:
+    cache.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in names:
+        _logger.info("space %s: building its profiler and measuring %d random architectures", name, count)
+        rows.append(run_space(name, model, count, seed, rounds, timing, cache, progress))
+    with_tables = [row for row in rows if row["profiler"] == "LatencyProfiler"]
+    largest = max(with_tables, key=lambda row: row["entries"], default=None)
+    step = dict(loss_step(largest["profiler_object"]), space=largest["space"]) if largest else None
+    for row in rows:
+        row.pop("profiler_object")
+    return {"rows": rows, "loss_step": step, "rounds": rounds}
+
+
+def _mark(ok: bool) -> str:
+    return "" if ok else " (over target)"
+
+
+def render(result: dict[str, Any]) -> str:
+    """The markdown section."""
+    rows = []
+    for row in result["rows"]:
+        target = TARGETS["hub_median_error"] if row["space"] in HUB_TARGET_SPACES else TARGETS["median_error"]
+        memo = "" if row["profiler"] == "LatencyProfiler" else f", memoised {num(row['memo_s'] * 1e6, 0)} us"
+        rows.append([row["space"], f"{row['input']} px", row["profiler"],
+                     f"{num(row['build_s'], 1)} s{_mark(row['build_s'] <= TARGETS['build_seconds'])}",
+                     f"{num(row['profile_s'] * 1e6, 0)} us{memo}" if row["profile_s"] < 0.01
+                     else f"{num(row['profile_s'], 2)} s{memo}",
+                     row["networks"], f"{pct(row['median_error'])}{_mark(row['median_error'] <= target)}",
+                     pct(row["median_signed"]), pct(row["within_10pct"], 0)])
+    lines = [
+        "## One device model for every search space",
+        "",
+        "Each space of NNI 3.0's hub (and FBNetSpace) built with its defaults at its natural input size, its "
+        "profiler built from the device model (no measurement), and random architectures measured end to end "
+        f"({result['rounds']} interleaved rounds, median) against `profile(sample)`. `FrozenLatencyProfiler` is "
+        "the fallback for spaces whose choices change shapes in ways latency tables cannot follow; its "
+        "`profile` freezes, counts and predicts the network (first call) and is memoised.",
+        "",
+        table(["space", "input", "profiler", "build", "`profile(sample)`", "networks", "median error",
+               "median signed", "within ±10%"], rows),
+        "",
+        f"Targets: build ≤ {TARGETS['build_seconds']:.0f} s; median error ≤ {pct(TARGETS['median_error'], 0)} "
+        f"(≤ {pct(TARGETS['hub_median_error'], 0)} on {', '.join(HUB_TARGET_SPACES)}); loss step ≤ "
+        f"{TARGETS['loss_step_ms']:.0f} ms.",
+    ]
+    step = result.get("loss_step")
+    if step:
+        lines += ["", f"FBNet loss step on the largest space ({step['space']}: {step['labels']} labels, "
+                      f"{step['tables']} tables): softmax + `FBNetLatencyLoss` + backward "
+                      f"{num(step['median_ms'], 3)} ms (median, `torch.utils.benchmark`)"
+                      f"{_mark(step['median_ms'] <= TARGETS['loss_step_ms'])}."]
+    return "\n".join(lines)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    from nni_latency.spaces.hub import space_names
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile-dir", required=True, help="a profile (device_model.json) to predict with")
+    parser.add_argument("--output", required=True, help="the markdown file to write")
+    parser.add_argument("--cache-dir", default=None, help="measurement cache (default: PROFILE_DIR/../spaces)")
+    parser.add_argument("--spaces", default=",".join(space_names()), help="comma-separated space names")
+    parser.add_argument("--networks", type=int, default=None, help="random architectures per space (8, quick 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved measurement rounds (3, quick 1)")
+    parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="2 networks, 1 round, short timings")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    args.networks = args.networks or (2 if args.quick else 8)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("nni", "pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from nni_latency.fileio import atomic_write_text
+    from nni_latency.model import LatencyModel
+    from nni_latency.protocol import protocol_of
+    from nni_latency.timing import apply_allocator_policy
+
+    model = LatencyModel.load(Path(args.profile_dir) / "device_model.json")
+    protocol = protocol_of(model)
+    apply_allocator_policy(protocol.replace(allocator="steady"))
+    timing = {"threads": args.threads, "working_set_mb": protocol.working_set_mb,
+              "min_run_time": 0.02 if args.quick else protocol.min_run_time,
+              "max_run_time": 0.1 if args.quick else protocol.max_run_time, "max_spread": protocol.max_spread}
+    cache = Path(args.cache_dir) if args.cache_dir else Path(args.profile_dir).parent / "spaces"
+    result = run([name.strip() for name in args.spaces.split(",") if name.strip()], model, args.networks,
+                 args.seed, args.rounds, timing, cache, not args.no_progress)
+    atomic_write_text(args.output, render(result) + "\n")
+    _logger.info("wrote %s", args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""Whole networks of the zoo and of NNI's hub spaces, measured end to end in several regimes, each beside its
+repeat floor: the "zoo" section of docs/BENCHMARKS.md (``benchmarks/run.py`` calls ``run`` and ``render``).
+
+    python benchmarks/whole_networks.py --quick --profile-dir runs/cpu --output /tmp/zoo.md   # this section alone
+
+Every network is measured with ``nni_latency.network_evaluation.measure_networks`` in 2 x ``rounds``
+interleaved passes: its latency is the median of all of them, and the *repeat floor* compares the median of
+the even passes with that of the odd ones (the same networks measured twice, interleaved), the error no
+predictor can be judged below. The plain-glibc regime runs in a freshly spawned process, since the steady
+allocator policy is process-wide and one-way; the 2-thread regime is scored with a model profiled at 2 threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import multiprocessing
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, also in spawned children
+
+import baselines  # noqa: E402
+import networks  # noqa: E402
+from report import num, pct, table  # noqa: E402
+
+_logger = logging.getLogger("benchmarks.whole_networks")
+
+SELECTION = "all,hub:mobilenetv3:5,hub:proxylessnas:5,hub:shufflenet:5"
+QUICK_SELECTION = "squeezenet1_1,mobilenet_v3_small,levit_128s,hub:proxylessnas:1"
+ROWS = (baselines.DEFAULT, baselines.PUBLISHED, baselines.FLOPS, baselines.LUT)
+FLOOR = "repeat floor (same networks, measured twice)"
+
+
+@dataclass(frozen=True)
+class Regime:
+    name: str
+    slug: str
+    threads: int = 1
+    batch: int = 1
+    image_size: int | None = None
+    allocator: str = "steady"
+
+
+REGIMES = (
+    Regime("1 thread, batch 1", "t1_b1"),
+    Regime("1 thread, batch 8, 128 px", "t1_b8_128px", batch=8, image_size=128),
+    Regime("2 threads, batch 1", "t2_b1", threads=2),
+    Regime("plain glibc (fresh process), 1 thread, batch 1", "glibc_t1_b1", allocator="default"),
+)
+
+
+def _protocol(model, regime: Regime, timing: dict[str, Any], rounds: int):
+    from nni_latency.protocol import TIMING_FIELDS, protocol_of
+
+    return protocol_of(model).replace(threads=regime.threads, allocator=regime.allocator, rounds=2 * rounds,
+                                      **{k: timing[k] for k in TIMING_FIELDS})
+
+
+def _measure(spec_dicts: list[dict], protocol_dict: dict, dataset: str, batch: int, image_size: int | None,
+             progress: bool) -> None:
+    """Measure in this process (run in a spawned child for the plain-glibc regime: it never set a policy)."""
+    from nni_latency.network_evaluation import measure_networks
+    from nni_latency.network_selection import NetworkSpec
+    from nni_latency.protocol import MeasurementProtocol
+
+    specs = [NetworkSpec(**d) for d in spec_dicts]
+    measure_networks(specs, MeasurementProtocol(**protocol_dict), Path(dataset), batch, image_size,
+                     progress=progress, spaces={})
+
+
+def _not_measured(module, shape):
+    raise RuntimeError("the fresh process left networks unmeasured; rerun to resume")
+
+
+def measured_rows(specs, protocol, dataset: Path, regime: Regime, progress: bool, spaces: dict) -> dict[str, dict]:
+    """Name -> combined row of every network in ``regime`` (measured in a fresh process under plain glibc)."""
+    from nni_latency.network_evaluation import measure_networks
+
+    if regime.allocator == "default":
+        child = multiprocessing.get_context("spawn").Process(
+            target=_measure, args=([s.to_dict() for s in specs], protocol.to_dict(), str(dataset), regime.batch,
+                                   regime.image_size, progress))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise RuntimeError(f"the plain-glibc measurement process failed (exit code {child.exitcode})")
+        return measure_networks(specs, protocol, dataset, regime.batch, regime.image_size, _not_measured,
+                                progress=False, spaces=spaces)
+    return measure_networks(specs, protocol, dataset, regime.batch, regime.image_size, progress=progress,
+                            spaces=spaces)
+
+
+def repeat_floor(rows: Sequence[dict]) -> dict[str, float] | None:
+    """The even passes' median against the odd passes' per network (rows with ``round_ms``), scored like a
+    predictor; None when no network was measured twice."""
+    from nni_latency.metrics import error_summary
+
+    passes = [r["round_ms"] for r in rows if len(r.get("round_ms") or []) >= 2]
+    if not passes:
+        return None
+    return error_summary([np.median(p[0::2]) for p in passes], [np.median(p[1::2]) for p in passes])
+
+
+def _features(spec, regime: Regime, vector_width: int, spaces: dict) -> dict[str, float]:
+    from nni_latency.features import extract_features
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # uncovered operators are reported by `nni-latency evaluate --networks`
+        network = spec.build(regime.image_size, spaces)
+        return extract_features(network, spec.input_shape(regime.batch, regime.image_size), vector_width).as_dict()
+
+
+def lut_latency(spec, regime: Regime, table_path: Path, timing: dict[str, Any], spaces: dict) -> float:
+    """FBNet's measured lookup table for a hub sample: its blocks, each timed alone (``rotate``), summed."""
+    block_table = networks.BlockTable(table_path, {**timing, "threads": regime.threads, "allocator": "steady"})
+    network = spec.build(regime.image_size, spaces)
+    blocks = networks.network_blocks(network, spec.input_shape(regime.batch, regime.image_size))
+    return float(sum(block_table.block_latency(block) for block in blocks))
+
+
+def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
+    """The device model (and predictors) a regime is scored with: the run's, or one profiled at its threads."""
+    from nni_latency.protocol import protocol_of
+
+    if regime.threads == protocol_of(profile.model).threads:
+        return profile.model, baselines.fit_predictors(profile.records, profile.model)
+    from nni_latency.config import ProfileConfig, load_config, packaged_config
+    from nni_latency.microbench import load_records, run_profile
+    from nni_latency.model import LatencyModel
+
+    directory = args.cache_dir / "whole_networks" / f"profile_t{regime.threads}"
+    if (directory / "device_model.json").exists():
+        model, records = LatencyModel.load(directory / "device_model.json"), load_records(directory / "microbench.jsonl")
+    else:
+        overrides = ["count=60", "timing.min_run_time=0.02", "timing.max_run_time=0.1"] if args.quick else []
+        config = load_config(packaged_config("profile_cpu.yaml"), ProfileConfig, overrides)
+        result = run_profile(config, "cpu", directory, threads=regime.threads, progress=not args.no_progress)
+        model, records = result.model, result.records
+    return model, baselines.fit_predictors(records, model)
+
+
+def run_regime(regime: Regime, specs, args, profile, timing: dict[str, Any], spaces: dict) -> dict[str, Any]:
+    """Measure, predict and score ``specs`` in ``regime``; a JSON-able summary (also written to the cache)."""
+    from nni_latency.drift import check_drift
+    from nni_latency.network_evaluation import score_networks
+    from nni_latency.protocol import protocol_of
+
+    model, predictors = regime_model(regime, profile, args)
+    protocol = _protocol(model, regime, timing, args.zoo_rounds)
+    directory = args.cache_dir / "whole_networks" / regime.slug
+    directory.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        drift = check_drift(model, protocol)
+    rows = measured_rows(specs, protocol, directory / "networks.jsonl", regime, not args.no_progress, spaces)
+    features = [_features(spec, regime, model.vector_width, spaces) for spec in specs]
+    measured = [rows[spec.name] for spec in specs]
+    scores = {FLOOR: repeat_floor(measured)}
+    for name in ROWS[:-1]:
+        predicted = predictors[name].predict(features)
+        scores[name] = score_networks([{"name": s.name, "kind": s.kind, "measured_ms": r["latency_ms"],
+                                        "predicted_ms": float(p)} for s, r, p in zip(specs, measured, predicted)])
+    hub = [(s, r) for s, r in zip(specs, measured) if s.kind == "hub"]
+    if hub and regime.slug == REGIMES[0].slug:  # the table a search would build, at the profiled setting
+        lut = [lut_latency(s, regime, args.cache_dir / "whole_networks" / "hub_blocks.jsonl", timing, spaces)
+               for s, _ in hub]
+        scores[baselines.LUT] = score_networks([{"name": s.name, "kind": s.kind, "measured_ms": r["latency_ms"],
+                                                 "predicted_ms": p} for (s, r), p in zip(hub, lut)])
+    summary = {"regime": dataclasses.asdict(regime), "networks": len(specs), "rounds": 2 * args.zoo_rounds,
+               "model_threads": protocol_of(model).threads, "model_batches": model.device.get("batches"), "drift": drift.to_dict() if drift else None,
+               "warnings": sorted({str(w.message) for w in caught}),
+               "measured_ms": [min(r["latency_ms"] for r in measured), max(r["latency_ms"] for r in measured)],
+               "scores": scores,
+               "rows": [{"name": s.name, "kind": s.kind, "measured_ms": r["latency_ms"], "round_ms": r["round_ms"],
+                         "predicted_ms": float(p)}
+                        for s, r, p in zip(specs, measured, predictors[baselines.DEFAULT].predict(features))]}
+    from nni_latency.fileio import atomic_write_json
+
+    atomic_write_json(directory / "summary.json", summary)
+    return summary
+
+
+def run(args, profile, timing: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every regime on the zoo and hub samples of ``args.zoo_selection``; one summary per regime."""
+    from nni_latency.network_selection import select_networks
+
+    spaces: dict = {}
+    specs = select_networks(args.zoo_selection, seed=args.seed, spaces=spaces)
+    _logger.info("whole networks: %d networks in %d regimes", len(specs), len(REGIMES))
+    return [run_regime(regime, specs, args, profile, timing, spaces) for regime in REGIMES]
+
+
+def render(summaries: Sequence[dict], images: Path, image_dir: str = "img") -> str:
+    """The markdown section: a table per regime (the repeat floor first), then the default model per kind."""
+    from nni_latency.network_evaluation import plot_networks
+
+    parts = ["## Whole networks: the zoo and NNI hub samples", "",
+             "Every network of `nni_latency.zoo` (written from its paper) and random samples of NNI's hub spaces "
+             "(`hub:SPACE:N`), measured whole with `nni-latency evaluate --networks`'s measuring loop: "
+             f"{summaries[0]['rounds']} interleaved passes, the latency is their median. The *repeat floor* scores "
+             "the median of the even passes against that of the odd ones, as if it were a predictor: no predictor "
+             "can be judged below it. The other rows predict from the whole network's features (one forward pass); "
+             "the LUT row (hub samples, first regime only) sums the network's blocks timed alone, as FBNet's "
+             "measured table does. Bias is the median signed error (positive: predicted too slow).", ""]
+    for summary in summaries:
+        regime = summary["regime"]
+        low, high = summary["measured_ms"]
+        notes = [f"{summary['networks']} networks, measured {low:.3g}-{high:.3g} ms"]
+        if summary["drift"]:
+            notes.append(f"drift probe before measuring: {100 * (summary['drift']['ratio'] - 1):+.1f}% "
+                         f"(noise ±{100 * summary['drift']['noise']:.1f}%)")
+        if regime["threads"] != 1:
+            notes.append(f"scored with a model profiled at {regime['threads']} threads")
+        if regime["batch"] > max(summary["model_batches"] or [1]):
+            notes.append(f"batch {regime['batch']} lies outside the profiled batches "
+                         f"{summary['model_batches']}: an extrapolation")
+        rows = []
+        for name, s in summary["scores"].items():
+            worst = ", ".join(f"{w['name']} {pct(w['error'])}" for w in s.get("worst", [])[:3]) or "-"
+            rows.append((name, s["count"], pct(s["mdape"]), pct(s["within_5pct"], 0), pct(s["within_10pct"], 0),
+                         pct(s["bias"]), num(s["kendall_tau"], 3), worst))
+        parts += [f"### {regime['name']}", "", "; ".join(notes) + ".", "",
+                  table(["predictor", "networks", "MdAPE", "within ±5%", "within ±10%", "bias", "Kendall τ",
+                         "worst three"], rows), ""]
+    kinds = sorted({k for s in summaries for k in s["scores"][baselines.DEFAULT]["kinds"]})
+    rows = [(kind, *[f"{pct(s['scores'][baselines.DEFAULT]['kinds'][kind]['mdape'])} "
+                     f"({s['scores'][baselines.DEFAULT]['kinds'][kind]['count']})"
+                     if kind in s["scores"][baselines.DEFAULT]["kinds"] else "-" for s in summaries])
+            for kind in kinds]
+    parts += ["Default model, MdAPE per kind (networks):", "",
+              table(["kind", *[s["regime"]["name"] for s in summaries]], rows), ""]
+    first = summaries[0]
+    paths = plot_networks(first["rows"], images / "zoo_networks",
+                          f"default model, whole networks ({first['regime']['name']})")
+    parts += [f"![whole networks of the zoo and hub samples]({image_dir}/{paths[0].name})", ""]
+    return "\n".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """This section alone, from an existing profile (``--profile-dir``) or a fresh one in the cache."""
+    import run as benchmark_run
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"a short check: {QUICK_SELECTION}, short timings")
+    parser.add_argument("--profile-dir", default=None, help="reuse this profile instead of profiling")
+    parser.add_argument("--cache-dir", default=None, help="where measurements are cached")
+    parser.add_argument("--output", default="runs/benchmarks/whole_networks.md", help="the markdown to write")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.threads, args.seed, args.networks = 1, 100, 0
+    args.cache_dir = Path(args.cache_dir or benchmark_run.REPO / "runs" / "benchmarks" /
+                          f"t1{'-quick' if args.quick else ''}")
+    finish_arguments(args)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from nni_latency.protocol import MeasurementProtocol
+    from nni_latency.timing import apply_allocator_policy
+
+    apply_allocator_policy(MeasurementProtocol(allocator="steady"))  # this process; glibc runs in a child
+    profile = benchmark_run.ensure_profile(args)
+    timing = benchmark_run.timing_settings(benchmark_run._profile_timing(profile), 1, args.quick)
+    output = Path(args.output)
+    (output.parent / "img").mkdir(parents=True, exist_ok=True)
+    text = render(run(args, profile, timing), output.parent / "img")
+    from nni_latency.fileio import atomic_write_text
+
+    atomic_write_text(output, text)
+    _logger.info("wrote %s", output)
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of this section, shared with ``benchmarks/run.py``."""
+    parser.add_argument("--zoo", dest="zoo_selection", default=None,
+                        help=f"networks of the whole-network section (default {SELECTION}; with --quick "
+                             f"{QUICK_SELECTION})")
+    parser.add_argument("--zoo-rounds", type=int, default=None,
+                        help="passes per half of the repeat floor (each network is measured twice as often; "
+                             "default 2, 1 with --quick)")
+
+
+def finish_arguments(args: argparse.Namespace) -> None:
+    args.zoo_selection = args.zoo_selection or (QUICK_SELECTION if args.quick else SELECTION)
+    args.zoo_rounds = args.zoo_rounds or (1 if args.quick else 2)
+    if args.zoo_rounds < 1:
+        raise SystemExit(f"--zoo-rounds must be at least 1, got {args.zoo_rounds}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

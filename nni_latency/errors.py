@@ -1,0 +1,62 @@
+"""How the command line turns any exception into the one line it prints: the library raises typed errors
+(``ValueError`` for bad values, ``OSError`` subclasses naming a path), and this is the one place that words them.
+
+It imports nothing heavy (no torch), so the command line can load it before any command runs.
+"""
+
+from __future__ import annotations
+
+import errno
+
+__all__ = ["describe_error"]
+
+# Fragments of the messages torch and its allocators give when memory runs out.
+_ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "not enough memory", "bad_alloc")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _os_error(error: OSError) -> str:
+    path = error.filename if error.filename is not None else error.filename2
+    if path is None:
+        return _one_line(error.strerror or error)
+    where = repr(str(path))
+    if isinstance(error, FileNotFoundError):
+        return f"{where} does not exist; check the path"
+    if isinstance(error, IsADirectoryError):
+        return f"{where} is a directory, not a file; give the path of a file (e.g. inside that directory)"
+    if isinstance(error, NotADirectoryError):
+        return f"{where}: a part of this path is a file, not a directory; choose another path"
+    if isinstance(error, FileExistsError):
+        return f"cannot create directory {where}: a file of that name is in the way; choose another path"
+    if isinstance(error, PermissionError):
+        return f"permission denied on {where}; choose a location you may read and write, or change its permissions"
+    if error.errno == errno.ENOSPC:
+        return f"no space left on the device holding {where}; free some space or write elsewhere"
+    return f"{where}: {_one_line(error.strerror or error)}"
+
+
+def describe_error(error: BaseException) -> str:
+    """``error`` as one line that names the file or value at fault and says what to do."""
+    if isinstance(error, OSError):
+        return _os_error(error)
+    if isinstance(error, RecursionError):
+        return ("an input is nested too deeply to read (thousands of levels of JSON or YAML?); check the files "
+                "given to this command")
+    if isinstance(error, MemoryError) or (
+            isinstance(error, RuntimeError) and any(f in str(error) for f in _ALLOCATION_FAILURES)):
+        return (f"ran out of memory ({_first_line(error)[:160]}); use a smaller input shape, batch or thread "
+                "count")
+    if isinstance(error, (ValueError, ImportError)):
+        return _one_line(error)
+    if isinstance(error, RuntimeError):  # torch's carry C++ context after the first line
+        return f"{_first_line(error)}; rerun with -v for the details"
+    return (f"unexpected {type(error).__name__}: {_first_line(error)}; this is a bug in nni-latency: rerun with "
+            "-v for the traceback and report it")

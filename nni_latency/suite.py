@@ -1,0 +1,241 @@
+"""The profiling suite: which blocks and chains of blocks a profile measures, and why.
+
+Blocks are allocated to families by weight and log-stratified on a work proxy per family, so the suite
+spans the FLOPs and bytes networks use instead of crowding around one size. Half the blocks (``coupled_share``)
+take their width from their resolution as networks do (few channels on large maps, many on small ones); the
+rest are drawn independently, so odd shapes that search spaces explore are covered too. Chains are short
+sequences of blocks as a stage of a network runs them: features add up, so a chain is one more row of the
+regression, and it brings into the fit what blocks pay only inside a network.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Sequence
+
+import numpy as np
+
+from .blocks import FAMILIES, TOKEN_INPUT_FAMILIES, BlockSpec, ChainSpec
+from .config import ProfileConfig
+from .tokens import TOKEN_FAMILIES
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["sample_specs", "sample_chains", "suite_specs", "round_channels", "TOKEN_BLOCK_FAMILIES"]
+
+TOKEN_BLOCK_FAMILIES = frozenset(TOKEN_FAMILIES) - {"convnext"}  # families the ``tokens`` section governs
+_SE_FAMILIES = ("mbconv", "basic", "bottleneck", "ghost")
+# Widths networks use at each resolution (channels grow as the map shrinks), as (low, high) at 224 px input.
+_NETWORK_WIDTHS = {112: (16, 64), 56: (24, 128), 28: (32, 256), 14: (64, 512), 7: (128, 1024)}
+
+
+def round_channels(value: float, multiple: int = 8) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    return math.exp(rng.uniform(math.log(low), math.log(max(high, low))))
+
+
+def _channels(resolution: int, rng: np.random.Generator, config: ProfileConfig) -> int:
+    low, high = config.channels
+    if rng.random() < config.coupled_share:
+        side = min(_NETWORK_WIDTHS, key=lambda r: abs(math.log(r / max(resolution, 1))))
+        net_low, net_high = _NETWORK_WIDTHS[side]
+        low, high = max(low, net_low), min(high, net_high)
+        if low > high:
+            low, high = config.channels
+    return round_channels(_log_uniform(rng, low, high))
+
+
+def _token_spec(family: str, rng: np.random.Generator, config: ProfileConfig, batch: int) -> BlockSpec:
+    tokens = config.tokens
+    side = int(rng.choice(tokens.sides))
+    head_dim = int(rng.choice(tokens.head_dims))
+    # Wide tokens on small grids and narrow ones on large grids, as ViTs and hierarchical transformers have.
+    scale = (max(tokens.sides) / side) ** 0.5 if rng.random() < config.coupled_share else 1.0
+    low, high = tokens.widths
+    width = max(head_dim, round_channels(_log_uniform(rng, max(low, low * scale), min(high, high * scale / 2 + low)),
+                                         head_dim))
+    heads = max(1, width // head_dim)
+    ratio = int(rng.choice(tokens.mlp_ratios))
+    if family == "window_attention":
+        window = int(rng.choice([w for w in (7, 4) if side % w == 0] or [side]))
+        return BlockSpec(family, width, width, side, kernel=window, heads=heads, batch=batch)
+    if family == "patch_embed":
+        patch = int(rng.choice(tokens.patches))
+        return BlockSpec(family, 3, width, side * patch, stride=patch, kernel=patch, batch=batch)
+    if family == "mobilevit":
+        channels = round_channels(_log_uniform(rng, 32, 160))
+        side = max(2, side // 2 * 2)
+        return BlockSpec(family, channels, width, side, expansion=2, heads=max(1, width // 32), batch=batch)
+    expansion = ratio if family == "mlp" else 1
+    return BlockSpec(family, width, width, side, expansion=expansion, heads=heads, batch=batch)
+
+
+def _random_spec(family: str, rng: np.random.Generator, config: ProfileConfig) -> BlockSpec:
+    batch = int(rng.choice(config.extra_batches)) if config.extra_batches and rng.random() < config.extra_batch_share \
+        else config.batch
+    if family in TOKEN_BLOCK_FAMILIES:
+        return _token_spec(family, rng, config, batch)
+    resolution = int(rng.choice(config.resolutions))
+    c_in = _channels(resolution, rng, config)
+    c_out = round_channels(c_in * math.exp(rng.uniform(math.log(0.5), math.log(2.0))))
+    stride = int(rng.choice(config.strides)) if resolution > min(config.resolutions) else 1
+    kernel = int(rng.choice(config.kernels))
+    expansion, groups = 1, 1
+    act = str(rng.choice(config.activations))
+    se = family in _SE_FAMILIES and rng.random() < config.se_share
+    if family in ("mbconv", "ghost", "mixconv"):
+        expansion = int(rng.choice(config.expansions))
+        if family == "mbconv":
+            groups = int(rng.choice([g for g in config.groups if g <= 2] or [1]))  # FBNet groups its 1x1s by 2
+        if family == "mixconv":
+            kernel = max(kernel, 5)
+    elif family in ("conv_bn_relu", "bottleneck"):
+        groups = int(rng.choice(config.groups)) if rng.random() < 0.4 else 1
+        kernel = 1 if family == "conv_bn_relu" and rng.random() < 0.3 else kernel
+    elif family in ("basic", "dense"):
+        kernel = 3
+    elif family in ("skip", "maxpool", "avgpool", "convnext"):
+        c_out, act, se = c_in, "relu", False
+        stride = 1 if family in ("skip", "convnext") else stride
+        kernel = 7 if family == "convnext" else int(rng.choice([2, 3])) if family != "skip" else kernel
+        expansion = 4 if family == "convnext" else 1
+    if family == "dense":
+        c_out, stride = c_in + int(rng.choice([16, 32, 48])), 1
+    if family == "bottleneck":
+        c_out = max(c_out, 4 * 8 * groups)
+    if family == "conv_bn_relu" and groups == 1 and rng.random() < 0.2:
+        # A network stem: RGB input at full resolution (C_in = 3 is handled unlike any padded channel count).
+        c_in, stride, resolution = 3, 2, int(rng.choice([max(config.resolutions), 2 * max(config.resolutions)]))
+        kernel = int(rng.choice([3, 5, 7]))
+    if family == "classifier":
+        c_in = round_channels(c_in * 4)
+        c_out, resolution, stride, kernel = int(rng.choice([10, 100, 1000])), int(rng.choice([1, 7])), 1, 1
+    if family == "linear":
+        # Fully connected layers up to VGG's (25088 -> 4096): their weights stream from memory.
+        c_in, c_out = round_channels(_log_uniform(rng, 256, 8192)), round_channels(_log_uniform(rng, 256, 4096))
+        resolution, stride, kernel, se = 1, 1, 1, False
+    if family == "conv_bn_relu" and groups > 1:
+        c_in, c_out = round_channels(c_in, 8 * groups), round_channels(c_out, 8 * groups)
+    if act not in ("relu", "relu6", "hswish", "silu", "gelu"):
+        act = "relu"
+    return BlockSpec(family, c_in, c_out, resolution, stride, kernel, expansion, groups, se, batch, act)
+
+
+def _work_proxy(spec: BlockSpec) -> float:
+    """Roughly the block's multiply-accumulates: what log-stratification spreads the blocks over."""
+    if spec.family in TOKEN_INPUT_FAMILIES or spec.family == "mobilevit":
+        tokens = spec.resolution ** 2
+        width = max(spec.c_in, spec.c_out)
+        return spec.batch * tokens * width * (width * (4 + 2 * spec.expansion) + 2 * min(tokens, 3136))
+    if spec.family == "linear":
+        return spec.batch * spec.c_in * spec.c_out
+    expansion = max(spec.expansion, 1)
+    return spec.batch * spec.c_in * spec.c_out * expansion * spec.resolution**2 / spec.stride**2
+
+
+def _families(config: ProfileConfig) -> dict[str, float]:
+    unknown = [f for f in config.families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown block family {unknown[0]!r} in families: use some of {', '.join(FAMILIES)}")
+    families = {f: w for f, w in config.families.items() if config.tokens.enabled or f not in TOKEN_BLOCK_FAMILIES}
+    if sum(families.values()) <= 0:
+        raise ValueError("families: give at least one family a positive weight")
+    return families
+
+
+def sample_specs(config: ProfileConfig) -> list[BlockSpec]:
+    """``config.count`` distinct blocks, allocated to families by weight, log-stratified on work per family."""
+    families = _families(config)
+    rng = np.random.default_rng(config.seed)
+    weights = np.array(list(families.values()), float)
+    counts = np.floor(weights / weights.sum() * config.count).astype(int)
+    for i in np.argsort(-weights)[: config.count - counts.sum()]:
+        counts[i] += 1
+    specs: list[BlockSpec] = []
+    for family, count in zip(families, counts):
+        if count == 0:
+            continue
+        pool = {s.key: s for s in (_random_spec(family, rng, config) for _ in range(40 * count))}
+        pool = sorted(pool.values(), key=_work_proxy)
+        # Drop blocks whose FLOPs exceed the cap, using the proxy (2 MACs x kernel area) as an upper bound.
+        pool = [s for s in pool if 2 * _work_proxy(s) * s.kernel**2 / 1e6 <= config.max_mflops * 4] or pool
+        specs.extend(_stratified(pool, count, rng))
+    return specs
+
+
+def _stratified(pool: Sequence, count: int, rng: np.random.Generator) -> list:
+    """``count`` members of ``pool`` (sorted by work) spread over equal steps of log work."""
+    strata = np.linspace(math.log(_work_of(pool[0])), math.log(_work_of(pool[-1])), count + 1)
+    chosen: dict[str, object] = {}
+    for low, high in zip(strata[:-1], strata[1:]):
+        members = [s for s in pool if low <= math.log(_work_of(s)) <= high and s.key not in chosen]
+        if members:
+            pick = members[rng.integers(len(members))]
+            chosen[pick.key] = pick
+    leftovers = [s for s in pool if s.key not in chosen]
+    while len(chosen) < count and leftovers:
+        pick = leftovers.pop(rng.integers(len(leftovers)))
+        chosen[pick.key] = pick
+    return list(chosen.values())
+
+
+def _work_of(spec) -> float:
+    return sum(map(_work_proxy, spec.blocks)) if isinstance(spec, ChainSpec) else _work_proxy(spec)
+
+
+def _random_chain(rng: np.random.Generator, config: ProfileConfig) -> ChainSpec:
+    """A stage of a network: 2-4 blocks of one family (sometimes mixed), the first one may downsample."""
+    low, high = config.chains.lengths
+    length = int(rng.integers(low, high + 1))
+    kinds = ["cnn"] * 3 + (["tokens"] if config.tokens.enabled else [])
+    if str(rng.choice(kinds)) == "tokens":
+        first = _token_spec("attention", rng, config, config.batch)
+        encoder = [first, BlockSpec("mlp", first.c_in, first.c_in, first.resolution,
+                                    expansion=int(rng.choice(config.tokens.mlp_ratios)), batch=first.batch)]
+        if rng.random() < 0.3:
+            first = BlockSpec("attention_explicit", first.c_in, first.c_in, first.resolution, heads=first.heads,
+                              batch=first.batch)
+            encoder[0] = first
+        return ChainSpec(tuple((encoder * length)[:max(length, 2)]))
+    family = str(rng.choice(config.chains.families))
+    resolution = int(rng.choice([r for r in config.resolutions if r > 1]))
+    width = _channels(resolution, rng, config)
+    act = str(rng.choice(config.activations))
+    blocks, c_in = [], width
+    for index in range(length):
+        block_family = family if family != "mixed" else str(rng.choice(["mbconv", "basic", "dw_separable", "ghost"]))
+        stride = 2 if index == 0 and resolution > min(config.resolutions) and rng.random() < 0.5 else 1
+        c_out = round_channels(c_in * 1.5) if stride == 2 else c_in
+        spec = _random_spec(block_family, rng, config)
+        expansion, kernel = spec.expansion, spec.kernel
+        if block_family == "bottleneck":
+            c_out = max(c_out, 4 * 8 * spec.groups)
+        if block_family == "shuffle":
+            c_in, c_out = round_channels(c_in, 16), round_channels(c_out, 16) if stride == 2 else round_channels(c_in, 16)
+        if block_family == "dense":
+            c_out, stride = c_in + 32, 1
+        if block_family == "convnext":
+            c_out, stride = c_in, 1
+        blocks.append(BlockSpec(block_family, c_in, c_out, resolution, stride, kernel, expansion, spec.groups, spec.se,
+                                config.batch, act if block_family != "shuffle" else "relu"))
+        c_in, resolution = c_out, resolution // stride
+    return ChainSpec(tuple(blocks))
+
+
+def sample_chains(config: ProfileConfig) -> list[ChainSpec]:
+    """``config.chains.count`` distinct chains, log-stratified on their total work."""
+    if config.chains.count <= 0:
+        return []
+    rng = np.random.default_rng(config.seed + 1)
+    pool = {c.key: c for c in (_random_chain(rng, config) for _ in range(20 * config.chains.count))}
+    capped = [c for c in pool.values() if 2 * _work_of(c) * 9 / 1e6 <= config.max_mflops * 8] or list(pool.values())
+    return _stratified(sorted(capped, key=_work_of), config.chains.count, rng)
+
+
+def suite_specs(config: ProfileConfig) -> list[BlockSpec | ChainSpec]:
+    """Everything a profile of ``config`` measures: its blocks, then its chains."""
+    return [*sample_specs(config), *sample_chains(config)]
