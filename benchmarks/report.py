@@ -62,7 +62,6 @@ def network_errors(measured: np.ndarray, predicted: np.ndarray) -> dict[str, flo
 
 def _save(figure, stem: Path) -> str:
     return save_figure(figure, stem)[0].name
-    axes.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high))
 
 
 def make_plots(images: Path, testset, spaces: dict, predictors: dict) -> dict[str, str]:

@@ -108,13 +108,14 @@ def repeat_floor(rows: Sequence[dict]) -> dict[str, float] | None:
     return error_summary([np.median(p[0::2]) for p in passes], [np.median(p[1::2]) for p in passes])
 
 
-def _features(spec, regime: Regime, vector_width: int, spaces: dict) -> dict[str, float]:
+def _features(spec, regime: Regime, model, spaces: dict) -> dict[str, float]:
     from nni_latency.features import extract_features
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # uncovered operators are reported by `nni-latency evaluate --networks`
         network = spec.build(regime.image_size, spaces)
-        return extract_features(network, spec.input_shape(regime.batch, regime.image_size), vector_width).as_dict()
+        return extract_features(network, spec.input_shape(regime.batch, regime.image_size), model.vector_width,
+                                model.threads).as_dict()
 
 
 def lut_latency(spec, regime: Regime, table_path: Path, timing: dict[str, Any], spaces: dict) -> float:
@@ -125,24 +126,46 @@ def lut_latency(spec, regime: Regime, table_path: Path, timing: dict[str, Any], 
     return float(sum(block_table.block_latency(block) for block in blocks))
 
 
-def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
-    """The device model (and predictors) a regime is scored with: the run's, or one profiled at its threads."""
-    from nni_latency.protocol import protocol_of
+def _profile_child(config_dict: dict, directory: str, threads: int, progress: bool) -> None:
+    """Profile in this (fresh, spawned) process without touching the allocator: plain glibc."""
+    from nni_latency.config import ProfileConfig, config_from_dict
+    from nni_latency.microbench import run_profile
 
-    if regime.threads == protocol_of(profile.model).threads:
-        return profile.model, baselines.fit_predictors(profile.records, profile.model)
-    from nni_latency.config import ProfileConfig, load_config, packaged_config
-    from nni_latency.microbench import load_records, run_profile
+    run_profile(config_from_dict(ProfileConfig, config_dict), "cpu", directory, threads=threads, progress=progress)
+
+
+def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
+    """The device model a regime is scored with, profiled for it just before its networks are measured.
+
+    A profile at the regime's threads, covering its batch, under its allocator (plain glibc in a fresh
+    process), taken right before its networks: the machine's speed drifts by several percent within minutes
+    here, so a profile from the start of the run would mix that drift into every regime's error.
+    """
+    from nni_latency.config import ProfileConfig, config_to_dict, load_config, packaged_config
+    from nni_latency.microbench import load_records
     from nni_latency.model import LatencyModel
 
-    directory = args.cache_dir / "whole_networks" / f"profile_t{regime.threads}"
-    if (directory / "device_model.json").exists():
-        model, records = LatencyModel.load(directory / "device_model.json"), load_records(directory / "microbench.jsonl")
-    else:
-        overrides = ["count=60", "timing.min_run_time=0.02", "timing.max_run_time=0.1"] if args.quick else []
+    directory = args.cache_dir / "whole_networks" / regime.slug / "profile"
+    if not (directory / "device_model.json").exists():
+        overrides = ["count=60", "chains.count=10", "timing.min_run_time=0.02", "timing.max_run_time=0.1"] \
+            if args.quick else []
+        overrides.append(f"timing.allocator={regime.allocator}")
         config = load_config(packaged_config("profile_cpu.yaml"), ProfileConfig, overrides)
-        result = run_profile(config, "cpu", directory, threads=regime.threads, progress=not args.no_progress)
-        model, records = result.model, result.records
+        if regime.batch > 1:
+            config = config.covering_batches([1, regime.batch])
+        if regime.allocator == "default":  # the steady policy is process-wide and one-way: profile elsewhere
+            child = multiprocessing.get_context("spawn").Process(
+                target=_profile_child, args=(config_to_dict(config), str(directory), regime.threads,
+                                             not args.no_progress))
+            child.start()
+            child.join()
+            if child.exitcode != 0:
+                raise RuntimeError(f"the plain-glibc profiling process failed (exit code {child.exitcode})")
+        else:
+            from nni_latency.microbench import run_profile
+
+            run_profile(config, "cpu", directory, threads=regime.threads, progress=not args.no_progress)
+    model, records = LatencyModel.load(directory / "device_model.json"), load_records(directory / "microbench.jsonl")
     return model, baselines.fit_predictors(records, model)
 
 
@@ -160,7 +183,7 @@ def run_regime(regime: Regime, specs, args, profile, timing: dict[str, Any], spa
         warnings.simplefilter("always")
         drift = check_drift(model, protocol)
     rows = measured_rows(specs, protocol, directory / "networks.jsonl", regime, not args.no_progress, spaces)
-    features = [_features(spec, regime, model.vector_width, spaces) for spec in specs]
+    features = [_features(spec, regime, model, spaces) for spec in specs]
     measured = [rows[spec.name] for spec in specs]
     scores = {FLOOR: repeat_floor(measured)}
     for name in ROWS[:-1]:
@@ -204,7 +227,7 @@ def render(summaries: Sequence[dict], images: Path, image_dir: str = "img") -> s
     parts = ["## Whole networks: the zoo and NNI hub samples", "",
              "Every network of `nni_latency.zoo` (written from its paper) and random samples of NNI's hub spaces "
              "(`hub:SPACE:N`), measured whole with `nni-latency evaluate --networks`'s measuring loop: "
-             f"{summaries[0]['rounds']} interleaved passes, the latency is their median. The *repeat floor* scores "
+             f"{summaries[0]['rounds']} interleaved passes, the latency is the profile's statistic (its `quantile` of the timed runs) over all of them. The *repeat floor* scores "
              "the median of the even passes against that of the odd ones, as if it were a predictor: no predictor "
              "can be judged below it. The other rows predict from the whole network's features (one forward pass); "
              "the LUT row (hub samples, first regime only) sums the network's blocks timed alone, as FBNet's "

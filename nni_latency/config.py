@@ -92,6 +92,12 @@ class ProfileConfig:
     chains: ChainConfig = field(default_factory=ChainConfig)
     timing: TimingConfig = field(default_factory=TimingConfig)
 
+    def covering_batches(self, batches: Sequence[int]) -> ProfileConfig:
+        """This config with its blocks and chains spread evenly over ``batches`` (the first is the model's)."""
+        first, *others = batches
+        return dataclasses.replace(self, batch=first, extra_batches=list(others),
+                                   extra_batch_share=len(others) / len(batches))
+
 
 def _suggest(key: str, known: Sequence[str]) -> str:
     close = difflib.get_close_matches(key, known, n=1)

@@ -251,6 +251,8 @@ def _conv_features(args: Sequence[Any], out: torch.Tensor, width: int) -> dict[s
     features = {"acts": out.numel(), "inp": x.numel(), "flops": flops, f"flops_{kind}": flops,
                 "weights": weight.numel(), "conv_weights": weight.numel(), f"vflops_{kind}": 2.0 * vector_macs,
                 f"convs_{kind}": 1}
+    if not x.is_contiguous():  # ATen makes even a channels-last input dense before its CPU kernels run
+        features.update(_hidden_copy(x))
     if conv_path(args) == "gemm":
         # im2col unfolds (C_in / groups) x kernel values per output position; a 1x1 stride-1 conv needs none.
         unfolded = 0 if kernel == 1 and all(s == 1 for s in args[3]) else positions * c_in * kernel
@@ -266,8 +268,20 @@ def _matmul_features(name: str, args: Sequence[Any], out: torch.Tensor, width: i
     inner, cols = a.shape[-1], out.shape[-1]
     flops = 2.0 * out.numel() * inner
     vector_flops = 2.0 * (out.numel() // cols) * _vector_padded(inner, width) * _vector_padded(cols, width)
-    return {"acts": out.numel(), "inp": a.numel(), "flops": flops, "flops_pointwise": flops,
-            "weights": b.numel(), "matmul_weights": b.numel(), "vflops_matmul": vector_flops, "matmuls": 1}
+    features = Counter({"acts": out.numel(), "inp": a.numel(), "flops": flops, "flops_pointwise": flops,
+                        "weights": b.numel(), "matmul_weights": b.numel(), "vflops_matmul": vector_flops, "matmuls": 1})
+    for operand in (a, b):  # BLAS reads a matrix or its transpose in place; any other layout is copied first
+        if not (operand.is_contiguous() or operand.transpose(-1, -2).is_contiguous()):
+            features.update(_hidden_copy(operand))
+    if name in ("addmm", "baddbmm"):
+        features["elements_move"] += out.numel()  # the bias is broadcast into the output before the product
+    return features
+
+
+def _hidden_copy(tensor: torch.Tensor) -> dict[str, float]:
+    # A kernel that needs a dense layout copies a strided operand inside the operator, where no aten op shows
+    # it (a token MLP's depthwise conv on transposed tokens, a projection of permuted heads): data movement.
+    return {"elements_move": 2 * tensor.numel(), "ops_move": 1}
 
 
 def _attention_features(args: Sequence[Any], width: int) -> dict[str, float]:

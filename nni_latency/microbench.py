@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
-from .blocks import BlockSpec, ChainSpec, spec_from_dict
+from .blocks import BlockSpec, spec_from_dict
 from .suite import round_channels, sample_specs, suite_specs
 from .config import ProfileConfig, config_to_dict
 from .deprecation import deprecated_names

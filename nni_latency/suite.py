@@ -74,9 +74,14 @@ def _token_spec(family: str, rng: np.random.Generator, config: ProfileConfig, ba
     return BlockSpec(family, width, width, side, expansion=expansion, heads=heads, batch=batch)
 
 
+def _batch(rng: np.random.Generator, config: ProfileConfig) -> int:
+    if config.extra_batches and rng.random() < config.extra_batch_share:
+        return int(rng.choice(config.extra_batches))
+    return config.batch
+
+
 def _random_spec(family: str, rng: np.random.Generator, config: ProfileConfig) -> BlockSpec:
-    batch = int(rng.choice(config.extra_batches)) if config.extra_batches and rng.random() < config.extra_batch_share \
-        else config.batch
+    batch = _batch(rng, config)
     if family in TOKEN_BLOCK_FAMILIES:
         return _token_spec(family, rng, config, batch)
     resolution = int(rng.choice(config.resolutions))
@@ -192,8 +197,9 @@ def _random_chain(rng: np.random.Generator, config: ProfileConfig) -> ChainSpec:
     low, high = config.chains.lengths
     length = int(rng.integers(low, high + 1))
     kinds = ["cnn"] * 3 + (["tokens"] if config.tokens.enabled else [])
+    batch = _batch(rng, config)
     if str(rng.choice(kinds)) == "tokens":
-        first = _token_spec("attention", rng, config, config.batch)
+        first = _token_spec("attention", rng, config, batch)
         encoder = [first, BlockSpec("mlp", first.c_in, first.c_in, first.resolution,
                                     expansion=int(rng.choice(config.tokens.mlp_ratios)), batch=first.batch)]
         if rng.random() < 0.3:
@@ -221,7 +227,7 @@ def _random_chain(rng: np.random.Generator, config: ProfileConfig) -> ChainSpec:
         if block_family == "convnext":
             c_out, stride = c_in, 1
         blocks.append(BlockSpec(block_family, c_in, c_out, resolution, stride, kernel, expansion, spec.groups, spec.se,
-                                config.batch, act if block_family != "shuffle" else "relu"))
+                                batch, act if block_family != "shuffle" else "relu"))
         c_in, resolution = c_out, resolution // stride
     return ChainSpec(tuple(blocks))
 

@@ -31,13 +31,14 @@ def format_profile_summary(model, records: Sequence[dict], reference=None, secon
         run = "" if measured is None else f" (measured {measured} blocks in this run, reused {reused or 0})"
         lines.append(f"profiled {len(records)} blocks in {seconds:.1f} s{run}")
     lines.append("parameters:")
+    entries = []  # (label, value); the feature list itself is left out: the weights name every feature
     for name, value in model.parameters.items():
         if isinstance(value, dict):
-            lines.extend(f"  {name}.{k:<16} {v:.4g}" for k, v in value.items())
-        elif isinstance(value, (list, tuple)):
-            continue  # the feature list: the weights name every feature
-        else:
-            lines.append(f"  {name:<24} {value:.4g}")
+            entries.extend((f"{name}.{k}", v) for k, v in value.items())
+        elif not isinstance(value, (list, tuple)):
+            entries.append((name, value))
+    width = max((len(label) for label, _ in entries), default=0)
+    lines.extend(f"  {label:<{width}}  {value:.4g}" for label, value in entries)
     lines.append("time on the training blocks: " + ", ".join(f"{role} {_percent(share)}"
                                                         for role, share in shares.items())
                  + f" -> the device looks {dominant_role(shares)}-bound on this suite")

@@ -310,3 +310,30 @@ def test_fit_dataset_with_too_few_points(synthetic_dataset, tmp_path):
 
 def test_fit_missing_dataset(tmp_path):
     _assert_one_line_error(_run(["fit", str(tmp_path / "absent.jsonl")]), "fit", "does not exist")
+
+
+def test_profile_batches_cover_every_size_asked_for(tiny_profile_config, tmp_path, monkeypatch):
+    timed = []
+
+    def fake_measure(module, shape, protocol, **kwargs):
+        from nni_latency.timing import LatencyMeasurement
+
+        timed.append(shape[0])
+        return LatencyMeasurement(times_ms=(0.1 * shape[0],), number_per_run=1, protocol="rotate", copies=2)
+
+    monkeypatch.setattr(microbench, "measure_latency", fake_measure)
+    result = _run(["profile", "--config", str(tiny_profile_config), "--batches", "1,4", "--output-dir",
+                   str(tmp_path / "run"), "--no-progress"])
+    assert result.code == 0, result.err
+    assert set(timed) == {1, 4}
+    from nni_latency.model import LatencyModel
+
+    model = LatencyModel.load(tmp_path / "run" / "device_model.json")
+    assert model.device["batches"] == [1, 4] and model.device["batch"] == 1
+
+
+@pytest.mark.parametrize("value", ["0,8", "a,b", ""], ids=["zero", "words", "empty"])
+def test_profile_bad_batches_are_one_line(tiny_profile_config, tmp_path, no_measuring, value):
+    result = _run(["profile", "--config", str(tiny_profile_config), "--batches", value, "--output-dir",
+                   str(tmp_path / "run")])
+    _assert_one_line_error(result, "profile", "--batches", "e.g. 1,8")

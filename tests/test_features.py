@@ -583,3 +583,28 @@ def test_attention_blocks(spec, attention_flops):
     layers = _hand_counted(block, spec.input_shape)
     assert features.flops == layers["flops"] + attention_flops
     assert features.uncovered == ()
+
+
+class _TokensToImage(nn.Module):
+    """A token MLP's depthwise conv (PVTv2): the tokens are transposed into an image, a strided view."""
+
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+
+    def forward(self, x):
+        return self.dw(x.transpose(1, 2).reshape(1, 16, 7, 7))
+
+
+HIDDEN_COPY_CASES = {
+    "strided_conv_input": (_TokensToImage(), (1, 49, 16), 2 * 49 * 16, 1),
+    "contiguous_conv_input": (nn.Conv2d(16, 16, 3, padding=1), (1, 16, 7, 7), 0, 0),
+    "linear_bias_broadcast": (nn.Linear(8, 4), (5, 8), 5 * 4, 0),  # addmm copies the bias into its output
+    "linear_without_bias": (nn.Linear(8, 4, bias=False), (5, 8), 0, 0),
+}
+
+
+@pytest.mark.parametrize("module,shape,elements,ops", HIDDEN_COPY_CASES.values(), ids=HIDDEN_COPY_CASES.keys())
+def test_copies_inside_an_operator_are_counted_as_data_movement(module, shape, elements, ops):
+    features = extract_features(module, shape)
+    assert (features.elements_move, features.ops_move) == (elements, ops)

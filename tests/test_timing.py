@@ -259,3 +259,19 @@ def test_fp16_is_refused_on_cpu(dtype):
 def test_fp16_is_allowed_on_cuda_devices():
     # Only the device type matters, so this runs without a GPU.
     assert resolve_dtype("fp16", torch.device("cuda")) == torch.float16
+
+
+def test_rotated_copies_have_tensors_of_their_own_and_fill_the_working_set():
+    from nni_latency.timing import _clone, _replicas
+
+    block = nn.Sequential(nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    copy_ = _clone(block)
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(block.state_dict().values(), copy_.state_dict().values()))
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(block(x), copy_(x))
+    per_copy = sum(t.numel() * 4 for t in [*block.parameters(), *block.buffers(), x])
+    replicas = _replicas(block, (x,), "rotate", working_set_bytes=10 * per_copy, max_copies=32)
+    assert len(replicas) == 10  # the working set alone decides the count (not the time the copies cost)
+    assert len(_replicas(block, (x,), "rotate", working_set_bytes=10**9, max_copies=32)) == 32
+    assert len(_replicas(block, (x,), "hot", working_set_bytes=10**9, max_copies=32)) == 1

@@ -10,6 +10,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads used while timing (default: the config's, 1 in the shipped configs; "
                              "1 gives the most stable numbers)")
+    parser.add_argument("--batches", default=None, metavar="B,B,...",
+                        help="batch sizes the model must predict, e.g. 1,8 (default: the config's batch, with a few "
+                             "blocks at its extra_batches); the blocks and chains are spread evenly over them")
     parser.add_argument("--config", default=None,
                         help="YAML suite config (default: the packaged configs/profile_cpu.yaml or "
                              "profile_cuda.yaml for the device)")
@@ -38,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     config_path = args.config or packaged_config(f"profile_{'cuda' if device.type == 'cuda' else 'cpu'}.yaml")
     config = load_config(config_path, ProfileConfig, args.overrides)
+    if args.batches is not None:
+        config = config.covering_batches(_batch_sizes(args.batches))
     check_threads(args.threads)
     check_threads(config.threads, "threads")
     apply_allocator_policy(profile_protocol(config, args.device, args.threads))
@@ -50,3 +55,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.output_dir / 'device_model.json'}, {result.output_dir / 'microbench.jsonl'}, "
           f"{', '.join(str(p) for p in plots)}")
     return 0
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(size < 1 for size in sizes):
+        raise ValueError(f"--batches {text!r} must list positive batch sizes, e.g. 1,8")
+    return sorted(set(sizes))

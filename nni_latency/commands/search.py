@@ -1,4 +1,5 @@
-"""``nni-latency search``: a YAML-configured FBNet search in NNI whose latency term is the device model's prediction."""
+"""``nni-latency search``: a YAML-configured search in NNI, on any space of ``nni_latency.spaces.hub``, whose latency
+term is the device model's prediction."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
-                        help="search YAML; unset: the packaged configs/fbnet_search.yaml. A bare name such as "
-                             "fbnet_search.yaml is looked up among the packaged configs when no such file exists")
+                        help="search YAML; unset: the packaged configs/fbnet_search.yaml (darts_search.yaml searches "
+                             "NNI's DARTS cell space). A bare name such as fbnet_search.yaml is looked up among the "
+                             "packaged configs when no such file exists")
     parser.add_argument("--output-dir", default=None,
                         help="where result.json, the probability table/heat map and the curves go; "
                              "unset: the config's output_dir")

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from nni.nas.nn.pytorch import Cell, Repeat
 from nni.nas.nn.pytorch.base import recursive_freeze
@@ -206,8 +206,8 @@ class _CellAnalysis:
                 for slot_op, slot_input in node:
                     position = (self.labels.position(slot_op, value), self.labels.position(slot_input, [j]))
                     tables[slot_op][index + position] = latency
-                self.records.append((op_label, value, j, tuple(states[j].shape), out_shape, float(latency),
-                                     {node[0][1]: [j], **when}))
+                    self.records.append((slot_op, value, j, tuple(states[j].shape), out_shape, float(latency),
+                                         {slot_input: [j], **when}))
         return node_shape
 
     def _candidates(self, i: int, j: int, op_label: str, sample: Mapping[str, Any]) -> dict[str, nn.Module]:

@@ -74,11 +74,16 @@ class FrozenLatencyProfiler(Profiler):
 
     def freeze(self, sample: Sample) -> nn.Module:
         """The frozen network of ``sample``, with NNI's one-line error for a sample that is not in the space."""
+        nni_logger = logging.getLogger("nni")
+        level = nni_logger.level
+        nni_logger.setLevel(max(level, logging.WARNING))  # NNI logs every NasBench101 cell it builds at INFO
         try:
             return self.model_space.freeze(sample)
         except (KeyError, ValueError, TypeError) as error:
             raise ValueError(f"sample is not an architecture of {type(self.model_space).__name__}: "
                              f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+        finally:
+            nni_logger.setLevel(level)
 
     def profile(self, sample: Sample) -> float:
         """Predicted latency (ms) of the architecture ``sample`` (frozen, counted and predicted; memoised)."""

@@ -38,7 +38,7 @@ from ..features import make_inputs, module_device_dtype, warn_uncovered
 from ..model import LatencyModel
 from .lut import LutRow
 from .source import LatencySource
-from .tables import LabelSpace, LatencyTerm, merge_terms, table_expression
+from .tables import LabelSpace, LatencyTerm, fastest_latency, merge_terms, table_expression
 from .units import FALLBACK_HINT, SpaceAnalysis
 from .walk import TermBuilder
 
@@ -149,6 +149,11 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
         """The frozen network of ``sample`` (``model_space.freeze``), e.g. to measure it for real."""
         self.profile(sample)  # validates the sample with a readable error
         return self.model_space.freeze(sample)
+
+    def fastest_latency(self) -> tuple[float, bool]:
+        """The smallest latency (ms) of any architecture, and whether that is exact (every table over its own
+        labels) or a lower bound (tables sharing a label may not all reach their minimum together)."""
+        return fastest_latency([(term.labels, term.table) for term in self.terms])
 
     def uniform_expected_latency(self) -> float:
         """Expected latency (ms) when every label is chosen uniformly at random."""

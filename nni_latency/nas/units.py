@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from nni.mutable import Mutable
-from nni.nas.nn.pytorch import Cell, InputChoice, LayerChoice, ModelSpace, MutableModule, Repeat
+from nni.nas.nn.pytorch import Cell, InputChoice, ModelSpace, MutableModule, Repeat
 from nni.nas.nn.pytorch.base import recursive_freeze
 from nni.nas.profiler.pytorch.utils import profiler_leaf_module
 
@@ -36,6 +36,7 @@ _logger = logging.getLogger(__name__)
 __all__ = ["SpaceError", "UnitCall", "UnitShim", "SpaceAnalysis", "FALLBACK_HINT"]
 
 _SHAPE_CHECK_SAMPLES = 32  # random full samples that confirm a shape dimension's reduced table
+_GLUE_CHECK_SAMPLES = 2    # ... and a container's own ops' (each check freezes and runs the container)
 @dataclass
 class UnitCall:
     """One distinct input of one unit: features and output shapes over the labels they depend on."""
@@ -63,6 +64,9 @@ class UnitShim(nn.Module):
             raise SpaceError(f"module {self._name!r} is called with keyword arguments, which the profiler does "
                               "not support; pass tensors positionally")
         plain = tree_map(lambda a: a.elem if isinstance(a, ShapeTensor) else a, list(args))
+        # A strided view (a channel shuffle's) makes the next op copy it first: counted inputs keep the layout.
+        object.__setattr__(self, "_contiguous", tuple(t.is_contiguous() for t in tree_flatten(plain)[0]
+                                                      if isinstance(t, torch.Tensor)))
         output = self._analysis.run_real(self._name, self.unit, plain)
         flat, spec = tree_flatten(output)
         object.__setattr__(self, "_output_structure", ([isinstance(t, torch.Tensor) for t in flat], spec))
@@ -195,7 +199,7 @@ class SpaceAnalysis:
         key = repr((shapes, spec))
         calls = self.calls.setdefault(id(shim), {})
         if key not in calls:
-            calls[key] = self._enumerate_unit(shim, shapes, spec)
+            calls[key] = self._enumerate_unit(shim, shapes, spec, shim._contiguous)
         return self.output_shapes(shim._name, calls[key])
 
     def output_shapes(self, name: str, call: UnitCall) -> list:
@@ -226,30 +230,52 @@ class SpaceAnalysis:
         if isinstance(dim, int):
             return (), np.array(dim, dtype=np.int64)
         key = repr(dim)
-        if key in self._shape_cache:
-            return self._shape_cache[key]
-        dim_labels = self.labels.sort(dim.simplify())
+        if key not in self._shape_cache:
+            self._shape_cache[key] = self.relevant_table(dim.freeze, self.labels.sort(dim.simplify()),
+                                                         "an input shape dimension", _SHAPE_CHECK_SAMPLES)
+        return self._shape_cache[key]
+
+    def relevant_table(self, evaluate, labels: Sequence[str], what: str, checks: int,
+                       known: Mapping[tuple, np.ndarray] | None = None) -> tuple[tuple[str, ...], np.ndarray]:
+        """``evaluate(sample)`` (a number or a feature row) tabulated over the labels that change it.
+
+        An expression or a piece of code can mention many labels that never change it (padding that keeps the
+        size, a width the code does not touch), so one label at a time from the default finds those that do;
+        ``checks`` random samples confirm the table, else every label of ``labels`` is kept.
+        """
         default = self.labels.default_sample()
-        # One label at a time finds the labels that change the value (padding that keeps the size, e.g.,
-        # makes many labels appear in an expression that never changes); random samples confirm it.
-        relevant = []
-        for label in dim_labels:
-            seen = {dim.freeze({**default, **single}) for _, single in self.labels.grid([label])}
-            if len(seen) > 1:
-                relevant.append(label)
-        table = self.tabulate(lambda sample: dim.freeze({**default, **sample}), relevant, "an input shape dimension")
+        evaluated: dict[tuple, np.ndarray] = dict(known or {})
+
+        def at(partial: Mapping[str, Any]) -> np.ndarray:
+            point = tuple(sorted((label, self.labels.key(label, value)) for label, value in partial.items()))
+            if point not in evaluated:
+                evaluated[point] = np.asarray(evaluate({**default, **partial}))
+            return evaluated[point]
+
+        base = at({})
+        relevant = [label for label in labels
+                    if any(not np.array_equal(at(single), base) for _, single in self.labels.grid([label]))]
+        table = self._fill(at, relevant, base.shape, what)
         rng = np.random.default_rng(0)
-        if len(relevant) < len(dim_labels):
-            for _ in range(_SHAPE_CHECK_SAMPLES):
-                sample = self.labels.random_sample(rng)
-                index = tuple(self.labels.position(label, sample[label]) for label in relevant)
-                if dim.freeze(sample) != table[index]:
-                    relevant = list(dim_labels)
-                    table = self.tabulate(lambda s: dim.freeze({**default, **s}), relevant, "an input shape dimension")
-                    break
-        result = reduce_table(relevant, table)
-        self._shape_cache[key] = result
-        return result
+        for _ in range(checks if len(relevant) < len(labels) else 0):
+            sample = self.labels.random_sample(rng)
+            index = tuple(self.labels.position(label, sample[label]) for label in relevant)
+            if not np.array_equal(np.asarray(evaluate(sample)), table[index]):
+                relevant = list(labels)
+                table = self._fill(at, relevant, base.shape, what)
+                break
+        return reduce_table(relevant, table)
+
+    def _fill(self, at, labels: Sequence[str], value_shape: tuple, what: str) -> np.ndarray:
+        count = math.prod(self.labels.sizes(labels))
+        if count > self.max_combinations:
+            raise SpaceError(f"{what} depends on {len(labels)} choices ({', '.join(labels)}) with {count} "
+                              f"combinations, over max_combinations={self.max_combinations}; raise max_combinations, "
+                              f"make the space's choices independent of each other, or use {FALLBACK_HINT}")
+        table = np.zeros(self.labels.sizes(labels) + tuple(value_shape))
+        for index, sample in self.labels.grid(labels):
+            table[index] = at(sample)
+        return table
 
     def shape_labels(self, shapes: Sequence[Any]) -> tuple[list, set]:
         """Per shape, its dimension tables; and the union of the labels they depend on."""
@@ -269,17 +295,10 @@ class SpaceAnalysis:
                 f"max_combinations, split it into smaller modules (e.g. make its choices LayerChoices), or use {FALLBACK_HINT}")
 
     def tabulate(self, fn, labels: Sequence[str], what: str, dtype=np.int64) -> np.ndarray:
-        count = math.prod(self.labels.sizes(labels))
-        if count > self.max_combinations:
-            raise SpaceError(f"{what} depends on {len(labels)} choices ({', '.join(labels)}) with {count} "
-                              f"combinations, over max_combinations={self.max_combinations}; raise max_combinations, "
-                              f"make the space's choices independent of each other, or use {FALLBACK_HINT}")
-        table = np.zeros(self.labels.sizes(labels), dtype=dtype)
-        for index, sample in self.labels.grid(labels):
-            table[index] = fn(sample)
-        return table
+        """``fn(sample)`` at every combination of ``labels`` (refused beyond ``max_combinations``)."""
+        return self._fill(fn, labels, (), what).astype(dtype)
 
-    def _enumerate_unit(self, shim: UnitShim, shapes: list, spec) -> UnitCall:
+    def _enumerate_unit(self, shim: UnitShim, shapes: list, spec, contiguous: Sequence[bool]) -> UnitCall:
         unit, name = shim.unit, shim._name
         own = self.labels.sort(unit.simplify()) if isinstance(unit, Mutable) else ()
         dims, shape_labels = self.shape_labels(shapes)
@@ -292,7 +311,7 @@ class SpaceAnalysis:
         for index, sample in self.labels.grid(labels):
             concrete = self.concrete_shapes(dims, sample)
             frozen = self.frozen(unit, own, sample)
-            row, outs, ops = self.features(name, frozen, concrete, spec)
+            row, outs, ops = self.features(name, frozen, concrete, spec, contiguous)
             features[index] = row
             cases[index] = (concrete, outs)
             for op in ops:
@@ -308,16 +327,19 @@ class SpaceAnalysis:
             self._frozen_cache[key] = unit.freeze({label: sample[label] for label in own})
         return self._frozen_cache[key]
 
-    def arguments(self, module: nn.Module, shapes: Sequence[tuple], spec) -> list:
-        """Random tensors of ``shapes`` in the argument structure ``spec``."""
+    def arguments(self, module: nn.Module, shapes: Sequence[tuple], spec, contiguous: Sequence[bool] = ()) -> list:
+        """Random tensors of ``shapes`` in the argument structure ``spec``; strided views where ``contiguous``
+        says the real input was one."""
         device, dtype = module_device_dtype(module)
         tensors = [make_inputs(shape, device=device, dtype=dtype)[0] for shape in shapes]
+        tensors = [_strided(t) if i < len(contiguous) and not contiguous[i] else t for i, t in enumerate(tensors)]
         return tree_unflatten(tensors, spec) if spec is not None else tensors
 
-    def features(self, name: str, module: nn.Module, shapes: tuple, spec) -> tuple[np.ndarray, tuple, tuple]:
-        key = (module_signature(module), shapes, repr(spec))
+    def features(self, name: str, module: nn.Module, shapes: tuple, spec, contiguous: Sequence[bool] = ()
+                 ) -> tuple[np.ndarray, tuple, tuple]:
+        key = (module_signature(module), shapes, repr(spec), tuple(contiguous))
         if key not in self._feature_cache:
-            args = self.arguments(module, shapes, spec)
+            args = self.arguments(module, shapes, spec, contiguous)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UncoveredOperatorWarning)
@@ -358,15 +380,13 @@ class SpaceAnalysis:
         for shape in tree_flatten(touched)[0]:
             if hasattr(shape, "freeze"):
                 labels |= self.shape_labels([shape])[1]
-        labels = self.labels.sort(labels)
-        if not labels:
-            return (), first
-        self.check_count(f"{name or '<space>'} (own ops)", container, labels)
-        table = np.zeros(self.labels.sizes(labels) + (len(FEATURE_NAMES),))
-        for index, sample in self.labels.grid(labels):
-            glue = self._glue_at(container, name, dims, spec, {**default, **sample}, frozen=True)
-            table[index] = 0.0 if glue is None else glue
-        return reduce_table(labels, table)
+
+        def glue(sample):
+            row = self._glue_at(container, name, dims, spec, sample, frozen=True)
+            return np.zeros(len(FEATURE_NAMES)) if row is None else row
+
+        return self.relevant_table(glue, self.labels.sort(labels), f"the own ops of {name or '<space>'!r}",
+                                   _GLUE_CHECK_SAMPLES, known={(): first})
 
     def _glue_at(self, container: nn.Module, name: str, dims: list, spec, sample: Mapping[str, Any],
                  frozen: bool) -> np.ndarray | None:
@@ -381,6 +401,16 @@ class SpaceAnalysis:
         self.forward_passes += 1 + len(calls)
         children = sum((feature_row(features) for _, _, features in calls), np.zeros(len(FEATURE_NAMES)))
         return np.maximum(feature_row(total) - children, 0.0)
+
+
+def _strided(tensor: torch.Tensor) -> torch.Tensor:
+    """A non-contiguous view of a tensor's shape (what an op copies before it reads, as it would the real input):
+    every other element of a tensor twice as long along its last dimension of size > 1."""
+    dims = [d for d in range(tensor.dim()) if tensor.shape[d] > 1]
+    if not dims:
+        return tensor
+    return torch.cat([tensor, tensor], dim=dims[-1]).narrow(dims[-1], 0, 2 * tensor.shape[dims[-1]] - 1)[
+        (slice(None),) * dims[-1] + (slice(None, None, 2),)]
 
 
 def _called_children(container: nn.Module, name: str) -> list[str]:

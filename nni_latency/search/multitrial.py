@@ -72,6 +72,9 @@ def run_trials(config: SearchConfig, space, splits: DataSplits, profiler) -> tup
 
     options, data = config.multi_trial, config.data
     target = config.latency.target_ms or getattr(profiler, "uniform_expected_latency", lambda: None)()
+    if options.latency == "objective" and target is None:
+        raise ValueError(f"multi_trial.latency objective on {config.space.name} needs latency.target_ms: its profiler "
+                         "(FrozenLatencyProfiler) has no tables to take the space's mean latency from")
     train_loader = make_loader(splits.train, data.batch_size, True, data.seed, data.num_workers)
     val_loader = make_loader(splits.val, data.batch_size, False)
     trials: list[Trial] = []

@@ -180,3 +180,14 @@ def window_reverse(windows: torch.Tensor, window: int, H: int, W: int) -> torch.
     C = windows.shape[-1]
     x = windows.view(-1, H // window, W // window, window, window, C)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
+
+
+class Residual(nn.Module):
+    """``x + body(x)``: the residual wrapper LeViT and EfficientViT put around their token mixers and MLPs."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)

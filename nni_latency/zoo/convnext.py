@@ -10,26 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._layers import LayerNorm2d
 from .registry import register
 
 _PAPER = "Liu et al., A ConvNet for the 2020s, CVPR 2022"
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of an (N, C, H, W) tensor, computed the way the reference code's
-    ``channels_first`` LayerNorm does (mean and biased variance over dim 1, then affine)."""
-
-    def __init__(self, channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = x.mean(1, keepdim=True)
-        s = (x - u).pow(2).mean(1, keepdim=True)
-        x = (x - u) / torch.sqrt(s + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
 class ConvNeXtBlock(nn.Module):

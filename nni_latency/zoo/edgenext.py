@@ -16,26 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._attention import LayerScale, Mlp, check_size
+from ._layers import LayerNorm2d
 from .registry import register
 
 # Output stride 32: 64 leaves 2x2 in the last stage (convolutions pad; attention is over channels).
 SMALL_SIZES = {"edgenext_xx_small": 64}
-
-
-class LayerNormChannelsFirst(nn.Module):
-    """LayerNorm over C of a ``(B, C, H, W)`` map, written out (mean, variance, affine) like EdgeNeXt's."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = x.mean(1, keepdim=True)
-        s = (x - u).pow(2).mean(1, keepdim=True)
-        x = (x - u) / torch.sqrt(s + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
 class PositionalEncodingFourier(nn.Module):
@@ -137,10 +122,10 @@ class EdgeNeXt(nn.Module):
                  use_pos_emb=(False, True, False, False)):
         super().__init__()
         check_size("EdgeNeXt", image_size, 32)
-        layers: list[nn.Module] = [nn.Conv2d(3, dims[0], 4, 4), LayerNormChannelsFirst(dims[0])]
+        layers: list[nn.Module] = [nn.Conv2d(3, dims[0], 4, 4), LayerNorm2d(dims[0])]
         for i, dim in enumerate(dims):
             if i > 0:
-                layers += [LayerNormChannelsFirst(dims[i - 1]), nn.Conv2d(dims[i - 1], dim, 2, 2)]
+                layers += [LayerNorm2d(dims[i - 1]), nn.Conv2d(dims[i - 1], dim, 2, 2)]
             for j in range(depths[i]):
                 if j < depths[i] - global_blocks[i]:
                     layers.append(ConvEncoder(dim, kernel_sizes[i]))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._attention import check_size
+from ._attention import Residual, check_size
 from .registry import register
 
 # Output stride 32: 64 leaves 2x2 in the last stage (linear attention has no minimum token count).
@@ -33,13 +33,6 @@ def conv(in_ch: int, out_ch: int, kernel_size: int = 1, stride: int = 1, groups:
     return nn.Sequential(*layers)
 
 
-class Residual(nn.Module):
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
 
 
 def ds_conv(ch: int) -> nn.Sequential:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._attention import AttentionBias, BNLinear, ConvBN, LinearBN, check_size
+from ._attention import AttentionBias, BNLinear, ConvBN, LinearBN, Residual, check_size
 from .registry import register
 
 # Stride-16 stem: 64 gives 4x4 tokens, then 2x2 and 1x1 after the two subsampling attentions.
@@ -76,13 +76,6 @@ class AttentionSubsample(nn.Module):
         return self.proj(x)
 
 
-class Residual(nn.Module):
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        self.body = body
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
 
 
 def _mlp(dim: int, ratio: float) -> nn.Module:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._layers import init_weights
+from ._layers import ClassifierHead, init_weights
 from .registry import register
 
 _PAPER = "Vasu et al., MobileOne: An Improved One millisecond Mobile Backbone, CVPR 2023"
@@ -33,12 +33,11 @@ class MobileOne(nn.Module):
                 layers.append(_block(in_ch, out_ch, 1, 1, 1))
                 in_ch = out_ch
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_ch, num_classes)
+        self.head = ClassifierHead(in_ch, num_classes)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+        return self.head(self.features(x))
 
 
 @register("mobileone_s0", kind="cnn", paper=_PAPER)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._layers import init_weights
+from ._layers import ClassifierHead, init_weights
 from .registry import register
 
 _PAPER = "Ding et al., RepVGG: Making VGG-style ConvNets Great Again, CVPR 2021"
@@ -52,12 +52,11 @@ class RepVGG(nn.Module):
                 layers.append(RepVGGBlock(in_ch, w, 2 if i == 0 else 1, deploy))
                 in_ch = w
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_ch, num_classes)
+        self.head = ClassifierHead(in_ch, num_classes)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+        return self.head(self.features(x))
 
 
 @register("repvgg_a0", kind="cnn", paper=_PAPER)
