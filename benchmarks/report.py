@@ -279,6 +279,7 @@ def render(*, args, machine: dict, profile, timing: dict, predictors: dict, test
     flags += f" --profile-dir {args.profile_dir}" if args.profile_dir else ""
     img = "img"
     test_config = testset.config_name
+    protocol_rounds = getattr(profile.model, "device", {}).get("rounds", 1)
     lut_fbnet = spaces["fbnet"]
     families = sorted({r["family"] for r in testset.records})
     parts = [
@@ -306,10 +307,12 @@ def render(*, args, machine: dict, profile, timing: dict, predictors: dict, test
         "",
         "## Protocol",
         "",
-        f"- Every latency is `nni_latency.timing.measure_latency`: the median of `torch.utils.benchmark` "
-        f"`adaptive_autorange`, eval mode, no grad, {timing['threads']} thread(s), fp32, batch as stated, "
-        f"{timing['min_run_time']}-{timing['max_run_time']} s per measurement, re-measured when IQR/median "
-        f"exceeds {timing['max_spread']:.0%}.",
+        f"- Every latency is `nni_latency.timing.measure_latency`: runs of about 10 ms of calls (at least three) "
+        f"under `torch.utils.benchmark`'s timer, eval mode, no grad, {timing['threads']} thread(s), fp32, batch as "
+        f"stated, {timing['min_run_time']}-{timing['max_run_time']} s per measurement, re-measured when IQR/median "
+        f"exceeds {timing['max_spread']:.0%}; the latency is the profile's statistic, the "
+        f"{_quantile_text(timing.get('quantile', 0.5))} of the runs, pooled over the profile's "
+        f"{protocol_rounds} interleaved passes for the profile and the held-out blocks.",
         f"- Protocol `rotate` (cycling weight and input copies over a {timing['working_set_mb']:.0f} MB working set, "
         "so each call starts with cold caches, as a block does inside a network) under the `steady` allocator "
         "(glibc keeps freed memory instead of returning it to the OS and page-faulting it back on every forward "
@@ -396,6 +399,10 @@ def render(*, args, machine: dict, profile, timing: dict, predictors: dict, test
         "",
     ]
     return "\n".join(parts)
+
+
+def _quantile_text(quantile: float) -> str:
+    return {0.5: "median", 0.25: "lower quartile"}.get(float(quantile), f"{float(quantile):g} quantile")
 
 
 def seconds_text(value: float) -> str:

@@ -235,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_allocator_policy(protocol.replace(allocator="steady"))
     timing = {"threads": args.threads, "working_set_mb": protocol.working_set_mb,
               "min_run_time": 0.02 if args.quick else protocol.min_run_time,
-              "max_run_time": 0.1 if args.quick else protocol.max_run_time, "max_spread": protocol.max_spread}
+              "max_run_time": 0.1 if args.quick else protocol.max_run_time, "max_spread": protocol.max_spread,
+              "quantile": protocol.quantile}
     cache = Path(args.cache_dir) if args.cache_dir else Path(args.profile_dir).parent / "spaces"
     result = run([name.strip() for name in args.spaces.split(",") if name.strip()], model, args.networks,
                  args.seed, args.rounds, timing, cache, not args.no_progress)

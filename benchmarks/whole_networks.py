@@ -260,6 +260,13 @@ def render(summaries: Sequence[dict], images: Path, image_dir: str = "img") -> s
     parts += ["Default model, MdAPE per kind (networks):", "",
               table(["kind", *[s["regime"]["name"] for s in summaries]], rows), ""]
     first = summaries[0]
+    rows = [(name, kind, k["count"], pct(k["mdape"]), pct(k["within_10pct"], 0), pct(k["bias"]), num(k["kendall_tau"], 3))
+            for name, s in first["scores"].items() for kind, k in s.get("kinds", {}).items()
+            if kind in ("transformer", "hybrid")]
+    if rows:
+        parts += [f"### Transformers and hybrids ({first['regime']['name']})", "",
+                  "The zoo's attention networks by predictor (targets: MdAPE ≤ 8%, ≥ 75% within ±10%, τ ≥ 0.95).", "",
+                  table(["predictor", "kind", "networks", "MdAPE", "within ±10%", "bias", "Kendall τ"], rows), ""]
     paths = plot_networks(first["rows"], images / "zoo_networks",
                           f"default model, whole networks ({first['regime']['name']})")
     parts += [f"![whole networks of the zoo and hub samples]({image_dir}/{paths[0].name})", ""]

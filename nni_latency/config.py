@@ -34,8 +34,12 @@ class TimingConfig:
     min_run_time: float = 0.1
     max_run_time: float = 0.6
     max_spread: float = 0.10
-    rounds: int = 1  # interleaved passes over all blocks, spreading each block's timing over the whole run
-    quantile: float = 0.5  # statistic of the timed runs: 0.5 the median, 0.25 the lower quartile (quiet speed)
+    # Interleaved passes over all blocks, spreading each block's timing over the whole run; and the statistic of
+    # the timed runs (0.5 the median, 0.25 the lower quartile: the quiet speed). None keeps the protocol's: one
+    # pass and the median for a profile, the device model's own when a test set is measured, so a model is
+    # judged on the statistic it was fitted to.
+    rounds: int | None = None
+    quantile: float | None = None
 
 
 @dataclass

@@ -67,13 +67,12 @@ def check_batch(model: Any, batch: int | None, *, stacklevel: int = 2) -> str | 
     batches = profiled_batches(model)
     if batch is None or batches is None or batches[0] <= batch <= batches[-1]:
         return None
-    config = (getattr(model, "device", None) or {}).get("config")
-    extra = config.get("extra_batches") if isinstance(config, dict) else None
-    extra = ",".join(map(str, sorted({*(int(b) for b in extra or []), int(batch)})))
+    first = protocol_of(model).batch if records_protocol(getattr(model, "device", {}) or {}) else batches[0]
+    covering = ",".join(map(str, [first, *sorted({*batches, int(batch)} - {first})]))
     profiled = f"batch {batches[0]}" if len(batches) == 1 else f"batches {', '.join(map(str, batches))}"
     message = (f"the device model was fitted at {profiled}; batch {batch} lies outside, so its prediction "
-               f"extrapolates; profile for it with `{_profile_command(model, f'--set extra_batches=[{extra}]')}` "
-               "(the config keys `batch` and `extra_batches` set the profiled batch sizes)")
+               f"extrapolates; profile for it with `{_profile_command(model, f'--batches {covering}')}` "
+               "(its blocks and chains are spread over those batch sizes)")
     return _warn_once(model, "batch", message, stacklevel)
 
 

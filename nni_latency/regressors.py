@@ -237,7 +237,9 @@ class RelativeLinearModel(_AffineRegressor):
                        "convs_pointwise", "convs_grouped", "convs_depthwise", "matmuls", "mem_ops", "maxpool_work",
                        "avgpool_work")
     # Convolutions by the kernel ATen runs (oneDNN per kind, or im2col + GEMM), matrix multiplies and fused
-    # attention; memory-bound operators by class; a per-call cost for each. Chosen on held-out networks.
+    # attention; memory-bound operators by class; a per-call cost for each. Each split follows a measured
+    # mechanism (ATen's two convolution paths differ 2-3x per FLOP; a transcendental element costs more than a
+    # copied one); the weights come from the profiling suite alone.
     DEFAULT_FEATURES = (
         "dnn_vflops_dense", "dnn_vflops_pointwise", "dnn_vflops_grouped", "dnn_vflops_depthwise", "gemm_flops",
         "vflops_matmul", "vflops_attention", "conv_weights", "matmul_weights", "im2col_elements", "elements_simple",

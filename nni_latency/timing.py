@@ -228,7 +228,8 @@ def _replicas(module: nn.Module, inputs: tuple[torch.Tensor, ...], protocol: str
 def measure_latency(module: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]],
                     protocol: MeasurementProtocol | str | torch.device | None = None, /, *, max_copies: int = 32,
                     retries: int = 1, **overrides: Any) -> LatencyMeasurement:
-    """Median inference latency (ms) of ``module`` on ``input_shape`` under ``protocol``, eval mode, no grad.
+    """Inference latency (ms) of ``module`` on ``input_shape`` under ``protocol`` (its ``quantile`` of the timed
+    runs), eval mode, no grad.
 
     ``overrides`` replace fields of the protocol (``threads=1``, ``protocol="hot"``, ``min_run_time=0.01``,
     ...); without a protocol they apply to ``MeasurementProtocol()``'s defaults, and a device string in
@@ -271,6 +272,9 @@ def measure_latency(module: nn.Module, input_shape: Sequence[int] | Sequence[Seq
 # the timer's own cost vanishes, and a run of a small block spans about as much time as one call of a
 # network, so a quantile over runs means the same for both.
 _RUN_SECONDS = 0.01
+# At least this many runs per measurement, however long a call takes: a quantile of one run is that run, and a
+# whole network (one call per run) would otherwise be one call per round, all of its noise kept.
+_MIN_RUNS = 3
 
 
 def _synchronize(device: torch.device) -> None:
@@ -281,7 +285,8 @@ def _synchronize(device: torch.device) -> None:
 def _timed(replicas, protocol: MeasurementProtocol, retries: int, per_call: float) -> benchmark.Measurement:
     """Timed runs over the replicas in turn until ``min_run_time`` has passed and IQR/median is within
     ``max_spread``, or ``max_run_time`` has (``adaptive_autorange``'s rule, with the run length set from the
-    warm-up's ``per_call`` seconds instead of its search); re-run with twice the budget while too noisy."""
+    warm-up's ``per_call`` seconds instead of its search), and at least ``_MIN_RUNS`` runs; re-run with twice
+    the budget while too noisy."""
     cycle = itertools.cycle(replicas)
 
     def run_once():
@@ -296,7 +301,7 @@ def _timed(replicas, protocol: MeasurementProtocol, retries: int, per_call: floa
     for attempt in range(retries + 1):
         times, elapsed = [], 0.0
         with torch.no_grad():
-            while elapsed < budget:
+            while elapsed < budget or len(times) < _MIN_RUNS:
                 measured = timer.timeit(number)  # one run of ``number`` calls
                 task_spec, run = measured.task_spec, measured.raw_times[0]
                 times.append(run / number)

@@ -31,10 +31,10 @@ BATCHES = [
     ("inside_range", {"batches": [1, 2, 4]}, 3, None),
     ("edge", {"batches": [1, 2, 4]}, 4, None),
     ("above", {"batches": [1, 2, 4], "config": {"extra_batches": [2, 4]}}, 8,
-     ["fitted at batches 1, 2, 4", "batch 8 lies outside", "`nni-latency profile --set extra_batches=[2,4,8]`"]),
-    ("below", {"batch": 8, "batches": [8, 16]}, 1, ["batch 1 lies outside", "extra_batches=[1]"]),
+     ["fitted at batches 1, 2, 4", "batch 8 lies outside", "`nni-latency profile --batches 1,2,4,8`"]),
+    ("below", {"batch": 8, "batches": [8, 16]}, 1, ["batch 1 lies outside", "--batches 8,1,16`"]),
     ("older_model_uses_its_batch", {"batch": 1}, 2, ["fitted at batch 1;", "batch 2"]),
-    ("cuda", {"type": "cuda", "device": "cuda", "batches": [1, 8]}, 32, ["nni-latency profile --device cuda --set"]),
+    ("cuda", {"type": "cuda", "device": "cuda", "batches": [1, 8]}, 32, ["nni-latency profile --device cuda --batches 1,8,32"]),
 ]
 
 

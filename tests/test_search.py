@@ -432,3 +432,16 @@ def test_smoke_config_end_to_end(tmp_path, device_model_path, synthetic_model, c
     assert ("lut" in result) == any("lut" in o for o in overrides)
     summary = capsys.readouterr().out
     assert "predicted latency" in summary and "measured" in summary and "accuracy" in summary
+
+
+def test_curves_plot_legend_names_both_y_axes(tmp_path, monkeypatch):
+    """The architecture panel has two y axes (latency, temperature): its one legend names both lines."""
+    import nni_latency.search.report as report
+
+    saved = []
+    monkeypatch.setattr(report, "save_figure", lambda figure, path, suffixes: saved.append(figure))
+    history = {"epochs": [{"epoch": i, "predicted_latency_ms": 1.0 - 0.1 * i, "temperature": 5.0 - i}
+                          for i in range(3)]}
+    plot_curves(history, tmp_path / "c.png")
+    legend = saved[0].axes[1].get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == ["argmax architecture", "temperature"]

@@ -275,3 +275,20 @@ def test_rotated_copies_have_tensors_of_their_own_and_fill_the_working_set():
     assert len(replicas) == 10  # the working set alone decides the count (not the time the copies cost)
     assert len(_replicas(block, (x,), "rotate", working_set_bytes=10**9, max_copies=32)) == 32
     assert len(_replicas(block, (x,), "hot", working_set_bytes=10**9, max_copies=32)) == 1
+
+
+class _Slow(nn.Module):
+    """A call that takes longer than the whole timing budget (a network, timed whole)."""
+
+    def forward(self, x):
+        import time
+
+        time.sleep(0.03)
+        return x
+
+
+def test_a_call_longer_than_the_budget_still_gets_three_runs():
+    protocol = MeasurementProtocol(protocol="hot", min_run_time=0.001, max_run_time=0.01)
+    measurement = measure_latency(_Slow(), (1, 4), protocol)
+    assert len(measurement.times_ms) == 3
+    assert all(t >= 30.0 for t in measurement.times_ms)

@@ -92,6 +92,10 @@ def plot_curves(history: Mapping[str, Sequence[Mapping[str, Any]]], path: Path) 
             twin = axes[1].twinx()
             twin.plot(x, [e.get("temperature") for e in epochs], "s--", color="tab:gray", label="temperature")
             twin.set_ylabel("gumbel temperature")
+            lines = axes[1].get_lines() + twin.get_lines()  # two y axes: one legend names both
+            axes[1].legend(lines, [line.get_label() for line in lines], fontsize=8)
+        else:
+            axes[1].legend(fontsize=8)
     if retrain:
         axes[2].plot([r["epoch"] + 1 for r in retrain], [r["val_acc"] for r in retrain], "o-")
         axes[2].set(xlabel="epoch", ylabel="val top-1", title="retraining the exported net", ylim=(0, 1))

@@ -1,0 +1,87 @@
+"""The package's shape (issue 12): no import cycle between its modules at import time, and small modules."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "nni_latency"
+MAX_LINES = 500
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _top_level_imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """Modules of the package that ``path`` imports when it is imported (not inside functions, not for typing)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        for statement in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
+            if isinstance(statement, ast.ImportFrom):
+                base = package.split(".")
+                if statement.level:
+                    base = base[:len(base) - statement.level + 1]
+                    target = ".".join(base + ([statement.module] if statement.module else []))
+                else:
+                    target = statement.module or ""
+                for alias in statement.names:
+                    candidate = f"{target}.{alias.name}"
+                    found.add(candidate if candidate in known else target)
+            elif isinstance(statement, ast.Import):
+                found.update(alias.name for alias in statement.names)
+    return {module for module in found if module in known and module != name}
+
+
+def _graph() -> dict[str, set[str]]:
+    paths = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    known = set(paths)
+    return {name: _top_level_imports(path, name, known) for name, path in paths.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for child in sorted(graph[node]):
+            if state.get(child) == 1:
+                return path[path.index(child):] + [child]
+            if child not in state and (found := visit(child)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_import_graph_sees_the_package():
+    graph = _graph()
+    assert "nni_latency.model" in graph["nni_latency.fit"]
+    assert "nni_latency.features" in graph["nni_latency.nas.structure"]
+
+
+def test_no_import_cycle_inside_the_package():
+    assert _cycle(_graph()) is None, " -> ".join(_cycle(_graph()) or [])
+
+
+def test_no_module_is_over_500_lines():
+    long = {str(path.relative_to(PACKAGE)): n for path in PACKAGE.rglob("*.py")
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
