@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import time
 import warnings
 from dataclasses import dataclass
@@ -203,6 +204,16 @@ class BlockTable:
 
     def seconds(self, where: Callable[[dict], bool] = lambda r: True) -> float:
         return float(sum(r["seconds"] for r in self.entries.values() if where(r)))
+
+
+def in_fresh_process(target: Callable[..., None], args: tuple, what: str) -> None:
+    """Run ``target(*args)`` in a freshly spawned process and wait for it: the allocator policy is process-wide
+    and one-way, so a measurement under another policy needs a process that never enabled this one's."""
+    child = multiprocessing.get_context("spawn").Process(target=target, args=args)
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"the {what} process failed (exit code {child.exitcode})")
 
 
 def allocator_breakdown(descriptions: list[dict], allocator: str, timing: dict[str, Any], output: str) -> None:

@@ -24,8 +24,6 @@ import argparse
 import datetime
 import json
 import logging
-import math
-import multiprocessing
 import platform
 import subprocess
 import sys
@@ -344,19 +342,14 @@ def run_allocator(args, profile: Profile, timing: dict[str, Any], fbnet_sample: 
         descriptions += [{"name": "ResNet-18", "kind": "resnet18"},
                          {"name": "FBNet (random sample 0)", "kind": "fbnet", "sample": fbnet_sample},
                          {"name": "ProxylessNAS (random sample 0)", "kind": "proxylessnas", "sample": proxyless_sample}]
-    context = multiprocessing.get_context("spawn")  # a child that never enabled the steady allocator
     results = []
     for allocator in ("default", "steady"):
         output = args.cache_dir / f"allocator_{allocator}.json"
         if not output.exists():
             _logger.info("measuring %d network(s) whole and block by block under the %s allocator, in a fresh process",
                          len(descriptions), allocator)
-            child = context.Process(target=networks.allocator_breakdown,
-                                    args=(descriptions, allocator, timing, str(output)))
-            child.start()
-            child.join()
-            if child.exitcode != 0:
-                raise RuntimeError(f"the {allocator}-allocator measurement process failed (exit code {child.exitcode})")
+            networks.in_fresh_process(networks.allocator_breakdown, (descriptions, allocator, timing, str(output)),
+                                      f"{allocator}-allocator measurement")
         results.extend(json.loads(output.read_text()))
     predicted = {}
     for description in descriptions:

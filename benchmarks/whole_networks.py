@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import multiprocessing
 import sys
 import warnings
 from dataclasses import dataclass
@@ -84,13 +83,8 @@ def measured_rows(specs, protocol, dataset: Path, regime: Regime, progress: bool
     from nni_latency.network_evaluation import measure_networks
 
     if regime.allocator == "default":
-        child = multiprocessing.get_context("spawn").Process(
-            target=_measure, args=([s.to_dict() for s in specs], protocol.to_dict(), str(dataset), regime.batch,
-                                   regime.image_size, progress))
-        child.start()
-        child.join()
-        if child.exitcode != 0:
-            raise RuntimeError(f"the plain-glibc measurement process failed (exit code {child.exitcode})")
+        networks.in_fresh_process(_measure, ([s.to_dict() for s in specs], protocol.to_dict(), str(dataset),
+                                             regime.batch, regime.image_size, progress), "plain-glibc measurement")
         return measure_networks(specs, protocol, dataset, regime.batch, regime.image_size, _not_measured,
                                 progress=False, spaces=spaces)
     return measure_networks(specs, protocol, dataset, regime.batch, regime.image_size, progress=progress,
@@ -154,13 +148,8 @@ def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
         if regime.batch > 1:
             config = config.covering_batches([1, regime.batch])
         if regime.allocator == "default":  # the steady policy is process-wide and one-way: profile elsewhere
-            child = multiprocessing.get_context("spawn").Process(
-                target=_profile_child, args=(config_to_dict(config), str(directory), regime.threads,
-                                             not args.no_progress))
-            child.start()
-            child.join()
-            if child.exitcode != 0:
-                raise RuntimeError(f"the plain-glibc profiling process failed (exit code {child.exitcode})")
+            networks.in_fresh_process(_profile_child, (config_to_dict(config), str(directory), regime.threads,
+                                                       not args.no_progress), "plain-glibc profiling")
         else:
             from nni_latency.microbench import run_profile
 

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import types
 import typing
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
+from .errors import did_you_mean
 
 __all__ = ["ProfileConfig", "TimingConfig", "TokenConfig", "ChainConfig", "load_config", "config_from_dict", "apply_overrides",
            "packaged_config", "config_to_dict", "read_yaml"]
@@ -104,8 +104,7 @@ class ProfileConfig:
 
 
 def _suggest(key: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"
+    return did_you_mean(key, known) or f" (known keys: {', '.join(known)})"
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

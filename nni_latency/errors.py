@@ -6,9 +6,11 @@ It imports nothing heavy (no torch), so the command line can load it before any 
 
 from __future__ import annotations
 
+import difflib
 import errno
+from typing import Iterable
 
-__all__ = ["describe_error"]
+__all__ = ["describe_error", "did_you_mean"]
 
 # Fragments of the messages torch and its allocators give when memory runs out.
 _ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "not enough memory", "bad_alloc")
@@ -60,3 +62,10 @@ def describe_error(error: BaseException) -> str:
         return f"{_first_line(error)}; rerun with -v for the details"
     return (f"unexpected {type(error).__name__}: {_first_line(error)}; this is a bug in nni-latency: rerun with "
             "-v for the traceback and report it")
+
+
+def did_you_mean(value: object, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the known name closest to ``value``, or ``""`` when none is close: the hint
+    every unknown-name error carries."""
+    close = difflib.get_close_matches(str(value), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

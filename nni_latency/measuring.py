@@ -21,7 +21,8 @@ from .protocol import MeasurementProtocol, protocol_of
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["measure_rounds", "read_rounds", "combine_rounds", "check_resumable", "progress_bar"]
+__all__ = ["measure_rounds", "read_rounds", "combine_rounds", "check_resumable", "protocol_mismatch",
+           "progress_bar"]
 
 
 def read_rounds(dataset: Path) -> dict[str, list[dict]]:
@@ -65,16 +66,24 @@ def combine_rounds(rows: Sequence[dict]) -> dict:
     return combined
 
 
+def protocol_mismatch(rows: Iterable[dict], protocol: MeasurementProtocol) -> tuple[str, Any, Any] | None:
+    """The first protocol field in which a row was measured otherwise than ``protocol`` asks: (field, the
+    row's value, this run's value); None when every row agrees."""
+    for row in rows:
+        recorded = protocol_of(row)
+        mismatch = recorded.differences(protocol)
+        if mismatch:
+            return mismatch[0], getattr(recorded, mismatch[0]), getattr(protocol, mismatch[0])
+    return None
+
+
 def check_resumable(existing: Mapping[str, Sequence[dict]], protocol: MeasurementProtocol, dataset: Path) -> None:
     """Rows already in ``dataset`` must have been measured under the same protocol as this run."""
-    for rows in existing.values():
-        for row in rows:
-            recorded = protocol_of(row)
-            mismatch = recorded.differences(protocol)
-            if mismatch:
-                key = mismatch[0]
-                raise ValueError(f"{dataset} was measured with {key}={getattr(recorded, key)!r}, this run uses "
-                                 f"{getattr(protocol, key)!r}; use another --output-dir or delete the file")
+    mismatch = protocol_mismatch((row for rows in existing.values() for row in rows), protocol)
+    if mismatch:
+        key, recorded, wanted = mismatch
+        raise ValueError(f"{dataset} was measured with {key}={recorded!r}, this run uses {wanted!r}; use another "
+                         "--output-dir or delete the file")
 
 
 def measure_rounds(keys: Iterable[str], measure: Callable[[str], dict[str, Any]], dataset: Path,

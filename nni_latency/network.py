@@ -5,12 +5,12 @@ each block's features on those shapes. ``analysis`` builds its report on this.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from typing import Sequence
 
 from torch import nn
 
+from .errors import did_you_mean
 from .features import DEFAULT_VECTOR_WIDTH, FEATURE_NAMES, BlockFeatures, extract_features, run_counted
 
 _logger = logging.getLogger(__name__)
@@ -36,8 +36,7 @@ def select_blocks(network: nn.Module, depth: int = 1,
         chosen = []
         for name in names:
             if name not in available:
-                close = difflib.get_close_matches(name, list(available), n=1)
-                guess = f" (did you mean {close[0]!r}?)" if close else ""
+                guess = did_you_mean(name, available)
                 raise ValueError(f"no block named {name!r} in {type(network).__name__}{guess}; "
                                  f"valid names: {_valid_names_hint(list(available)) or 'none'}")
             if name in (n for n, _ in chosen):

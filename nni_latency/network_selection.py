@@ -9,7 +9,6 @@ test set: nothing here is ever sampled into the profiling suite.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import did_you_mean
 from . import zoo
 
 _logger = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def _hub_space(name: str, spaces: SpaceCache | None = None) -> nn.Module:
     if spaces is not None and name in spaces:
         return spaces[name]
     if name not in HUB_SPACES:
-        raise ValueError(f"unknown hub space {name!r}{_guess(name, HUB_SPACES)}; use one of {', '.join(HUB_SPACES)}")
+        raise ValueError(f"unknown hub space {name!r}{did_you_mean(name, HUB_SPACES)}; use one of "
+                         f"{', '.join(HUB_SPACES)}")
     from .spaces.hub import build_space
 
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
@@ -109,11 +110,6 @@ def hub_samples(space: str, count: int, seed: int = 0, spaces: SpaceCache | None
     return samples
 
 
-def _guess(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _parse_hub(term: str) -> tuple[str, int]:
     parts = term.split(":")
     if len(parts) != 3 or not parts[2].strip().isdigit():
@@ -121,7 +117,7 @@ def _parse_hub(term: str) -> tuple[str, int]:
                          f"(SPACE: {', '.join(HUB_SPACES)})")
     space = parts[1].strip()
     if space not in HUB_SPACES:
-        raise ValueError(f"unknown hub space {space!r} in {term!r}{_guess(space, HUB_SPACES)}; use one of "
+        raise ValueError(f"unknown hub space {space!r} in {term!r}{did_you_mean(space, HUB_SPACES)}; use one of "
                          f"{', '.join(HUB_SPACES)}")
     return space, int(parts[2])
 
@@ -146,7 +142,7 @@ def select_networks(selection: str, seed: int = 0, spaces: SpaceCache | None = N
             specs = [_zoo_spec(term)]
         else:
             known = ["all", *zoo.KINDS, *zoo.names()]
-            raise ValueError(f"unknown network {term!r}{_guess(term, known)}; use all, {', '.join(zoo.KINDS)}, "
+            raise ValueError(f"unknown network {term!r}{did_you_mean(term, known)}; use all, {', '.join(zoo.KINDS)}, "
                              f"hub:SPACE:N (SPACE: {', '.join(HUB_SPACES)}) or zoo names: {', '.join(zoo.names())}")
         for spec in specs:
             chosen.setdefault(spec.name, spec)

@@ -207,6 +207,9 @@ class TwoRegimeModel(_LatencyRegressor):
         return model
 
 
+_KNOWN_FEATURES = frozenset(FEATURE_NAMES)
+
+
 class _ChosenFeatures:
     """``feature_names`` of a regressor with a ``features`` parameter: the instance's own columns, or the
     class's ``DEFAULT_FEATURES`` (also what the class itself answers)."""
@@ -214,7 +217,7 @@ class _ChosenFeatures:
     def __get__(self, instance, owner) -> tuple[str, ...]:
         chosen = getattr(instance, "features", None) if instance is not None else None
         names = tuple(owner.DEFAULT_FEATURES if chosen is None else chosen)
-        unknown = [name for name in names if name not in FEATURE_NAMES]
+        unknown = [name for name in names if name not in _KNOWN_FEATURES]
         if unknown or not names:
             raise ValueError(f"{owner.kind} features {unknown or list(names)} are not features of this nni-latency "
                              f"(known: {', '.join(FEATURE_NAMES)})")

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .fileio import read_jsonl
-from .protocol import MeasurementProtocol, protocol_of
+from .measuring import protocol_mismatch
+from .protocol import MeasurementProtocol
 
 _logger = logging.getLogger(__name__)
 
@@ -70,12 +71,9 @@ def check_resume(dataset: Path, model_path: Path, config: Mapping[str, Any], pro
     if not dataset.exists():
         return set()
     rows = list(read_jsonl(dataset))
-    for row in rows:
-        recorded = protocol_of(row)
-        mismatch = recorded.differences(protocol)
-        if mismatch:
-            key = mismatch[0]
-            raise _refuse(dataset, key, getattr(recorded, key), getattr(protocol, key))
+    mismatch = protocol_mismatch(rows, protocol)
+    if mismatch:
+        raise _refuse(dataset, *mismatch)
     recorded_config = _recorded_config(model_path)
     if recorded_config is not None:
         difference = _first_difference(recorded_config, config)

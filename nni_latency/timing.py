@@ -306,7 +306,8 @@ def _timed(replicas, protocol: MeasurementProtocol, retries: int, per_call: floa
                 task_spec, run = measured.task_spec, measured.raw_times[0]
                 times.append(run / number)
                 elapsed += run
-                if elapsed >= protocol.min_run_time and len(times) >= 3 and _spread(times) <= protocol.max_spread:
+                enough = elapsed >= protocol.min_run_time and len(times) >= _MIN_RUNS
+                if enough and _spread(times) <= protocol.max_spread:
                     break
         if _spread(times) <= protocol.max_spread:
             break

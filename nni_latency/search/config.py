@@ -8,13 +8,13 @@ arguments, checked against its signature.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..errors import did_you_mean
 from ..config import apply_overrides, config_from_dict, config_to_dict, packaged_config, read_yaml
 from ..nas.loss import LOSS_MODES
 from ..spaces.fbnet import CANDIDATE_NAMES
@@ -269,11 +269,7 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _did_you_mean(values: Sequence[str], known: Sequence[str]) -> str:
-    for value in values:
-        close = difflib.get_close_matches(str(value), list(known), n=1)
-        if close:
-            return f" (did you mean {close[0]!r}?)"
-    return ""
+    return next((hint for value in values if (hint := did_you_mean(value, known))), "")
 
 
 def _space_section(section: Any) -> Any:

@@ -9,12 +9,12 @@ FBNet term) or ``FrozenLatencyProfiler`` where the space's choices change shapes
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+from ..errors import did_you_mean
 
 _logger = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ def space_names() -> list[str]:
 def space_entry(name: str) -> SpaceEntry:
     """The entry of space ``name``; an unknown name is a one-line error listing the valid ones."""
     if name not in SPACES:
-        close = difflib.get_close_matches(str(name), list(SPACES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(name, SPACES)
         raise ValueError(f"unknown space {name!r}{hint}; use one of {', '.join(SPACES)}")
     return SPACES[name]
 
@@ -88,8 +87,7 @@ def check_arguments(name: str, arguments: Mapping[str, Any], where: str = "argum
     parameters = space_parameters(name)
     for key, value in arguments.items():
         if key not in parameters:
-            close = difflib.get_close_matches(str(key), list(parameters), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(key, parameters)
             raise ValueError(f"{name} has no {where} {key!r}{hint}; it accepts {', '.join(parameters)}")
         default = parameters[key].default
         if isinstance(default, (int, float)) and not isinstance(default, bool) and not (

@@ -6,13 +6,13 @@ modules of this package are imported on first lookup (``pkgutil``), so adding a 
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
+from ..errors import did_you_mean
 
 __all__ = ["ZooEntry", "KINDS", "register", "names", "get", "build"]
 
@@ -76,8 +76,7 @@ def get(name: str) -> ZooEntry:
     """The entry of ``name``; a one-line ``ValueError`` lists the names when it does not exist."""
     _load_all()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        guess = did_you_mean(name, _REGISTRY)
         raise ValueError(f"no zoo network named {name!r}{guess}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
