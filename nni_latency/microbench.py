@@ -1,5 +1,5 @@
-"""The micro-benchmark suite and the profiling run: sample ~100 blocks, measure each (progress, one JSONL
-row appended per block, resume after an interruption), then hand the rows to ``fit``.
+"""The micro-benchmark suite and the profiling run: sample ~110 blocks and 30 chains, measure each (progress, one
+JSONL row appended per block, resume after an interruption), then hand the rows to ``fit``.
 
 Sampling is log-stratified on a work proxy (C_in * C_out * H * W / stride^2), so the suite spans the
 FLOPs and bytes that CNNs use, from 7x7 maps with many channels to 112x112 maps with few, across
@@ -172,8 +172,8 @@ def validate_profile_config(config: ProfileConfig, threads: int) -> None:
          f"unknown model kind {config.model_kind!r} in model_kind: use one of {', '.join(MODEL_KINDS)}"),
         (threads >= 1, f"threads must be at least 1, got {threads}"),
         (config.count >= MIN_POINTS, f"count must be at least {MIN_POINTS} to fit and cross-validate, got {config.count}"),
-        (config.count <= MAX_COUNT, f"count must be at most {MAX_COUNT}, got {config.count}: the default 100 blocks "
-                                    "fit a device model in about 30 s, and sampling alone grows with count squared"),
+        (config.count <= MAX_COUNT, f"count must be at most {MAX_COUNT}, got {config.count}: the default 110 blocks "
+                                    "and 30 chains take about a minute; sampling alone grows with count squared"),
         (config.batch >= 1 and all(b >= 1 for b in config.extra_batches), "batch sizes must be at least 1"),
         (len(config.channels) == 2 and 1 <= config.channels[0] <= config.channels[1],
          f"channels must be [low, high] with 1 <= low <= high, got {config.channels}"),
@@ -201,7 +201,8 @@ def profile_protocol(config: ProfileConfig, device: str = "cpu", threads: int | 
 
 
 def run_profile(config: ProfileConfig, device: str = "cpu", output_dir: str | Path = "runs/profile",
-                threads: int | None = None, progress: bool = True, force: bool = False) -> ProfileResult:
+                threads: int | None = None, progress: bool = True, force: bool = False,
+                host_load: Callable[[], dict] | None = None) -> ProfileResult:
     """Benchmark the suite on ``device``, fit ``config.model_kind`` and write the device model and dataset.
 
     A rerun into the same ``output_dir`` resumes only if it measures the same thing (``resume.check_resume``);
@@ -228,6 +229,7 @@ def run_profile(config: ProfileConfig, device: str = "cpu", output_dir: str | Pa
                         f"protocol={protocol.protocol}, allocator={protocol.allocator}"),
         "noisy_points": sum(bool(r.get("noisy")) for r in records), "config": config_to_dict(config),
         "probe": record_probe(protocol),  # the device's speed now, for the drift check of later measurements
+        **({"host_load": host_load()} if host_load else {}),  # how busy the host was (hostload.HostLoad)
     }
     model = fit_records(records, config.model_kind, device=device_info)
     reference = reference_model(records, model)

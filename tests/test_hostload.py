@@ -134,3 +134,32 @@ def test_wait_until_quiet(shares, max_wait, looks, error):
         record = wait_until_quiet(10, max_wait, load=_scripted_looks(*shares), sleep=slept.append)
         assert record["other_cpu_share"] == (None if shares[-1] is None else pytest.approx(shares[-1]))
     assert slept == [10] * looks
+
+
+def test_profile_on_a_busy_host_says_so_once_and_records_the_share(tiny_profile_config, tmp_path):
+    """A tiny profile while a child process spins on a core: one warning line, and the share in the model."""
+    import contextlib
+    import io
+    import subprocess
+    import sys
+
+    from nni_latency.cli import main
+    from nni_latency.model import LatencyModel
+
+    if read_proc_stat() is None:
+        pytest.skip("no /proc/stat: the host load is unknown here")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["profile", "--config", str(tiny_profile_config), "--output-dir", str(tmp_path / "run"),
+                         "--no-progress"])
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert code == 0, err.getvalue()
+    lines = [line for line in err.getvalue().splitlines() if "other processes used" in line]
+    assert len(lines) == 1 and lines[0].startswith("nni-latency profile: warning: "), err.getvalue()
+    assert "while profiling" in lines[0]
+    load = LatencyModel.load(tmp_path / "run" / "device_model.json").device["host_load"]
+    assert load["other_cpu_share"] > BUSY_SHARE and load["window_s"] >= 1.0 and load["steal_share"] >= 0
