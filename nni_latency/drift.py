@@ -4,15 +4,14 @@ A device's speed drifts with its state (thermal limits, frequency governors, oth
 the same networks measured 5-10% slower half an hour after the profile. ``run_profile`` times a few fixed
 blocks (``record_probe``) and stores them in the model; ``check_drift`` times them again before a later
 measurement and warns (``DriftWarning``) when they moved beyond their own noise, so a user can tell whether
-the model or the machine is off. ``allocator_advice`` covers the other process-level cause of unstable
-timings, plain glibc malloc.
+the model or the machine is off. (The other process-level cause of unstable timings, plain glibc malloc, is
+``timing.allocator_advice``'s.)
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -21,11 +20,12 @@ import numpy as np
 
 from .blocks import BlockSpec
 from .protocol import MeasurementProtocol, protocol_of
+from .timing import relative_spread
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ["DriftWarning", "DriftCheck", "PROBE_BLOCKS", "PROBE_ROUNDS", "DRIFT_FLOOR", "record_probe",
-           "time_probe", "check_drift", "allocator_advice"]
+           "time_probe", "check_drift"]
 
 # One block per cost regime a drift can hit differently: a compute-bound dense conv, a memory-bound inverted
 # residual (depthwise conv, BN, activations, residual add on a large map), and a linear layer (weight-bound).
@@ -55,20 +55,15 @@ def probe_protocol(protocol: MeasurementProtocol) -> MeasurementProtocol:
                             max_run_time=min(_PROBE_MAX_RUN_TIME, protocol.max_run_time))
 
 
-def _spread(values: Sequence[float]) -> float:
-    median = float(np.median(values))
-    return float((max(values) - min(values)) / median) if median > 0 else float("inf")
-
-
 def time_probe(protocol: MeasurementProtocol, specs: Sequence[BlockSpec] = PROBE_BLOCKS,
                measure: Measure | None = None) -> dict[str, Any]:
     """Time ``specs`` in ``protocol.rounds`` interleaved passes: per-block medians over the passes, their total,
-    the total of each pass and the spread between passes ((max - min) / median), and when."""
+    the total of each pass and the spread between passes (``timing.relative_spread``), and when."""
     if measure is None:
-        from .timing import measure_latency
+        from . import timing
 
         def measure(module, shape):
-            return measure_latency(module, shape, protocol)
+            return timing.measure_latency(module, shape, protocol)
 
     modules = [spec.build(seed=0) for spec in specs]
     round_ms = [[float(measure(module, spec.input_shape).latency_ms) for spec, module in zip(specs, modules)]
@@ -78,7 +73,7 @@ def time_probe(protocol: MeasurementProtocol, specs: Sequence[BlockSpec] = PROBE
     return {"blocks": [{"spec": spec.to_dict(), "key": spec.key, "latency_ms": float(ms),
                         "round_ms": [times[i] for times in round_ms]}
                        for i, (spec, ms) in enumerate(zip(specs, per_block))],
-            "total_ms": float(per_block.sum()), "round_total_ms": totals, "spread": _spread(totals),
+            "total_ms": float(per_block.sum()), "round_total_ms": totals, "spread": relative_spread(totals),
             "rounds": protocol.rounds, "protocol": protocol.to_dict(),
             "when": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
@@ -155,15 +150,3 @@ def check_drift(model: Any, protocol: MeasurementProtocol | None = None, *, meas
               for then, block in zip(probe["blocks"], now["blocks"])]
     return DriftCheck(ratio, noise, drifted, message, then_ms, now_ms, probe.get("when"), blocks)
 
-
-def allocator_advice(protocol: MeasurementProtocol) -> str | None:
-    """One line for users timing on a CPU under plain glibc malloc (None otherwise): how far timings can wander
-    between processes, and how to make them stable."""
-    preload = os.environ.get("LD_PRELOAD", "")
-    if protocol.allocator != "default" or protocol.device_type != "cpu" or "jemalloc" in preload \
-            or "tcmalloc" in preload:
-        return None
-    return ("note: timed under plain glibc malloc (allocator: default), where the same network can time up to ~35% "
-            "apart between processes, depending on what each allocated before; for stable deployment latency "
-            "preload jemalloc or tcmalloc (LD_PRELOAD=libjemalloc.so.2) or profile with `timing.allocator: steady` "
-            "(README: Stable deployment latency)")

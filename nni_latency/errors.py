@@ -10,7 +10,7 @@ import difflib
 import errno
 from typing import Iterable
 
-__all__ = ["describe_error", "did_you_mean"]
+__all__ = ["describe_error", "did_you_mean", "first_line"]
 
 # Fragments of the messages torch and its allocators give when memory runs out.
 _ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "not enough memory", "bad_alloc")
@@ -20,9 +20,14 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException, with_type: bool = False) -> str:
+    """The first non-blank line of an error's message (its type's name when it has none), for one-line messages:
+    torch's errors carry C++ context after it. ``with_type`` prefixes the type (``KeyError: 'x'``), for errors
+    raised by a user's code, whose type says what went wrong."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+    if not lines:
+        return type(error).__name__
+    return f"{type(error).__name__}: {lines[0]}" if with_type else lines[0]
 
 
 def _os_error(error: OSError) -> str:
@@ -54,13 +59,13 @@ def describe_error(error: BaseException) -> str:
                 "given to this command")
     if isinstance(error, MemoryError) or (
             isinstance(error, RuntimeError) and any(f in str(error) for f in _ALLOCATION_FAILURES)):
-        return (f"ran out of memory ({_first_line(error)[:160]}); use a smaller input shape, batch or thread "
+        return (f"ran out of memory ({first_line(error)[:160]}); use a smaller input shape, batch or thread "
                 "count")
     if isinstance(error, (ValueError, ImportError)):
         return _one_line(error)
     if isinstance(error, RuntimeError):  # torch's carry C++ context after the first line
-        return f"{_first_line(error)}; rerun with -v for the details"
-    return (f"unexpected {type(error).__name__}: {_first_line(error)}; this is a bug in nni-latency: rerun with "
+        return f"{first_line(error)}; rerun with -v for the details"
+    return (f"unexpected {type(error).__name__}: {first_line(error)}; this is a bug in nni-latency: rerun with "
             "-v for the traceback and report it")
 
 

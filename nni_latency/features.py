@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .errors import first_line
 from .operators import ATTENTION_OPS, CONV_OPS, FREE_OPS, MATMUL_OPS, MEMORY_CLASSES, WINDOW_OPS, conv_path, \
     memory_class
 from .protocol import LEGACY_VECTOR_WIDTH
@@ -356,11 +357,6 @@ def make_inputs(input_shape: Sequence[int] | Sequence[Sequence[int]], device: st
         shapes[index] = dims
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return tuple(torch.randn(*shape, generator=generator).to(device=device, dtype=dtype) for shape in shapes)
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message (its type's name when it has none), for one-line messages."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def failure_details(module: nn.Module, error: Exception) -> str:

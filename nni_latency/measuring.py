@@ -13,16 +13,18 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import numpy as np
-
 from .fileio import append_jsonl, read_jsonl
 from .progress import progress_bar
 from .protocol import MeasurementProtocol, protocol_of
+from .timing import LatencyMeasurement
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ["measure_rounds", "read_rounds", "combine_rounds", "check_resumable", "protocol_mismatch",
            "progress_bar"]
+
+# What a combined row takes from the merged measurement; the rest (key, spec, protocol, ...) is the first row's.
+_MERGED_FIELDS = ("latency_ms", "median_ms", "iqr_ms", "repeats", "noisy", "round_ms", "rounds")
 
 
 def read_rounds(dataset: Path) -> dict[str, list[dict]]:
@@ -36,33 +38,18 @@ def read_rounds(dataset: Path) -> dict[str, list[dict]]:
 
 
 def combine_rounds(rows: Sequence[dict]) -> dict:
-    """One row for an item measured in several rounds: the first row, with the latency of all rounds together.
-
-    Rows that keep their timed runs (``times_ms``) are pooled and the protocol's ``quantile`` of the pooled
-    runs is the latency; older rows without them combine by the median of their latencies. ``round_ms``
-    keeps every round's latency, ``rounds`` how many there were; ``noisy`` is set when a round was flagged
-    or the rounds disagree by more than the protocol's ``max_spread``.
+    """One row for an item measured in several rounds: the first row, with the statistics of the rounds' merged
+    measurement (``LatencyMeasurement.merge``: their timed runs pooled, the protocol's ``quantile`` of them the
+    latency). ``round_ms`` keeps every round's latency, ``rounds`` how many there were; ``noisy`` is set when the
+    pooled runs or the rounds disagree by more than the protocol's ``max_spread``. Rows written before runs were
+    kept (no ``times_ms``) count as one run at their latency each.
     """
     ordered = sorted(rows, key=lambda r: r.get("round", 0))
     if len(ordered) == 1:
         return dict(ordered[0])
-    first = ordered[0]
-    latencies = [float(r["latency_ms"]) for r in ordered]
-    runs = [r.get("times_ms") for r in ordered]
-    if all(isinstance(times, list) and times for times in runs):
-        pooled = np.concatenate([np.asarray(times, float) for times in runs])
-        latency = float(np.quantile(pooled, float(first.get("quantile", 0.5))))
-        median = float(np.median(pooled))
-    else:
-        latency = median = float(np.median(latencies))
-    spread = (max(latencies) - min(latencies)) / latency if latency > 0 else float("inf")
-    combined = dict(first)
-    combined.pop("round", None)
-    combined.pop("times_ms", None)
-    combined.update(latency_ms=latency, median_ms=median, round_ms=latencies, rounds=len(ordered),
-                    iqr_ms=float(np.median([r.get("iqr_ms", 0.0) for r in ordered])),
-                    repeats=int(sum(r.get("repeats", 0) for r in ordered)),
-                    noisy=any(bool(r.get("noisy")) for r in ordered) or spread > float(first.get("max_spread", 0.1)))
+    merged = LatencyMeasurement.merge([LatencyMeasurement.from_dict(row) for row in ordered]).to_dict()
+    combined = {key: value for key, value in ordered[0].items() if key not in ("round", "times_ms")}
+    combined.update({key: merged[key] for key in _MERGED_FIELDS})
     return combined
 
 

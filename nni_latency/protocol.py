@@ -18,11 +18,13 @@ from typing import Any, Mapping
 _logger = logging.getLogger(__name__)
 
 __all__ = ["MeasurementProtocol", "protocol_of", "records_protocol", "detect_vector_width", "PROTOCOLS",
-           "ALLOCATORS", "DTYPES", "RESUME_FIELDS", "TIMING_FIELDS", "LEGACY_VECTOR_WIDTH"]
+           "ALLOCATORS", "DTYPES", "TORCH_DTYPES", "RESUME_FIELDS", "TIMING_FIELDS", "LEGACY_VECTOR_WIDTH"]
 
 PROTOCOLS = ("rotate", "hot")
 ALLOCATORS = ("steady", "default")
-DTYPES = ("fp32", "float32", "fp16", "float16", "bf16", "bfloat16")
+# The one dtype table: our short name -> torch's attribute name; both spellings are accepted everywhere.
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+DTYPES = (*TORCH_DTYPES, *TORCH_DTYPES.values())
 # Every model and row written before the vector width was recorded counted its features at 16 (AVX-512).
 LEGACY_VECTOR_WIDTH = 16
 # The fields rows measured earlier must share with a run that resumes (or is compared with) them.
@@ -32,7 +34,7 @@ TIMING_FIELDS = ("working_set_mb", "min_run_time", "max_run_time", "max_spread")
 # Fields whose presence says that a row or a model records how it was measured.
 _RECORD_KEYS = ("device", "threads", "dtype", "batch", "protocol", "allocator")
 _DEVICE = re.compile(r"(cpu|cuda)(:\d+)?")
-_TORCH_DTYPE_NAMES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+_TORCH_DTYPE_NAMES = {f"torch.{torch_name}": name for name, torch_name in TORCH_DTYPES.items()}
 
 
 @dataclass(frozen=True)

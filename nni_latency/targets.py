@@ -16,6 +16,8 @@ from typing import Any, Iterator, Sequence
 
 from torch import nn
 
+from .errors import first_line
+
 _logger = logging.getLogger(__name__)
 
 __all__ = ["load_module_target", "load_target_object", "parse_input_shape", "default_input_shape", "expected_input",
@@ -54,11 +56,6 @@ def _is_file_location(location: str) -> bool:
     return location.endswith(".py") or "/" in location or "\\" in location
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
-
-
 @contextlib.contextmanager
 def _on_sys_path(directory: Path) -> Iterator[None]:
     # A target file may import its sibling files, as it would when run as a script.
@@ -92,7 +89,7 @@ def _import_file(location: str):
             spec.loader.exec_module(module)
     except Exception as error:  # the user's code: any failure is reported, not raised raw
         sys.modules.pop(name, None)
-        raise ValueError(f"importing target file {location!r} failed ({_first_line(error)})") from error
+        raise ValueError(f"importing target file {location!r} failed ({first_line(error, with_type=True)})") from error
     return module
 
 
@@ -107,7 +104,7 @@ def _import_package_module(location: str):
         raise ValueError(f"importing module {location!r} failed: it imports {missing!r}, which is not "
                          "installed") from error
     except Exception as error:
-        raise ValueError(f"importing module {location!r} failed ({_first_line(error)})") from error
+        raise ValueError(f"importing module {location!r} failed ({first_line(error, with_type=True)})") from error
 
 
 def _candidates(namespace: Any, limit: int = 8) -> str:
@@ -165,8 +162,8 @@ def load_module_target(spec: str, input_shape: Sequence[int] | None = None) -> n
     try:
         module = target()
     except Exception as error:  # the user's code
-        raise ValueError(f"calling {spec}() failed ({_first_line(error)}); the callable must build the network "
-                         "with no arguments") from error
+        raise ValueError(f"calling {spec}() failed ({first_line(error, with_type=True)}); the callable must build "
+                         "the network with no arguments") from error
     if not isinstance(module, nn.Module):
         raise ValueError(f"target {spec!r} returned a value of type {type(module).__name__}, not a torch.nn.Module")
     _logger.debug("loaded %s from %s", type(module).__name__, spec)

@@ -17,7 +17,10 @@ makes timings stable, and blocks then add up to networks. The policy is process-
 (``mallopt``), so the library never sets it: the command line (or a script) calls
 ``apply_allocator_policy(protocol)`` before measuring, and ``measure_latency`` warns
 (``AllocatorWarning``) when a protocol asks for it in a process that has not. ``default`` leaves the
-allocator alone.
+allocator alone, and ``allocator_advice`` words the note the commands print for it.
+
+Spread: one definition everywhere (``relative_spread``, IQR / median), for the runs of one measurement, the
+pooled runs of several rounds (``LatencyMeasurement.merge``) and the passes of the drift probe.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import ctypes.util
 import itertools
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,21 +43,27 @@ from torch import nn
 from torch.utils import benchmark
 
 from .features import make_inputs
-from .protocol import ALLOCATORS, PROTOCOLS, MeasurementProtocol
+from .protocol import ALLOCATORS, DTYPES, PROTOCOLS, TORCH_DTYPES, MeasurementProtocol
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["LatencyMeasurement", "measure_latency", "resolve_device", "resolve_dtype", "PROTOCOLS", "ALLOCATORS",
-           "AllocatorWarning", "apply_allocator_policy", "use_steady_allocator", "steady_allocator_state"]
+__all__ = ["LatencyMeasurement", "measure_latency", "relative_spread", "resolve_device", "resolve_dtype", "PROTOCOLS",
+           "ALLOCATORS", "AllocatorWarning", "apply_allocator_policy", "use_steady_allocator", "steady_allocator_state",
+           "allocator_advice"]
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _steady_allocator_state: bool | None = None  # None: never asked for in this process
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
-           "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
 class AllocatorWarning(UserWarning):
     """Timing under the ``steady`` allocator policy in a process that has not enabled it."""
+
+
+def relative_spread(values: Sequence[float]) -> float:
+    """IQR / median of ``values``: how far timings of one thing disagree (inf when the median is 0). The one
+    spread of the package: a measurement is ``noisy`` above its protocol's ``max_spread`` of it."""
+    low, median, high = np.quantile(np.asarray(values, float), [0.25, 0.5, 0.75])
+    return float((high - low) / median) if median > 0 else math.inf
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,8 @@ class LatencyMeasurement:
 
     ``times_ms`` holds one entry per run of ``number_per_run`` calls: that run's time per call (what
     ``torch.utils.benchmark.Measurement.times`` holds, in ms). ``noisy`` applies the test behind
-    ``Measurement.meets_confidence`` at the protocol's ``max_spread``.
+    ``Measurement.meets_confidence`` at the protocol's ``max_spread``. A measurement ``merge`` made of several
+    rounds keeps each round's latency in ``round_ms`` and the calls of all of them in ``calls``.
     """
 
     times_ms: tuple[float, ...]
@@ -71,6 +82,31 @@ class LatencyMeasurement:
     copies: int
     max_spread: float = 0.10
     quantile: float = 0.5
+    round_ms: tuple[float, ...] = ()
+    calls: int | None = None  # None: len(times_ms) * number_per_run
+
+    @classmethod
+    def merge(cls, rounds: Sequence[LatencyMeasurement]) -> LatencyMeasurement:
+        """One measurement of an item timed in several rounds: the runs of all rounds pooled, so its latency
+        and spread are the first round's statistics over every run (a burst spoils some runs, not the estimate)."""
+        if not rounds:
+            raise ValueError("merging measurements needs at least one round")
+        first = rounds[0]
+        return cls(times_ms=tuple(t for m in rounds for t in m.times_ms), number_per_run=first.number_per_run,
+                   protocol=first.protocol, copies=first.copies, max_spread=first.max_spread,
+                   quantile=first.quantile, round_ms=tuple(m.latency_ms for m in rounds),
+                   calls=sum(m.repeats for m in rounds))
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> LatencyMeasurement:
+        """The measurement a row on disk holds (``to_dict`` plus the protocol's fields). A row written before runs
+        were kept (no ``times_ms``) stands for one run at its ``latency_ms``."""
+        times = row.get("times_ms")
+        times = tuple(float(t) for t in times) if isinstance(times, list) and times else (float(row["latency_ms"]),)
+        repeats = int(row.get("repeats") or len(times))
+        return cls(times_ms=times, number_per_run=max(1, repeats // len(times)), protocol=str(row.get("protocol", "")),
+                   copies=int(row.get("copies", 1)), max_spread=float(row.get("max_spread", 0.10)),
+                   quantile=float(row.get("quantile", 0.5)), calls=repeats)
 
     @property
     def latency_ms(self) -> float:
@@ -89,22 +125,27 @@ class LatencyMeasurement:
     @property
     def repeats(self) -> int:
         """Calls timed in all."""
-        return len(self.times_ms) * self.number_per_run
+        return self.calls if self.calls is not None else len(self.times_ms) * self.number_per_run
 
     @property
     def relative_spread(self) -> float:
-        median = self.median_ms
-        return self.iqr_ms / median if median > 0 else math.inf
+        """IQR / median of the runs (``relative_spread``)."""
+        return relative_spread(self.times_ms)
 
     @property
     def noisy(self) -> bool:
-        return self.relative_spread > self.max_spread
+        """The runs, or the rounds of a merged measurement, disagree by more than ``max_spread``."""
+        return self.relative_spread > self.max_spread or (
+            len(self.round_ms) > 1 and relative_spread(self.round_ms) > self.max_spread)
 
     def to_dict(self) -> dict[str, Any]:
-        """The summary written with every measured row."""
-        return {"latency_ms": self.latency_ms, "median_ms": self.median_ms, "iqr_ms": self.iqr_ms,
-                "repeats": self.repeats, "noisy": self.noisy, "protocol": self.protocol, "copies": self.copies,
-                "times_ms": [float(f"{t:.6g}") for t in self.times_ms]}
+        """The summary written with every measured row (a merged one adds ``round_ms`` and ``rounds``)."""
+        summary = {"latency_ms": self.latency_ms, "median_ms": self.median_ms, "iqr_ms": self.iqr_ms,
+                   "repeats": self.repeats, "noisy": self.noisy, "protocol": self.protocol, "copies": self.copies,
+                   "times_ms": [float(f"{t:.6g}") for t in self.times_ms]}
+        if self.round_ms:
+            summary.update(round_ms=list(self.round_ms), rounds=len(self.round_ms))
+        return summary
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -129,8 +170,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     """Map ``fp32``/``fp16``/``bf16`` to a torch dtype; fp16 is refused on CPU, where it is emulated."""
     if isinstance(dtype, torch.dtype):
         resolved = dtype
-    elif dtype in _DTYPES:
-        resolved = _DTYPES[dtype]
+    elif dtype in DTYPES:
+        resolved = getattr(torch, TORCH_DTYPES.get(dtype, dtype))
     else:
         raise ValueError(f"unknown dtype {dtype!r}: use one of fp32, fp16, bf16")
     if resolved == torch.float16 and device.type == "cpu":
@@ -173,6 +214,19 @@ def apply_allocator_policy(protocol: MeasurementProtocol) -> bool | None:
     if protocol.allocator == "steady":
         use_steady_allocator()
     return _steady_allocator_state
+
+
+def allocator_advice(protocol: MeasurementProtocol) -> str | None:
+    """One line for users timing on a CPU under plain glibc malloc (None otherwise): how far timings can wander
+    between processes, and how to make them stable."""
+    preload = os.environ.get("LD_PRELOAD", "")
+    if protocol.allocator != "default" or protocol.device_type != "cpu" or "jemalloc" in preload \
+            or "tcmalloc" in preload:
+        return None
+    return ("note: timed under plain glibc malloc (allocator: default), where the same network can time up to ~35% "
+            "apart between processes, depending on what each allocated before; for stable deployment latency "
+            "preload jemalloc or tcmalloc (LD_PRELOAD=libjemalloc.so.2) or profile with `timing.allocator: steady` "
+            "(README: Stable deployment latency)")
 
 
 def _protocol_with(protocol: Any, overrides: dict[str, Any]) -> MeasurementProtocol:
@@ -307,17 +361,12 @@ def _timed(replicas, protocol: MeasurementProtocol, retries: int, per_call: floa
                 times.append(run / number)
                 elapsed += run
                 enough = elapsed >= protocol.min_run_time and len(times) >= _MIN_RUNS
-                if enough and _spread(times) <= protocol.max_spread:
+                if enough and relative_spread(times) <= protocol.max_spread:
                     break
-        if _spread(times) <= protocol.max_spread:
+        if relative_spread(times) <= protocol.max_spread:
             break
-        _logger.debug("spread %.1f%% above %.1f%%, re-measuring (attempt %d)", 100 * _spread(times),
+        _logger.debug("spread %.1f%% above %.1f%%, re-measuring (attempt %d)", 100 * relative_spread(times),
                       100 * protocol.max_spread, attempt + 1)
         budget *= 2
     return benchmark.Measurement(number_per_run=number, raw_times=[t * number for t in times],
                                  task_spec=task_spec)
-
-
-def _spread(times: Sequence[float]) -> float:
-    low, median, high = np.quantile(times, [0.25, 0.5, 0.75])
-    return (high - low) / median if median > 0 else math.inf

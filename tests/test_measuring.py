@@ -84,9 +84,21 @@ def test_combine_rounds(latencies, expected, noisy):
 
 
 def test_rounds_with_their_runs_pool_them_at_the_protocols_quantile():
-    rows = [{"key": "k", "round": 0, "latency_ms": 1.5, "times_ms": [1.0, 2.0], "quantile": 0.25},
-            {"key": "k", "round": 1, "latency_ms": 3.5, "times_ms": [3.0, 4.0, 5.0, 6.0], "quantile": 0.25}]
+    rows = [{"key": "k", "round": 0, "latency_ms": 1.25, "times_ms": [1.0, 2.0], "quantile": 0.25, "repeats": 20},
+            {"key": "k", "round": 1, "latency_ms": 3.75, "times_ms": [3.0, 4.0, 5.0, 6.0], "quantile": 0.25,
+             "repeats": 4}]
     combined = combine_rounds(rows)
-    # pooled runs 1, 2, 3, 4, 5, 6: the lower quartile is 2.25, the median 3.5
+    # pooled runs 1, 2, 3, 4, 5, 6: the lower quartile is 2.25, the median 3.5, the IQR 4.75 - 2.25
     assert combined["latency_ms"] == pytest.approx(2.25) and combined["median_ms"] == pytest.approx(3.5)
-    assert "times_ms" not in combined and combined["round_ms"] == [1.5, 3.5]
+    assert combined["iqr_ms"] == pytest.approx(2.5) and combined["repeats"] == 24
+    assert "times_ms" not in combined and combined["round_ms"] == pytest.approx([1.25, 3.75])
+    assert combined["noisy"]  # IQR / median = 0.71, far above the default max_spread
+
+
+def test_a_combined_row_keeps_the_first_rows_other_fields():
+    rows = [{"key": "k", "round": r, "latency_ms": 2.0, "times_ms": [2.0, 2.0, 2.0], "protocol": "rotate",
+             "copies": 4, "spec": {"family": "mbconv"}, "threads": 2} for r in range(2)]
+    combined = combine_rounds(rows)
+    assert {k: combined[k] for k in ("key", "protocol", "copies", "spec", "threads")} == \
+        {"key": "k", "protocol": "rotate", "copies": 4, "spec": {"family": "mbconv"}, "threads": 2}
+    assert "round" not in combined and combined["rounds"] == 2 and not combined["noisy"]

@@ -19,8 +19,10 @@ from nni_latency.timing import (
     PROTOCOLS,
     AllocatorWarning,
     LatencyMeasurement,
+    allocator_advice,
     apply_allocator_policy,
     measure_latency,
+    relative_spread,
     resolve_device,
     resolve_dtype,
     use_steady_allocator,
@@ -76,8 +78,13 @@ def test_measure_latency_with_several_inputs():
 
 
 def test_measure_latency_accepts_bf16_on_cpu():
-    measurement = measure_latency(_tiny_conv(), (1, 4, 8, 8), "cpu", dtype="bf16", protocol="hot", **FAST)
-    assert measurement.median_ms > 0
+    module = _tiny_conv()
+    fp32 = measure_latency(module, (1, 4, 16, 16), "cpu", dtype="fp32", protocol="hot", **FAST)
+    bf16 = measure_latency(module, (1, 4, 16, 16), "cpu", dtype="bf16", protocol="hot", **FAST)
+    # the same module, timed: bf16 is of fp32's order (oneDNN emulates it without AVX512-BF16, 3-5x slower here),
+    # not a constant, a failure turned into zero, or the time of a cast alone
+    assert 0.1 < bf16.latency_ms / fp32.latency_ms < 50
+    assert next(module.parameters()).dtype == torch.float32  # the caller's module was not cast
 
 
 def test_thread_count_is_restored():
@@ -116,10 +123,57 @@ def test_steady_allocator_is_idempotent():
     assert timing.steady_allocator_state() is first
 
 
-def test_relative_spread():
-    # times chosen so that the median is 2.0 ms and the IQR 0.5 ms
-    assert LatencyMeasurement((1.5, 1.75, 2.0, 2.25, 2.5), 1, "hot", 1).relative_spread == 0.25
-    assert LatencyMeasurement((0.0, 0.0, 0.0), 1, "hot", 1).relative_spread == float("inf")
+@pytest.mark.parametrize("values, spread", [
+    ((1.5, 1.75, 2.0, 2.25, 2.5), 0.25),  # median 2.0 ms, IQR 0.5 ms
+    ((1.0, 1.5, 2.0), 0.5 / 1.5),  # three rounds: the IQR is half the range
+    ((2.0,), 0.0),
+    ((0.0, 0.0, 0.0), float("inf")),
+], ids=["five", "three", "one", "zero_median"])
+def test_relative_spread(values, spread):
+    assert relative_spread(values) == pytest.approx(spread)
+    assert LatencyMeasurement(values, 1, "hot", 1).relative_spread == pytest.approx(spread)
+
+
+def test_merge_pools_the_runs_of_its_rounds():
+    rounds = [LatencyMeasurement((1.0, 2.0), 10, "rotate", 4, quantile=0.25),
+              LatencyMeasurement((3.0, 4.0, 5.0, 6.0), 1, "rotate", 4, quantile=0.25)]
+    merged = LatencyMeasurement.merge(rounds)
+    assert merged.times_ms == (1.0, 2.0, 3.0, 4.0, 5.0, 6.0) and merged.repeats == 24
+    assert merged.latency_ms == pytest.approx(2.25) and merged.median_ms == pytest.approx(3.5)
+    assert merged.round_ms == pytest.approx((1.25, 3.75)) and merged.copies == 4 and merged.quantile == 0.25
+    assert merged.to_dict()["rounds"] == 2 and "rounds" not in rounds[0].to_dict()
+
+
+@pytest.mark.parametrize("round_times, noisy", [
+    (((1.0, 1.01), (1.02, 1.0)), False),
+    (((1.0, 1.01, 1.0), (1.5, 1.51, 1.5)), True),  # each round is tight, but the rounds disagree by 50%
+], ids=["agree", "rounds_disagree"])
+def test_a_merged_measurement_is_noisy_when_its_rounds_disagree(round_times, noisy):
+    merged = LatencyMeasurement.merge([LatencyMeasurement(t, 1, "hot", 1, max_spread=0.1) for t in round_times])
+    assert merged.noisy is noisy
+
+
+def test_merging_nothing_is_a_value_error():
+    with pytest.raises(ValueError, match="at least one round"):
+        LatencyMeasurement.merge([])
+
+
+@pytest.mark.parametrize("row, latency, repeats", [
+    ({"latency_ms": 2.5, "times_ms": [2.0, 2.5, 3.0], "repeats": 30, "quantile": 0.5}, 2.5, 30),
+    ({"latency_ms": 1.7, "repeats": 40, "noisy": False}, 1.7, 40),  # written before runs were kept
+    ({"latency_ms": 1.7}, 1.7, 1),
+], ids=["with_runs", "old_row", "bare"])
+def test_a_row_on_disk_is_a_measurement_again(row, latency, repeats):
+    measurement = LatencyMeasurement.from_dict(row)
+    assert measurement.latency_ms == pytest.approx(latency) and measurement.repeats == repeats
+
+
+def test_to_dict_and_from_dict_round_trip():
+    measurement = LatencyMeasurement((1.0, 1.2, 1.1, 1.4), 5, "rotate", 3, max_spread=0.2, quantile=0.25)
+    row = {**measurement.to_dict(), "max_spread": 0.2, "quantile": 0.25}  # the protocol's fields go with a row
+    again = LatencyMeasurement.from_dict(row)
+    assert again == measurement.__class__(**{**measurement.__dict__, "calls": 20})
+    assert again.to_dict() == measurement.to_dict()
 
 
 def test_measurement_keeps_raw_times_and_derives_its_statistics():
@@ -292,3 +346,17 @@ def test_a_call_longer_than_the_budget_still_gets_three_runs():
     measurement = measure_latency(_Slow(), (1, 4), protocol)
     assert len(measurement.times_ms) == 3
     assert all(t >= 30.0 for t in measurement.times_ms)
+
+
+@pytest.mark.parametrize("allocator, device, preload, advised", [
+    ("default", "cpu", "", True),
+    ("steady", "cpu", "", False),
+    ("default", "cpu", "/usr/lib/libjemalloc.so.2", False),
+    ("default", "cuda", "", False),
+], ids=["glibc", "steady", "jemalloc", "cuda"])
+def test_allocator_advice_only_for_plain_glibc_on_cpu(monkeypatch, allocator, device, preload, advised):
+    monkeypatch.setenv("LD_PRELOAD", preload)
+    advice = allocator_advice(MeasurementProtocol(device=device, allocator=allocator))
+    assert (advice is not None) is advised
+    if advised:
+        assert "35%" in advice and "LD_PRELOAD" in advice and "timing.allocator: steady" in advice

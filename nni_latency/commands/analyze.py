@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{error}; {hint}" if hint else str(error)) from None
     print(report.format_table())
     if args.measure:
-        from ..drift import allocator_advice
+        from ..timing import allocator_advice
 
         advice = allocator_advice(protocol_of(model))
         if advice:

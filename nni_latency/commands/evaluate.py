@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_advice(protocol) -> None:
-    from ..drift import allocator_advice
+    from ..timing import allocator_advice
 
     advice = allocator_advice(protocol)
     if advice:
