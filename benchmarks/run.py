@@ -182,8 +182,8 @@ def quick_testset(config):
 
 def run_testset(args, profile: Profile, predictors: dict, timing: dict[str, Any]) -> TestSetResult:
     from nni_latency.config import TimingConfig, load_config, packaged_config
-    from nni_latency.evaluation import TestSetConfig, generate_testset, measure_testset, profiling_keys, \
-        score_predictions
+    from nni_latency.evaluation import score_predictions
+    from nni_latency.testset import TestSetConfig, generate_testset, measure_testset, profiling_keys
     from nni_latency.fileio import read_jsonl
     from nni_latency.protocol import protocol_of
 
@@ -214,7 +214,7 @@ def repeat_noise(args, blocks, records, profile: Profile, timing_config) -> dict
 
     No predictor can be expected to beat this floor, so it is the yardstick for the error targets.
     """
-    from nni_latency.evaluation import measure_testset
+    from nni_latency.testset import measure_testset
 
     chosen = blocks[::5]
     again = measure_testset(chosen, profile.model, args.cache_dir / "testset_repeat", args.threads, timing_config,

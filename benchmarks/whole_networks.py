@@ -211,7 +211,7 @@ def run(args, profile, timing: dict[str, Any]) -> list[dict[str, Any]]:
 
 def render(summaries: Sequence[dict], images: Path, image_dir: str = "img") -> str:
     """The markdown section: a table per regime (the repeat floor first), then the default model per kind."""
-    from nni_latency.network_evaluation import plot_networks
+    from nni_latency.plots import plot_networks
 
     parts = ["## Whole networks: the zoo and NNI hub samples", "",
              "Every network of `nni_latency.zoo` (written from its paper) and random samples of NNI's hub spaces "

@@ -3,9 +3,9 @@ the model-level test set, to check a predictor on architectures it never saw.
 
 Each network is timed in ``rounds`` interleaved passes (``measuring.measure_rounds``: one JSONL row per
 network and pass, appended as it is taken, resumed after an interruption; a network's latency combines its
-passes as the profile's blocks do, ``measuring.combine_rounds``), built afresh for every pass, predicted with ``LatencyModel.predict_module``, and scored with
-MdAPE, the shares within ±5% and ±10%, the median signed error (bias), Kendall tau and the worst networks,
-overall and per kind. Before measuring, the device model's drift probe is timed again (``drift``).
+passes as the profile's blocks do, ``measuring.combine_rounds``), built afresh for every pass, predicted with
+``LatencyModel.predict_module``, and scored with MdAPE, the shares within ±5% and ±10%, the median signed error
+(bias), Kendall tau and the worst networks, overall and per kind. Before measuring, the device model's drift probe is timed again (``drift``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 from . import plots
 from .coverage import check_batch, check_threads
 from .drift import DriftCheck, check_drift
+from .errors import first_line
 from .features import UncoveredOperatorWarning
 from .fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, json_safe
 from .measuring import measure_rounds, read_rounds
@@ -36,11 +37,10 @@ from .timing import measure_latency, resolve_device
 _logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate_networks", "NetworkEvaluation", "network_protocol", "measure_networks", "predict_networks",
-           "score_networks", "format_networks", "plot_networks", "networks_figure", "DEFAULT_ROUNDS", "WORST"]
+           "score_networks", "format_networks", "DEFAULT_ROUNDS", "WORST"]
 
 DEFAULT_ROUNDS = 3  # a network takes long enough that three passes keep a run short and a burst out of it
 WORST = 5
-KIND_COLOURS = {"cnn": "tab:blue", "transformer": "tab:orange", "hybrid": "tab:green", "hub": "tab:red"}
 
 Measure = Callable[[Any, Sequence[int]], Any]  # (module, input_shape) -> LatencyMeasurement
 
@@ -64,9 +64,8 @@ def _run(spec: NetworkSpec, size: int, action: Callable[[], Any]) -> Any:
     try:
         return action()
     except RuntimeError as error:  # a network that cannot run at this size: say which and how to avoid it
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"network {spec.name!r} cannot run at {size} px ({first}); choose another --image-size "
-                         "or leave it out") from None
+        raise ValueError(f"network {spec.name!r} cannot run at {size} px ({first_line(error)}); choose another "
+                         "--image-size or leave it out") from None
 
 
 def measure_networks(specs: Sequence[NetworkSpec], protocol: MeasurementProtocol, dataset: Path, batch: int,
@@ -149,15 +148,13 @@ def _pending(dataset: Path, keys: Sequence[str], rounds: int) -> bool:
 def evaluate_networks(model: LatencyModel | str | Path, selection: str, output_dir: str | Path, *,
                       batch: int | None = None, image_size: int | None = None, threads: int | None = None,
                       device: str | None = None, rounds: int = DEFAULT_ROUNDS, seed: int = 0,
-                      measure: Measure | None = None, progress: bool = True,
-                      host_load: Callable[[], dict] | None = None) -> NetworkEvaluation:
+                      measure: Measure | None = None, progress: bool = True) -> NetworkEvaluation:
     """Measure, predict and score the networks of ``selection``; write ``networks.jsonl`` (every pass),
     ``metrics.json``, ``predictions.jsonl`` and ``networks_pred_vs_measured.png/.svg`` into ``output_dir``.
 
     ``batch`` defaults to the model's, each network runs at its own image size unless ``image_size`` is
     given, and ``measure(module, shape)`` (default ``measure_latency`` under the evaluation's protocol) is
-    what tests replace. The allocator policy is the caller's to set (``timing.apply_allocator_policy``);
-    ``host_load()`` (e.g. the command's ``HostLoad.record``) goes into metrics.json as ``host_load``.
+    what tests replace. The allocator policy is the caller's to set (``timing.apply_allocator_policy``).
     """
     started = time.perf_counter()
     model_path = str(model) if not isinstance(model, LatencyModel) else None
@@ -194,7 +191,6 @@ def evaluate_networks(model: LatencyModel | str | Path, selection: str, output_d
                      "rounds": protocol.rounds, "source": str(dataset),
                      **{k: getattr(protocol, k) for k in RESUME_FIELDS}},
         "drift": drift.to_dict() if drift is not None else None,
-        "host_load": host_load() if host_load is not None else None,
         "seconds": round(time.perf_counter() - started, 2),
     })
     atomic_write_json(out / "metrics.json", metrics)
@@ -202,7 +198,7 @@ def evaluate_networks(model: LatencyModel | str | Path, selection: str, output_d
     title = (f"{model.kind} on {model.device.get('name', '?')}, batch {batch}: MdAPE {_pct(metrics['mdape'])}, "
              f"within ±10% {_pct(metrics['within_10pct'], 0)}, Kendall τ {_num(metrics['kendall_tau'])}")
     paths = [dataset, out / "metrics.json", out / "predictions.jsonl",
-             *plot_networks(rows, out / "networks_pred_vs_measured", title)]
+             *plots.plot_networks(rows, out / "networks_pred_vs_measured", title, WORST)]
     return NetworkEvaluation(metrics, rows, paths, drift)
 
 
@@ -238,56 +234,3 @@ def format_networks(evaluation: NetworkEvaluation) -> str:
     if evaluation.drift is not None:
         lines.append(f"drift: {evaluation.drift.message}")
     return "\n".join(lines)
-
-
-def _log_ticks(axis, low: float, high: float) -> None:
-    """Plain-number ticks at 1-2-5 steps (finer within a decade, coarser over many), never overlapping."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
-
-    decades = math.log10(high / low)
-    steps = (1, 1.5, 2, 3, 5, 7) if decades <= 1 else (1, 2, 5) if decades <= 2.5 else (1, 3) if decades <= 4 else (1,)
-    ticks = [m * 10.0**e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1) for m in steps]
-    ticks = [t for t in ticks if low <= t <= high]
-    if len(ticks) < 3:  # a narrow range: four values spread evenly on the log scale, at two significant digits
-        ticks = sorted({float(f"{v:.2g}") for v in np.geomspace(low * 1.05, high / 1.05, 4)})
-    axis.set_major_locator(FixedLocator(ticks))
-    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axis.set_minor_formatter(NullFormatter())
-
-
-def plot_networks(rows: Sequence[dict], path_stem: str | Path, title: str = "", labelled: int = WORST) -> list[Path]:
-    """Predicted vs measured whole networks on log axes (``networks_figure``), as PNG and SVG."""
-    figure = networks_figure(rows, title, labelled)
-    paths = plots.save_figure(figure, Path(path_stem))
-    plots.pyplot().close(figure)
-    return paths
-
-
-def networks_figure(rows: Sequence[dict], title: str = "", labelled: int = WORST):
-    """The figure: y = x and the ±10% band, one colour per kind, the ``labelled`` worst networks named."""
-    plt = plots.pyplot()
-    measured = np.array([r["measured_ms"] for r in rows], float)
-    predicted = np.maximum(np.array([r["predicted_ms"] for r in rows], float), 1e-4)
-    kinds = np.array([r["kind"] for r in rows])
-    figure, axes = plt.subplots(figsize=(7, 6.5))
-    for kind in [k for k in NETWORK_KINDS if np.any(kinds == k)]:
-        chosen = kinds == kind
-        axes.scatter(measured[chosen], predicted[chosen], s=22, alpha=0.85, color=KIND_COLOURS.get(kind),
-                     label=f"{kind} ({chosen.sum()})", zorder=3)
-    low, high = min(measured.min(), predicted.min()) * 0.8, max(measured.max(), predicted.max()) * 1.25
-    plots.identity_band(axes, low, high)
-    errors = np.abs(predicted - measured) / measured
-    worst = sorted(np.argsort(-errors, kind="stable")[:labelled], key=lambda i: predicted[i])
-    for rank, index in enumerate(worst):  # inwards from the nearer edge, neighbours above and below in turn
-        inwards = 8 if math.log(measured[index] / low) < 0.5 * math.log(high / low) else -8
-        offset = (inwards, (8, -14, 18, -24)[rank % 4])
-        axes.annotate(rows[index]["name"], (measured[index], predicted[index]), xytext=offset,
-                      textcoords="offset points", fontsize=7, ha="left" if offset[0] > 0 else "right",
-                      arrowprops={"arrowstyle": "-", "linewidth": 0.5, "color": "grey"})
-    axes.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high), xlabel="measured latency (ms)",
-             ylabel="predicted latency (ms)", title=title)
-    axes.title.set_fontsize(9)
-    _log_ticks(axes.xaxis, low, high)
-    _log_ticks(axes.yaxis, low, high)
-    axes.legend(fontsize=8, loc="upper left")
-    return figure

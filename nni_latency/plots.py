@@ -1,10 +1,11 @@
-"""Matplotlib figures, headless: the fit of a device model, predictions against measurements, and the
-bottleneck report of a network; each written atomically (PNG and SVG unless told otherwise).
+"""Matplotlib figures, headless: the fit of a device model, predictions against measurements (blocks and whole
+networks), and the bottleneck report of a network; each written atomically (PNG and SVG unless told otherwise).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +17,11 @@ from .model import features_matrix
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["plot_fit", "plot_predictions", "plot_report", "pyplot", "save_figure", "identity_band", "log_ticks"]
+__all__ = ["plot_fit", "plot_predictions", "plot_report", "plot_networks", "networks_figure", "pyplot", "save_figure",
+           "identity_band", "log_ticks", "KIND_COLOURS"]
+
+# Whole networks by kind (``network_selection.NETWORK_KINDS``), in this order; another kind gets the next colour.
+KIND_COLOURS = {"cnn": "tab:blue", "transformer": "tab:orange", "hybrid": "tab:green", "hub": "tab:red"}
 
 
 def pyplot():
@@ -46,15 +51,19 @@ def identity_band(axes, low: float, high: float, color: str = "grey") -> None:
 
 
 def log_ticks(axes, low: float, high: float) -> None:
-    """Plain-number tick labels on both log axes of ``axes`` (0.05, 0.1, 0.2 ...), at 1-2-5 steps when the
-    range is narrow enough for them and at decades otherwise: matplotlib's own minor labels (3x10^-1,
-    4x10^-1, ...) overlap on a range of one or two decades."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    """Plain-number tick labels on both log axes of ``axes`` (0.05, 0.1, 0.2 ...), never overlapping: 1-2-5 steps
+    (finer within a decade, coarser over many), and on a range too narrow for three of them, four values spread
+    evenly at two significant digits. matplotlib's own minor labels (3x10^-1, 4x10^-1, ...) overlap."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-    decades = np.log10(max(high, 1e-12) / max(low, 1e-12))
-    subs = (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)
+    decades = math.log10(high / low)
+    steps = (1, 1.5, 2, 3, 5, 7) if decades <= 1 else (1, 2, 5) if decades <= 2.5 else (1, 3) if decades <= 4 else (1,)
+    ticks = [m * 10.0**e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1) for m in steps]
+    ticks = [t for t in ticks if low <= t <= high]
+    if len(ticks) < 3:
+        ticks = sorted({float(f"{v:.2g}") for v in np.geomspace(low * 1.05, high / 1.05, 4)})
     for axis in (axes.xaxis, axes.yaxis):
-        axis.set_major_locator(LogLocator(base=10, subs=subs))
+        axis.set_major_locator(FixedLocator(ticks))
         axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         axis.set_minor_formatter(NullFormatter())
 
@@ -156,6 +165,45 @@ def plot_predictions(records: Sequence[dict], predicted: Sequence[float], path_s
     paths = save_figure(figure, Path(path_stem))
     plt.close(figure)
     return paths
+
+
+def plot_networks(rows: Sequence[dict], path_stem: str | Path, title: str = "", labelled: int = 5) -> list[Path]:
+    """Predicted vs measured whole networks on log axes (``networks_figure``), as PNG and SVG."""
+    figure = networks_figure(rows, title, labelled)
+    paths = save_figure(figure, Path(path_stem))
+    pyplot().close(figure)
+    return paths
+
+
+def networks_figure(rows: Sequence[dict], title: str = "", labelled: int = 5):
+    """Rows with ``name``, ``kind``, ``measured_ms`` and ``predicted_ms``: y = x and the ±10% band, one colour per
+    kind, the ``labelled`` worst networks named."""
+    plt = pyplot()
+    measured = np.array([r["measured_ms"] for r in rows], float)
+    predicted = np.maximum(np.array([r["predicted_ms"] for r in rows], float), 1e-4)
+    kinds = np.array([r["kind"] for r in rows])
+    figure, axes = plt.subplots(figsize=(7, 6.5))
+    for kind in [*KIND_COLOURS, *sorted(set(kinds) - set(KIND_COLOURS))]:
+        chosen = kinds == kind
+        if chosen.any():
+            axes.scatter(measured[chosen], predicted[chosen], s=22, alpha=0.85, color=KIND_COLOURS.get(kind),
+                         label=f"{kind} ({chosen.sum()})", zorder=3)
+    low, high = min(measured.min(), predicted.min()) * 0.8, max(measured.max(), predicted.max()) * 1.25
+    identity_band(axes, low, high)
+    errors = np.abs(predicted - measured) / measured
+    worst = sorted(np.argsort(-errors, kind="stable")[:labelled], key=lambda i: predicted[i])
+    for rank, index in enumerate(worst):  # inwards from the nearer edge, neighbours above and below in turn
+        inwards = 8 if math.log(measured[index] / low) < 0.5 * math.log(high / low) else -8
+        offset = (inwards, (8, -14, 18, -24)[rank % 4])
+        axes.annotate(rows[index]["name"], (measured[index], predicted[index]), xytext=offset,
+                      textcoords="offset points", fontsize=7, ha="left" if offset[0] > 0 else "right",
+                      arrowprops={"arrowstyle": "-", "linewidth": 0.5, "color": "grey"})
+    axes.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high), xlabel="measured latency (ms)",
+             ylabel="predicted latency (ms)", title=title)
+    axes.title.set_fontsize(9)
+    log_ticks(axes, low, high)
+    axes.legend(fontsize=8, loc="upper left")
+    return figure
 
 
 def plot_report(report, path: str | os.PathLike) -> Path:

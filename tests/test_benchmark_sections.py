@@ -30,7 +30,7 @@ def test_the_cuda_suite_covers_the_batches_gpu_users_search_at():
 
 
 def test_the_reduced_gpu_test_set_loads_and_stays_small():
-    from nni_latency.evaluation import TestSetConfig, generate_testset
+    from nni_latency.testset import TestSetConfig, generate_testset
 
     blocks = generate_testset(load_config(REPO / "benchmarks" / "gpu_testset.yaml", TestSetConfig))
     assert 100 <= len(blocks) <= 160 and {b.spec.batch for b in blocks} == {1, 8, 32}

@@ -8,10 +8,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from nni_latency import cli, evaluation
+from nni_latency import cli, testset
 from nni_latency.config import ProfileConfig, config_from_dict, config_to_dict, load_config, packaged_config
-from nni_latency.evaluation import (BlockGroupConfig, FBNetLayersConfig, TestSetConfig, generate_testset,
-                                    profiling_keys, score_predictions)
+from nni_latency.evaluation import score_predictions
+from nni_latency.testset import BlockGroupConfig, FBNetLayersConfig, TestSetConfig, generate_testset, profiling_keys
 from nni_latency.fileio import read_jsonl
 from nni_latency.metrics import regression_metrics
 from nni_latency.microbench import sample_specs
@@ -158,7 +158,7 @@ def test_evaluate_smoke_end_to_end_then_resume(model_path, tmp_path, monkeypatch
     def no_measuring(*args, **kwargs):
         raise AssertionError("a resumed run must not measure again")
 
-    monkeypatch.setattr(evaluation, "measure_latency", no_measuring)
+    monkeypatch.setattr(testset, "measure_latency", no_measuring)
     assert cli.main(argv) == 0
     assert len(list(read_jsonl(out / "testset.jsonl"))) == len(blocks)
 
@@ -167,7 +167,7 @@ def test_evaluate_on_an_existing_dataset_does_not_measure(model_path, tmp_path, 
     source = tmp_path / "first"
     assert cli.main(["evaluate", "--model", str(model_path), "--config", str(SMOKE), "--output-dir", str(source),
                      "--no-progress"]) == 0
-    monkeypatch.setattr(evaluation, "measure_latency", lambda *a, **k: pytest.fail("measured"))
+    monkeypatch.setattr(testset, "measure_latency", lambda *a, **k: pytest.fail("measured"))
     again = tmp_path / "second"
     assert cli.main(["evaluate", "--model", str(model_path), "--config", str(SMOKE), "--output-dir", str(again),
                      "--dataset", str(source / "testset.jsonl")]) == 0
@@ -184,21 +184,27 @@ def test_rows_from_an_older_feature_set_are_recounted():
     stale = {"key": spec.key, "spec": spec.to_dict(), "latency_ms": 0.1, "features": {"flops": 1.0}}
     current = {"key": "other", "spec": spec.to_dict(), "latency_ms": 0.2,
                "features": extract_features(spec.build(), spec.input_shape).as_dict()}
-    refreshed = evaluation.refresh_features([stale, current])
+    refreshed = testset.refresh_features([stale, current])
     assert refreshed[0]["features"] == current["features"]
     assert refreshed[0]["latency_ms"] == 0.1 and refreshed[1] is current
     assert stale["features"] == {"flops": 1.0}  # the input rows are left as they were
 
 
-def test_resume_refuses_rows_measured_with_other_settings(model_path, tmp_path):
+@pytest.mark.parametrize("field, value", [("threads", 2), ("dtype", "bf16"), ("protocol", "hot")])
+def test_resume_refuses_rows_measured_with_other_settings(model_path, tmp_path, capsys, field, value):
     out = tmp_path / "eval"
     out.mkdir()
-    row = {"key": "x", "latency_ms": 1.0, "device": "cpu", "threads": 2, "dtype": "fp32", "protocol": "rotate",
-           "allocator": "steady"}
-    (out / "testset.jsonl").write_text(json.dumps(row) + "\n")
+    row = {"key": "x", "latency_ms": 1.0, "device": "cpu", "threads": 1, "dtype": "fp32", "protocol": "rotate",
+           "allocator": "steady", field: value}
+    written = (json.dumps(row) + "\n").encode()
+    (out / "testset.jsonl").write_bytes(written)
     code = cli.main(["evaluate", "--model", str(model_path), "--config", str(SMOKE), "--output-dir", str(out),
                      "--no-progress"])
     assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"{field}={value!r}" in error  # names the field and the rows' value
+    assert "--output-dir" in error  # and the way out
+    assert (out / "testset.jsonl").read_bytes() == written  # the refused rows are untouched
 
 
 @pytest.mark.parametrize("argv_extra, message", [
@@ -222,7 +228,7 @@ def test_a_test_set_is_measured_with_the_statistic_the_model_was_fitted_to(synth
     """The profile's rounds and quantile are part of what its latencies mean: a test set's timing budget that
     does not name them keeps the model's, and one that does wins."""
     from nni_latency.config import TimingConfig
-    from nni_latency.evaluation import measurement_protocol
+    from nni_latency.testset import measurement_protocol
 
     synthetic_model.device.update(rounds=2, quantile=0.25, min_run_time=0.04)
     protocol = measurement_protocol(synthetic_model, None, TimingConfig(min_run_time=0.2))

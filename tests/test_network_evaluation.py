@@ -12,7 +12,8 @@ import torch
 from nni_latency import cli, network_evaluation
 from nni_latency.coverage import CoverageWarning
 from nni_latency.fileio import read_jsonl
-from nni_latency.network_evaluation import (evaluate_networks, format_networks, networks_figure, score_networks)
+from nni_latency.network_evaluation import evaluate_networks, format_networks, score_networks
+from nni_latency.plots import networks_figure
 from nni_latency.timing import LatencyMeasurement
 
 TWO = "squeezenet1_1,mobilenet_v3_small"

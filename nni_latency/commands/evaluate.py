@@ -69,7 +69,8 @@ def _print_advice(protocol) -> None:
 
 def _run_blocks(args: argparse.Namespace) -> int:
     from ..config import load_config, packaged_config
-    from ..evaluation import TestSetConfig, evaluate_model, format_metrics, measurement_protocol
+    from ..evaluation import evaluate_model, format_metrics
+    from ..testset import TestSetConfig, measurement_protocol
     from ..model import LatencyModel
     from ..timing import apply_allocator_policy
 
