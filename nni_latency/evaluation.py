@@ -12,7 +12,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from .coverage import check_threads
 from .drift import check_drift
 from .fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, json_safe
 from .metrics import per_group_errors, regression_metrics, within_group_kendall
-from .microbench import load_records
+from .dataset import load_records
 from .model import LatencyModel
 from .protocol import RESUME_FIELDS, protocol_of
 from .testset import TestSetConfig, generate_testset, label_records, measure_testset, measurement_protocol, \
@@ -56,8 +56,9 @@ class EvaluationResult:
 
 def evaluate_model(model_path: str | Path, config: TestSetConfig, output_dir: str | Path,
                    threads: int | None = None, dataset: str | Path | None = None, progress: bool = True,
-                   config_source: str = "") -> EvaluationResult:
-    """Generate (or load), measure and predict the test set; write metrics.json, predictions.jsonl and the plot."""
+                   config_source: str = "", host_load: Callable[[], dict] | None = None) -> EvaluationResult:
+    """Generate (or load), measure and predict the test set; write metrics.json, predictions.jsonl and the plot
+    (``host_load()``, e.g. the command's ``HostLoad.record``, goes into metrics.json as ``host_load``)."""
     started = time.perf_counter()
     model = LatencyModel.load(model_path)
     out = ensure_writable_dir(output_dir)
@@ -89,6 +90,7 @@ def evaluate_model(model_path: str | Path, config: TestSetConfig, output_dir: st
                     "source": str(dataset) if dataset is not None else str(out / "testset.jsonl"),
                     **{k: getattr(protocol, k) for k in RESUME_FIELDS}},
         "drift": drift.to_dict() if drift is not None else None,
+        "host_load": host_load() if host_load is not None else None,
         "seconds": round(time.perf_counter() - started, 2),
     })
     atomic_write_json(out / "metrics.json", metrics)

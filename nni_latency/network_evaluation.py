@@ -148,13 +148,15 @@ def _pending(dataset: Path, keys: Sequence[str], rounds: int) -> bool:
 def evaluate_networks(model: LatencyModel | str | Path, selection: str, output_dir: str | Path, *,
                       batch: int | None = None, image_size: int | None = None, threads: int | None = None,
                       device: str | None = None, rounds: int = DEFAULT_ROUNDS, seed: int = 0,
-                      measure: Measure | None = None, progress: bool = True) -> NetworkEvaluation:
+                      measure: Measure | None = None, progress: bool = True,
+                      host_load: Callable[[], dict] | None = None) -> NetworkEvaluation:
     """Measure, predict and score the networks of ``selection``; write ``networks.jsonl`` (every pass),
     ``metrics.json``, ``predictions.jsonl`` and ``networks_pred_vs_measured.png/.svg`` into ``output_dir``.
 
     ``batch`` defaults to the model's, each network runs at its own image size unless ``image_size`` is
     given, and ``measure(module, shape)`` (default ``measure_latency`` under the evaluation's protocol) is
-    what tests replace. The allocator policy is the caller's to set (``timing.apply_allocator_policy``).
+    what tests replace. The allocator policy is the caller's to set (``timing.apply_allocator_policy``);
+    ``host_load()`` (e.g. the command's ``HostLoad.record``) goes into metrics.json as ``host_load``.
     """
     started = time.perf_counter()
     model_path = str(model) if not isinstance(model, LatencyModel) else None
@@ -191,6 +193,7 @@ def evaluate_networks(model: LatencyModel | str | Path, selection: str, output_d
                      "rounds": protocol.rounds, "source": str(dataset),
                      **{k: getattr(protocol, k) for k in RESUME_FIELDS}},
         "drift": drift.to_dict() if drift is not None else None,
+        "host_load": host_load() if host_load is not None else None,
         "seconds": round(time.perf_counter() - started, 2),
     })
     atomic_write_json(out / "metrics.json", metrics)
