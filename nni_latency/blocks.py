@@ -14,12 +14,14 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .cell_ops import CELL_OPS, build_cell_op
 from .tokens import TOKEN_FAMILIES
 
 __all__ = [
     "BlockSpec", "ChainSpec", "spec_from_dict", "FAMILIES", "TOKEN_INPUT_FAMILIES", "ACTIVATIONS", "build_block",
     "ConvBNAct", "MBConv", "DepthwiseSeparable", "BasicBlock", "Bottleneck", "SqueezeExcite", "ShuffleUnit", "Skip",
-    "Classifier", "GhostBottleneck", "MixConv", "DenseLayer", "FullyConnected",
+    "Classifier", "GhostBottleneck", "MixConv", "DenseLayer", "FullyConnected", "ConvAct", "StreamHead",
+    "VECTOR_INPUT_FAMILIES", "VARIANTS",
 ]
 
 
@@ -253,6 +255,30 @@ class FullyConnected(nn.Sequential):
         super().__init__(nn.Linear(c_in, c_out), _activation(act))
 
 
+class ConvAct(nn.Sequential):
+    """conv (with bias, no batch norm) -> in-place activation, as VGG, AlexNet and SqueezeNet run it: the
+    activation rewrites the conv's output where it lies (``relu_``, ``hardtanh_``, ``hardswish_``)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, act: str = "relu"):
+        super().__init__(nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2), _activation(act))
+
+
+class StreamHead(nn.Sequential):
+    """A classifier head whose weights exceed the last-level cache, so streaming them, not the FLOPs, sets its
+    time: VGG's first fully connected layer on the flattened ``kernel x kernel`` map (7: 512 x 7 x 7 inputs), or
+    a 1x1 conv head on a pooled map (``kernel`` 1, as MobileNetV3's), each with its in-place ReLU.
+
+    (A 7x7 conv on the 7x7 map, the same layer written fully convolutionally, runs some 30x slower than its
+    bytes on ATen's CPU kernels; no network the suite aims at writes it so.)
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 7):
+        if kernel == 1:
+            super().__init__(nn.Conv2d(c_in, c_out, 1), nn.ReLU(inplace=True))
+        else:
+            super().__init__(nn.Flatten(), nn.Linear(c_in * kernel * kernel, c_out), nn.ReLU(inplace=True))
+
+
 FAMILIES: dict[str, Callable[[BlockSpec], nn.Module]] = {
     "mbconv": lambda s: MBConv(s.c_in, s.c_out, s.kernel, s.stride, s.expansion, s.groups, s.se, s.act),
     "conv_bn_relu": lambda s: ConvBNAct(s.c_in, s.c_out, s.kernel, s.stride, s.groups, s.act),
@@ -270,11 +296,22 @@ FAMILIES: dict[str, Callable[[BlockSpec], nn.Module]] = {
     "mixconv": lambda s: MixConv(s.c_in, s.c_out, s.kernel, s.stride, s.expansion, s.act),
     "dense": lambda s: DenseLayer(s.c_in, s.c_out, s.kernel),
     "linear": lambda s: FullyConnected(s.c_in, s.c_out, s.act),
+    # What real networks run that the families above do not (issue 17): weights streamed from memory, in-place
+    # activations straight after a conv, few channels per group (RegNet, ResNeXt), cell-space ops at 32 px.
+    "stream_head": lambda s: StreamHead(s.c_in, s.c_out, s.kernel),
+    "stream_linear": lambda s: nn.Linear(s.c_in, s.c_out, bias=s.variant != "nobias"),  # mm without a bias
+    "conv_act": lambda s: ConvAct(s.c_in, s.c_out, s.kernel, s.stride, s.act),
+    "grouped_conv": lambda s: ConvBNAct(s.c_in, s.c_out, s.kernel, s.stride, s.groups, s.act),
+    "cell_op": lambda s: build_cell_op(s.variant, s.c_in, s.c_out, s.kernel, s.stride),
     **TOKEN_FAMILIES,
 }
 # Families whose input is a token sequence (batch, resolution^2, c_in) or a vector (batch, c_in).
-TOKEN_INPUT_FAMILIES = frozenset({"attention", "attention_explicit", "mlp", "window_attention"})
-VECTOR_INPUT_FAMILIES = frozenset({"linear"})
+TOKEN_INPUT_FAMILIES = frozenset({"attention", "attention_explicit", "mlp", "window_attention", "token_conv",
+                                  "attention_heads"})
+VECTOR_INPUT_FAMILIES = frozenset({"linear", "stream_linear"})
+# The op a family with variants runs (``BlockSpec.variant``); the other families have none.
+VARIANTS: dict[str, tuple[str, ...]] = {"stream_linear": ("", "nobias"), "token_conv": ("", "contiguous"),
+                                        "cell_op": CELL_OPS}
 
 
 @dataclass(frozen=True)
@@ -293,6 +330,12 @@ class BlockSpec:
     batch: int = 1
     act: str = "relu"
     heads: int = 0  # attention heads of the token families (0 for the others)
+    variant: str = ""  # the op of a family that has several (``VARIANTS``); "" for the others
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS.get(self.family, ("",)):
+            raise ValueError(f"block family {self.family!r} has no variant {self.variant!r}: use one of "
+                             f"{', '.join(repr(v) for v in VARIANTS.get(self.family, ('',)))}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -310,6 +353,7 @@ class BlockSpec:
         extras += "_se" if self.se else ""
         extras += f"_{self.act}" if self.act != "relu" else ""
         extras += f"_h{self.heads}" if self.heads else ""
+        extras += f"_{self.variant}" if self.variant else ""
         return (f"{self.family}_k{self.kernel}{extras}_c{self.c_in}-{self.c_out}_r{self.resolution}"
                 f"_s{self.stride}_b{self.batch}")
 

@@ -2,9 +2,10 @@
 spaces. Each is a small JSON-able ``NetworkSpec`` that builds a fresh, seeded network on demand, so a long
 evaluation never holds many networks in memory and every round times the same weights.
 
-Selections: ``all``, ``cnn``, ``transformer``, ``hybrid``, zoo names, and ``hub:SPACE:N`` (N random
-architectures of ``SPACE``, sample ``i`` drawn with seed ``seed + i``), comma-separated. The zoo is the
-test set: nothing here is ever sampled into the profiling suite.
+Selections: ``all``, ``cnn``, ``transformer``, ``hybrid``, zoo names, ``hub:SPACE:N`` (N random
+architectures of ``SPACE``, sample ``i`` drawn with seed ``seed + i``), and ``hf:NAME`` or ``hf:GROUP``
+(HF ``transformers`` implementations, ``hf_models``), comma-separated. The zoo and the HF models are test
+sets: nothing here is ever sampled into the profiling suite.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from .errors import did_you_mean
-from . import zoo
+from . import hf_models, zoo
 
 _logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class NetworkSpec:
         with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # NNI warns about modules it does not trace; harmless here
             torch.manual_seed(_SEED)
+            if hf_models.is_hf(self.name):
+                return hf_models.get(self.name).build(image_size=self.size(image_size), seed=_SEED)
             if self.space is None:
                 return zoo.get(self.name).build(image_size=self.size(image_size)).eval()
             return _hub_space(self.space, spaces).freeze(dict(self.sample or {})).eval()
@@ -129,13 +132,15 @@ def select_networks(selection: str, seed: int = 0, spaces: SpaceCache | None = N
     """
     terms = [term.strip() for term in str(selection).split(",") if term.strip()]
     if not terms:
-        raise ValueError("the network selection is empty: give all, cnn, transformer, hybrid, zoo names or "
-                         "hub:SPACE:N")
+        raise ValueError("the network selection is empty: give all, cnn, transformer, hybrid, zoo names, "
+                         "hub:SPACE:N or hf:NAME")
     chosen: dict[str, NetworkSpec] = {}
     for term in terms:
         if term.startswith("hub:"):
             space, count = _parse_hub(term)
             specs = hub_samples(space, count, seed, spaces)
+        elif hf_models.is_hf(term):
+            specs = [NetworkSpec(entry.target, entry.kind, entry.input_size) for entry in hf_models.select(term)]
         elif term == "all" or term in zoo.KINDS:
             specs = [_zoo_spec(name) for name in zoo.names(None if term == "all" else term)]
         elif term in zoo.names():
@@ -143,7 +148,8 @@ def select_networks(selection: str, seed: int = 0, spaces: SpaceCache | None = N
         else:
             known = ["all", *zoo.KINDS, *zoo.names()]
             raise ValueError(f"unknown network {term!r}{did_you_mean(term, known)}; use all, {', '.join(zoo.KINDS)}, "
-                             f"hub:SPACE:N (SPACE: {', '.join(HUB_SPACES)}) or zoo names: {', '.join(zoo.names())}")
+                             f"hub:SPACE:N (SPACE: {', '.join(HUB_SPACES)}), hf:NAME or hf:GROUP "
+                             f"({', '.join(hf_models.HF_GROUPS)}) or zoo names: {', '.join(zoo.names())}")
         for spec in specs:
             chosen.setdefault(spec.name, spec)
     return list(chosen.values())

@@ -10,21 +10,31 @@ regression, and it brings into the fit what blocks pay only inside a network.
 
 from __future__ import annotations
 
+import glob
 import logging
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .blocks import FAMILIES, TOKEN_INPUT_FAMILIES, BlockSpec, ChainSpec
+from .blocks import FAMILIES, TOKEN_INPUT_FAMILIES, VARIANTS, BlockSpec, ChainSpec
+from .cell_ops import CELL_OPS
 from .config import ProfileConfig
 from .tokens import TOKEN_FAMILIES
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["sample_specs", "sample_chains", "suite_specs", "round_channels", "TOKEN_BLOCK_FAMILIES"]
+__all__ = ["sample_specs", "sample_chains", "suite_specs", "round_channels", "TOKEN_BLOCK_FAMILIES",
+           "last_level_cache_bytes", "STREAM_FAMILIES"]
 
 TOKEN_BLOCK_FAMILIES = frozenset(TOKEN_FAMILIES) - {"convnext"}  # families the ``tokens`` section governs
+# Families sized by their weight bytes against the last-level cache (``_stream_spec``), not by the FLOPs cap.
+STREAM_FAMILIES = frozenset({"stream_head", "stream_linear"})
+_STREAM_RANGE = (0.25, 4.0)  # weight bytes of the stream families, as multiples of the last-level cache
+_STREAM_MAX_BYTES = 512 * 2**20  # and never more than this, so that building and timing one stays short
+_DEFAULT_CACHE_BYTES = 32 * 2**20
+_SIZE_UNITS = {"K": 2**10, "M": 2**20, "G": 2**30}
 _SE_FAMILIES = ("mbconv", "basic", "bottleneck", "ghost")
 # Widths networks use at each resolution (channels grow as the map shrinks), as (low, high) at 224 px input.
 _NETWORK_WIDTHS = {112: (16, 64), 56: (24, 128), 28: (32, 256), 14: (64, 512), 7: (128, 1024)}
@@ -32,6 +42,25 @@ _NETWORK_WIDTHS = {112: (16, 64), 56: (24, 128), 28: (32, 256), 14: (64, 512), 7
 
 def round_channels(value: float, multiple: int = 8) -> int:
     return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def last_level_cache_bytes() -> int:
+    """The largest cache CPU 0 sees (``/sys/devices/system/cpu/cpu0/cache/index*/size``), beyond which weights
+    stream from memory; 32 MiB where the sizes cannot be read (a CUDA profile does not use it)."""
+    sizes = []
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            text = Path(path).read_text(encoding="ascii").strip().upper()
+        except OSError:
+            continue
+        unit = _SIZE_UNITS.get(text[-1:], 1)
+        digits = text.rstrip("KMGB")
+        if digits.isdigit():
+            sizes.append(int(digits) * unit)
+    if not sizes:
+        _logger.debug("no cache sizes under /sys; sizing the stream blocks for a %d MiB cache",
+                      _DEFAULT_CACHE_BYTES >> 20)
+    return max(sizes, default=_DEFAULT_CACHE_BYTES)
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
@@ -74,6 +103,75 @@ def _token_spec(family: str, rng: np.random.Generator, config: ProfileConfig, ba
     return BlockSpec(family, width, width, side, expansion=expansion, heads=heads, batch=batch)
 
 
+def _attention_heads_spec(rng: np.random.Generator, batch: int) -> BlockSpec:
+    # Attention written out with 1-12 heads of 16-64 dims over 196-3136 tokens (long softmax rows, many bmm).
+    heads, head_dim, side = (int(rng.choice(v)) for v in ((1, 2, 3, 4, 6, 8, 12), (16, 32, 64), (14, 28, 56, 56)))
+    return BlockSpec("attention_heads", heads * head_dim, heads * head_dim, side, heads=heads, batch=batch)
+
+
+def _stream_spec(family: str, rng: np.random.Generator, batch: int) -> BlockSpec:
+    """Weights of 1/4 to 4 times the last-level cache: VGG's head (a linear layer on the flattened 7x7 map), a 1x1
+    conv head on a pooled map, or a batch-1 linear layer with or without a bias (addmm or mm)."""
+    low, high = (ratio * last_level_cache_bytes() for ratio in _STREAM_RANGE)
+    elements = _log_uniform(rng, low, min(high, _STREAM_MAX_BYTES)) / 4  # fp32 weights
+    if family == "stream_head":
+        kernel = int(rng.choice([7, 1]))
+        c_in = int(rng.choice([256, 512])) if kernel == 7 else round_channels(_log_uniform(rng, 1024, 4096))
+        c_out = round_channels(elements / (c_in * kernel * kernel))
+        return BlockSpec(family, c_in, c_out, kernel, kernel=kernel, batch=batch)
+    c_in = round_channels(_log_uniform(rng, 1024, 8192))
+    return BlockSpec(family, c_in, round_channels(elements / c_in), 1, kernel=1, batch=batch,
+                     variant=str(rng.choice(VARIANTS[family])))
+
+
+def _cell_op_spec(rng: np.random.Generator, batch: int) -> BlockSpec:
+    # DARTS-like cell ops on CIFAR-sized maps (32 and 16 px, 16-64 channels); a reduction cell's ops stride by 2.
+    op = str(rng.choice(CELL_OPS))
+    resolution, channels = int(rng.choice([32, 16])), round_channels(_log_uniform(rng, 16, 64))
+    stride = 2 if op == "factorized_reduce" or rng.random() < 0.3 else 1
+    kernel = int(rng.choice([3, 5])) if op in ("sep_conv", "dil_conv") else 1 if op in (
+        "factorized_reduce", "relu_conv_bn") else 3
+    c_out = channels if op in ("max_pool", "avg_pool") else channels * stride
+    return BlockSpec("cell_op", channels, c_out, resolution, stride, kernel, batch=batch, variant=op)
+
+
+def _special_spec(family: str, rng: np.random.Generator, config: ProfileConfig, batch: int) -> BlockSpec | None:
+    """Blocks of the families whose shapes follow the networks that run them rather than the config's ranges."""
+    if family in STREAM_FAMILIES:
+        return _stream_spec(family, rng, config.batch)  # at a larger batch the weights would stream once for all
+    if family == "attention_heads":
+        return _attention_heads_spec(rng, batch)
+    if family == "cell_op":
+        return _cell_op_spec(rng, batch)
+    if family == "token_conv":
+        # PVTv2's MLP on its stage grids (56, 28, 14, 7 tokens a side; widths 64-512, ratio 4 or 8).
+        side = int(rng.choice([s for s in (56, 28, 14, 7) if s in config.tokens.sides] or config.tokens.sides))
+        width = round_channels(_log_uniform(rng, 32, 2 * 3584 / side))
+        return BlockSpec(family, width, width, side, expansion=int(rng.choice([4, 8])), batch=batch,
+                         variant=str(rng.choice(VARIANTS[family])))
+    if family in ("maxpool", "avgpool") and rng.random() < 0.5:
+        # ResNet's and VGG's stem pooling: a 3x3 window, stride 2, on 112 or 56 px maps of 64-256 channels.
+        channels = round_channels(_log_uniform(rng, 64, 256))
+        return BlockSpec(family, channels, channels, int(rng.choice([112, 56])), 2, 3, batch=batch)
+    if family == "grouped_conv":
+        # RegNet / ResNeXt: a kxk conv with 2-16 channels per group, as wide as its input.
+        per_group = int(rng.choice([2, 4, 8, 16]))
+        resolution = int(rng.choice(config.resolutions))
+        channels = round_channels(_channels(resolution, rng, config), max(8, per_group * 4))
+        stride = int(rng.choice(config.strides)) if resolution > min(config.resolutions) else 1
+        return BlockSpec(family, channels, channels, resolution, stride, 3, groups=channels // per_group,
+                         batch=batch, act=str(rng.choice(["relu", "relu", "silu"])))
+    if family == "conv_act":
+        # A conv with its bias and an in-place activation straight after it (VGG, SqueezeNet, torchvision heads).
+        resolution = int(rng.choice(config.resolutions))
+        c_in = _channels(resolution, rng, config)
+        c_out = round_channels(c_in * math.exp(rng.uniform(math.log(0.5), math.log(2.0))))
+        stride = int(rng.choice(config.strides)) if resolution > min(config.resolutions) else 1
+        return BlockSpec(family, c_in, c_out, resolution, stride, int(rng.choice([1, 3])), batch=batch,
+                         act=str(rng.choice(["relu", "relu", "relu6", "hswish"])))
+    return None
+
+
 def _batch(rng: np.random.Generator, config: ProfileConfig) -> int:
     if config.extra_batches and rng.random() < config.extra_batch_share:
         return int(rng.choice(config.extra_batches))
@@ -82,6 +180,9 @@ def _batch(rng: np.random.Generator, config: ProfileConfig) -> int:
 
 def _random_spec(family: str, rng: np.random.Generator, config: ProfileConfig) -> BlockSpec:
     batch = _batch(rng, config)
+    special = _special_spec(family, rng, config, batch)
+    if special is not None:
+        return special
     if family in TOKEN_BLOCK_FAMILIES:
         return _token_spec(family, rng, config, batch)
     resolution = int(rng.choice(config.resolutions))
@@ -132,12 +233,16 @@ def _random_spec(family: str, rng: np.random.Generator, config: ProfileConfig) -
 
 def _work_proxy(spec: BlockSpec) -> float:
     """Roughly the block's multiply-accumulates: what log-stratification spreads the blocks over."""
+    if spec.family == "token_conv":
+        return spec.batch * spec.resolution ** 2 * spec.c_in ** 2 * spec.expansion * 2
     if spec.family in TOKEN_INPUT_FAMILIES or spec.family == "mobilevit":
         tokens = spec.resolution ** 2
         width = max(spec.c_in, spec.c_out)
         return spec.batch * tokens * width * (width * (4 + 2 * spec.expansion) + 2 * min(tokens, 3136))
-    if spec.family == "linear":
+    if spec.family in ("linear", "stream_linear"):
         return spec.batch * spec.c_in * spec.c_out
+    if spec.family == "grouped_conv":
+        return spec.batch * spec.c_in * spec.c_out / spec.groups * spec.resolution**2 / spec.stride**2
     expansion = max(spec.expansion, 1)
     return spec.batch * spec.c_in * spec.c_out * expansion * spec.resolution**2 / spec.stride**2
 
@@ -166,10 +271,19 @@ def sample_specs(config: ProfileConfig) -> list[BlockSpec]:
             continue
         pool = {s.key: s for s in (_random_spec(family, rng, config) for _ in range(40 * count))}
         pool = sorted(pool.values(), key=_work_proxy)
-        # Drop blocks whose FLOPs exceed the cap, using the proxy (2 MACs x kernel area) as an upper bound.
-        pool = [s for s in pool if 2 * _work_proxy(s) * s.kernel**2 / 1e6 <= config.max_mflops * 4] or pool
+        pool = [s for s in pool if _within_cap(s, config)] or pool
         specs.extend(_stratified(pool, count, rng))
     return specs
+
+
+def _within_cap(spec: BlockSpec, config: ProfileConfig) -> bool:
+    """Whether a block's FLOPs stay under the cap, using the proxy (2 MACs x kernel area) as an upper bound;
+    the stream families are sized by their bytes instead, and the work of explicit attention is its MACs."""
+    if spec.family in STREAM_FAMILIES:
+        return True
+    if spec.family == "attention_heads":  # softmax and the score traffic cost more than the MACs say
+        return 2 * _work_proxy(spec) / 1e6 <= config.max_mflops / 2
+    return 2 * _work_proxy(spec) * spec.kernel**2 / 1e6 <= config.max_mflops * 4
 
 
 def _stratified(pool: Sequence, count: int, rng: np.random.Generator) -> list:

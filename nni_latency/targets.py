@@ -1,5 +1,6 @@
-"""What a command is pointed at: a network named ``path/to/file.py:callable``, ``package.module:callable`` or
-``zoo:NAME`` (a reference network of ``nni_latency.zoo``), and the input shape it runs on. Every problem is
+"""What a command is pointed at: a network named ``path/to/file.py:callable``, ``package.module:callable``,
+``zoo:NAME`` (a reference network of ``nni_latency.zoo``) or ``hf:NAME`` (an HF ``transformers`` model of
+``nni_latency.hf_models``), and the input shape it runs on. Every problem is
 a one-line ``ValueError`` that says what to fix.
 """
 
@@ -23,7 +24,7 @@ _logger = logging.getLogger(__name__)
 __all__ = ["load_module_target", "load_target_object", "parse_input_shape", "default_input_shape", "expected_input",
            "load_network", "input_hint", "ZOO_PREFIX"]
 
-_FORM = "give path/to/file.py:callable, package.module:callable or zoo:NAME"
+_FORM = "give path/to/file.py:callable, package.module:callable, zoo:NAME or hf:NAME"
 ZOO_PREFIX = "zoo:"
 
 
@@ -137,22 +138,39 @@ def _is_zoo(spec: str) -> bool:
     return str(spec).strip().startswith(ZOO_PREFIX)
 
 
+def _hf_entry(spec: str):
+    from . import hf_models  # imports transformers only when the model is built
+
+    return hf_models.get(spec)
+
+
+def _is_hf(spec: str) -> bool:
+    return str(spec).strip().startswith("hf:")
+
+
+def _named_entry(spec: str):
+    """The registry entry of a ``zoo:`` or ``hf:`` target (both build at their own resolution), else None."""
+    return _zoo_entry(spec) if _is_zoo(spec) else _hf_entry(spec) if _is_hf(spec) else None
+
+
 def default_input_shape(spec: str) -> tuple[int, ...] | None:
-    """The input a target is meant for, when it says (a zoo network: its paper's resolution); else None."""
-    return tuple(_zoo_entry(spec).input_shape()) if _is_zoo(spec) else None
+    """The input a target is meant for, when it says (a zoo or HF network: its own resolution); else None."""
+    entry = _named_entry(spec)
+    return tuple(entry.input_shape()) if entry is not None else None
 
 
 def load_module_target(spec: str, input_shape: Sequence[int] | None = None) -> nn.Module:
     """The ``nn.Module`` that ``spec`` names: a module instance as is, a class / factory called with no arguments,
-    or ``zoo:NAME``, built for ``input_shape``'s resolution when given (a ViT's position table depends on it)."""
-    if _is_zoo(spec):
-        entry = _zoo_entry(spec)
+    or ``zoo:NAME`` / ``hf:NAME``, built for ``input_shape``'s resolution when given (a ViT's position table
+    depends on it)."""
+    entry = _named_entry(spec)
+    if entry is not None:
         size = int(input_shape[-1]) if input_shape is not None and len(input_shape) == 4 else None
         try:
             return entry.build(image_size=size)
         except ValueError as error:
-            raise ValueError(f"zoo network {entry.name!r} cannot be built for input {_join(input_shape)} ({error}); "
-                             f"it takes {_join(entry.input_shape())} by default") from None
+            raise ValueError(f"network {str(spec).strip()!r} cannot be built for input {_join(input_shape)} "
+                             f"({error}); it takes {_join(entry.input_shape())} by default") from None
     target = load_target_object(spec)
     if isinstance(target, nn.Module):
         return target
@@ -178,7 +196,7 @@ def expected_input(module: nn.Module, spec: str | None = None) -> str | None:
     """What input ``module`` takes, for an error message: a zoo network's own shape, else read from its first
     layer with weights (a convolution takes an image N,C,H,W; a linear layer or a layer norm takes tokens
     B,N,C). None when that layer says nothing about it."""
-    if spec is not None and _is_zoo(spec):
+    if spec is not None and (_is_zoo(spec) or _is_hf(spec)):
         return f"an image {_join(default_input_shape(spec))} (N,C,H,W)"
     for layer in module.modules():
         if isinstance(layer, nn.modules.conv._ConvNd):
@@ -196,8 +214,8 @@ def expected_input(module: nn.Module, spec: str | None = None) -> str | None:
 
 def load_network(spec: str, shape_text: str | None) -> tuple[nn.Module, tuple[int, ...]]:
     """The network ``spec`` names and the input it runs on: ``shape_text`` (any rank: an image N,C,H,W or
-    tokens B,N,C; the network says whether it fits), else a zoo network's own shape."""
-    if not _is_zoo(spec):
+    tokens B,N,C; the network says whether it fits), else a zoo or HF network's own shape."""
+    if _named_entry(spec) is None:
         _split(spec)  # a malformed target is named before a missing shape
     shape = parse_input_shape(shape_text, dims=None) if shape_text else default_input_shape(spec)
     if shape is None:

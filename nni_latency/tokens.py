@@ -17,7 +17,7 @@ from torch import nn
 _logger = logging.getLogger(__name__)
 
 __all__ = ["TokenAttention", "TokenMLP", "PatchEmbed", "WindowAttention", "MobileViTBlock", "ConvNeXtBlock",
-           "TOKEN_FAMILIES"]
+           "TokenConvMLP", "TOKEN_FAMILIES"]
 
 
 class TokenAttention(nn.Module):
@@ -141,6 +141,33 @@ class ConvNeXtBlock(nn.Module):
         return x + self.fc2(self.act(self.fc1(y))).permute(0, 3, 1, 2)
 
 
+class TokenConvMLP(nn.Module):
+    """PVTv2's MLP: fc1, the tokens turned into a map for a 3x3 depthwise conv and back, GELU, fc2.
+
+    PVTv2 writes the map as ``x.transpose(1, 2).reshape(B, C, H, W)``, a channels-last view the conv reads in
+    place; with ``contiguous`` the map is made NCHW first (``.contiguous()`` after the transpose, as much
+    transformer code does before a conv), a transposing copy whose innermost stride is the width; the conv's
+    NCHW output then goes back to tokens as a transposed view, which fc2's matrix multiply reads in place.
+    """
+
+    def __init__(self, width: int, side: int, ratio: int = 4, contiguous: bool = False):
+        super().__init__()
+        hidden = width * ratio
+        self.side, self.contiguous = side, contiguous
+        self.fc1 = nn.Linear(width, hidden)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        y = self.fc1(x).transpose(1, 2)
+        if self.contiguous:
+            y = y.contiguous()
+        y = self.dwconv(y.reshape(batch, -1, self.side, self.side)).flatten(2).transpose(1, 2)
+        return self.fc2(self.act(y))
+
+
 # family -> builder from a BlockSpec (heads: attention heads; expansion: MLP ratio; kernel: patch or window).
 TOKEN_FAMILIES = {
     "attention": lambda s: TokenAttention(s.c_in, s.heads),
@@ -150,4 +177,7 @@ TOKEN_FAMILIES = {
     "patch_embed": lambda s: PatchEmbed(s.c_in, s.c_out, s.kernel),
     "mobilevit": lambda s: MobileViTBlock(s.c_in, s.c_out, s.heads, s.expansion),
     "convnext": lambda s: ConvNeXtBlock(s.c_in, s.kernel, s.expansion),
+    # Attention written out (q @ k^T, softmax, @ v) with 1-12 heads, rows of 196-3136 keys, no bias table.
+    "attention_heads": lambda s: TokenAttention(s.c_in, s.heads, explicit=True),
+    "token_conv": lambda s: TokenConvMLP(s.c_in, s.resolution, s.expansion, contiguous=s.variant == "contiguous"),
 }

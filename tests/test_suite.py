@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from nni_latency import suite
 
 from nni_latency.blocks import FAMILIES, TOKEN_INPUT_FAMILIES, BlockSpec, ChainSpec, spec_from_dict
-from nni_latency.config import ChainConfig, ProfileConfig, TokenConfig
+from nni_latency.config import ChainConfig, ProfileConfig, TokenConfig, load_config, packaged_config
 from nni_latency.features import FEATURE_NAMES, extract_features
 from nni_latency.suite import TOKEN_BLOCK_FAMILIES, sample_chains, sample_specs, suite_specs
 
@@ -79,3 +83,144 @@ def test_covering_batches_spreads_blocks_and_chains_over_them(batches):
 def test_token_block_keys_carry_their_heads():
     assert BlockSpec("attention", 64, 64, 14, heads=2).key == "attention_k3_h2_c64-64_r14_s1_b1"
     assert "_h" not in BlockSpec("mbconv", 16, 16, 14).key  # the keys of earlier datasets stay as they were
+
+
+# --- issue 17: what real networks run (weights streamed from memory, stem pooling, in-place activations,
+# transposing copies, written-out attention, few channels per group, cell-space ops) ---
+
+NEW_FAMILIES = ("stream_head", "stream_linear", "conv_act", "grouped_conv", "cell_op", "attention_heads", "token_conv")
+
+
+class _CopyStrides(TorchDispatchMode):
+    """The innermost stride of the input of every copying op (clone, copy_, contiguous) that runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.strides: list[int] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in ("clone", "copy_", "contiguous"):
+            source = args[1] if name == "copy_" else args[0]
+            self.strides.append(source.stride()[-1])
+        return func(*args, **(kwargs or {}))
+
+
+def _run(spec: BlockSpec) -> torch.Tensor:
+    with torch.no_grad():
+        return spec.build(seed=0).eval()(torch.randn(*spec.input_shape))
+
+
+@pytest.mark.parametrize("family", NEW_FAMILIES)
+def test_sampled_blocks_of_the_issue_17_families_build_run_and_are_covered(family, monkeypatch):
+    monkeypatch.setattr(suite, "last_level_cache_bytes", lambda: 2 * 2**20)  # small weights, a quick test
+    config = _config(count=3, families={family: 1.0}, tokens=TokenConfig(widths=[32, 64], sides=[7, 14, 28, 56]))
+    specs = sample_specs(config)
+    assert len(specs) == 3 and {spec.family for spec in specs} == {family}
+    for spec in specs:
+        _run(spec)
+        assert spec_from_dict(spec.to_dict()) == spec
+        assert not extract_features(spec.build(seed=0), spec.input_shape).uncovered, spec.key
+
+
+# family, block, the aten ops its features must count (op -> calls)
+COUNTED = [
+    ("conv_act_relu", BlockSpec("conv_act", 16, 16, 14, act="relu"), {"convolution": 1, "relu_": 1}),
+    ("conv_act_relu6", BlockSpec("conv_act", 16, 32, 14, act="relu6"), {"convolution": 1, "hardtanh_": 1}),
+    ("conv_act_hswish", BlockSpec("conv_act", 16, 16, 14, act="hswish"), {"convolution": 1, "hardswish_": 1}),
+    ("stream_linear_bias", BlockSpec("stream_linear", 512, 256, 1, kernel=1), {"addmm": 1}),
+    ("stream_linear_nobias", BlockSpec("stream_linear", 512, 256, 1, kernel=1, variant="nobias"), {"mm": 1}),
+    ("stream_head_vgg", BlockSpec("stream_head", 64, 128, 7, kernel=7), {"addmm": 1, "relu_": 1}),
+    ("stream_head_1x1", BlockSpec("stream_head", 256, 128, 1, kernel=1), {"convolution": 1, "relu_": 1}),
+    ("attention_heads", BlockSpec("attention_heads", 96, 96, 14, heads=6), {"bmm": 2, "_softmax": 1}),
+    ("token_conv_view", BlockSpec("token_conv", 32, 32, 14, expansion=4), {"convolution": 1, "gelu": 1}),
+    ("token_conv_copy", BlockSpec("token_conv", 32, 32, 14, expansion=4, variant="contiguous"),
+     {"convolution": 1, "clone": 1}),
+    ("cell_sep_conv", BlockSpec("cell_op", 16, 16, 32, kernel=3, variant="sep_conv"), {"convolution": 4, "relu": 2}),
+    ("cell_dil_conv", BlockSpec("cell_op", 16, 16, 32, kernel=5, variant="dil_conv"), {"convolution": 2}),
+    ("cell_max_pool", BlockSpec("cell_op", 16, 16, 32, variant="max_pool"), {"max_pool2d_with_indices": 1}),
+    ("cell_avg_pool", BlockSpec("cell_op", 16, 16, 16, 2, variant="avg_pool"), {"avg_pool2d": 1}),
+    ("cell_reduce", BlockSpec("cell_op", 16, 32, 32, 2, 1, variant="factorized_reduce"), {"convolution": 2, "cat": 1}),
+    ("stem_maxpool", BlockSpec("maxpool", 64, 64, 112, 2, 3), {"max_pool2d_with_indices": 1}),
+]
+
+
+@pytest.mark.parametrize("spec, ops", [(spec, ops) for _, spec, ops in COUNTED], ids=[i for i, _, _ in COUNTED])
+def test_each_new_block_counts_the_ops_it_runs(spec, ops):
+    counts = extract_features(spec.build(seed=0), spec.input_shape).op_counts
+    assert {op: counts.get(op, 0) for op in ops} == ops
+
+
+def test_grouped_convs_have_few_channels_per_group_and_count_as_grouped():
+    config = _config(count=6, families={"grouped_conv": 1.0}, channels=[16, 256], resolutions=[14, 28, 56])
+    for spec in sample_specs(config):
+        assert spec.c_in // spec.groups in (2, 4, 8, 16) and spec.groups > 1, spec.key
+        features = extract_features(spec.build(seed=0), spec.input_shape)
+        assert features.flops_grouped > 0 and features.flops_depthwise == 0 and features.convs_grouped == 1
+
+
+def test_the_transposing_copy_reads_a_non_unit_last_stride_and_the_view_copies_nothing():
+    copying, viewing = (BlockSpec("token_conv", 32, 32, 14, expansion=4, variant=v) for v in ("contiguous", ""))
+    with _CopyStrides() as strides:
+        _run(copying)
+    assert strides.strides == [4 * 32]  # the hidden width: the transposed tokens' innermost stride
+    with _CopyStrides() as strides:
+        _run(viewing)
+    assert strides.strides == []
+
+
+@pytest.mark.parametrize("cache_mib", [1, 32])
+def test_stream_blocks_are_sized_around_the_last_level_cache(cache_mib, monkeypatch):
+    monkeypatch.setattr(suite, "last_level_cache_bytes", lambda: cache_mib * 2**20)
+    config = _config(count=8, families={"stream_head": 1.0, "stream_linear": 1.0})
+    specs = sample_specs(config)
+    weight_bytes = [4 * spec.c_in * spec.c_out * spec.kernel ** 2 for spec in specs]
+    low, high = (ratio * cache_mib * 2**20 for ratio in suite._STREAM_RANGE)
+    assert all(0.8 * low <= size <= 1.2 * high for size in weight_bytes), weight_bytes
+    assert max(weight_bytes) > cache_mib * 2**20 and all(spec.batch == 1 for spec in specs)
+
+
+def test_half_the_pooling_blocks_are_stems_on_large_maps():
+    config = _config(count=20, families={"maxpool": 1.0, "avgpool": 1.0}, resolutions=[7, 14, 28])
+    stems = [s for s in sample_specs(config) if s.resolution in (56, 112)]
+    assert stems and all(s.c_in >= 64 and (s.kernel, s.stride) == (3, 2) for s in stems)
+
+
+def test_attention_heads_span_one_to_twelve_heads_and_long_rows():
+    config = _config(count=40, families={"attention_heads": 1.0}, max_mflops=3000)
+    specs = sample_specs(config)
+    assert {s.heads for s in specs} <= {1, 2, 3, 4, 6, 8, 12} and len({s.heads for s in specs}) >= 4
+    assert max(s.resolution ** 2 for s in specs) == 3136 and min(s.resolution ** 2 for s in specs) == 196
+
+
+@pytest.mark.parametrize("text, expected", [("32768K\n", 32 * 2**20), ("2M", 2 * 2**20), ("512", 512)])
+def test_the_last_level_cache_is_the_largest_size_listed(text, expected, tmp_path, monkeypatch):
+    (tmp_path / "index0").mkdir()
+    (tmp_path / "index0" / "size").write_text("32K")
+    (tmp_path / "index3").mkdir()
+    (tmp_path / "index3" / "size").write_text(text)
+    monkeypatch.setattr(suite.glob, "glob", lambda _: [str(p) for p in tmp_path.glob("index*/size")])
+    assert suite.last_level_cache_bytes() == max(expected, 32 * 2**10)
+
+
+def test_the_cache_size_falls_back_when_sys_says_nothing(monkeypatch):
+    monkeypatch.setattr(suite.glob, "glob", lambda _: [])
+    assert suite.last_level_cache_bytes() == 32 * 2**20
+
+
+@pytest.mark.parametrize("family, variant", [("cell_op", ""), ("cell_op", "conv_7x7"), ("mbconv", "nobias")])
+def test_a_variant_the_family_lacks_is_a_one_line_error(family, variant):
+    with pytest.raises(ValueError, match="has no variant"):
+        BlockSpec(family, 16, 16, 32, variant=variant)
+
+
+def test_variants_enter_the_key_and_plain_keys_stay_as_they_were():
+    assert BlockSpec("cell_op", 16, 16, 32, variant="sep_conv").key == "cell_op_k3_sep_conv_c16-16_r32_s1_b1"
+    assert BlockSpec("conv_bn_relu", 16, 16, 32).key == "conv_bn_relu_k3_c16-16_r32_s1_b1"
+
+
+def test_the_packaged_cpu_profile_samples_every_new_family():
+    config = load_config(packaged_config("profile_cpu.yaml"), ProfileConfig)
+    assert set(NEW_FAMILIES) <= set(config.families)
+    assert (Path(__file__).resolve().parent.parent / "configs" / "profile_cpu.yaml").read_text() == \
+        Path(packaged_config("profile_cpu.yaml")).read_text()

@@ -11,9 +11,10 @@ __all__ = ["check_threads", "check_positive", "check_not_a_directory", "INPUT_SH
 
 # Help shared by the commands that take a network and its input.
 TARGET_HELP = ("path/to/file.py:callable or package.module:callable (a class or factory called with no arguments, "
-               "or an nn.Module instance), or zoo:NAME for a reference network of nni_latency.zoo (e.g. zoo:deit_tiny)")
+               "or an nn.Module instance), zoo:NAME for a reference network of nni_latency.zoo (e.g. zoo:deit_tiny), "
+               "or hf:NAME for an HF transformers model (e.g. hf:ConvNext; needs pip install -e .[hf])")
 INPUT_SHAPE_HELP = ("input shape with the batch: N,C,H,W for an image (e.g. 1,3,224,224), B,N,C for tokens; "
-                    "required unless the target is zoo:NAME (then its paper's resolution)")
+                    "required unless the target is zoo:NAME or hf:NAME (then its own resolution)")
 
 
 def check_positive(value: int | None, flag: str) -> None:
