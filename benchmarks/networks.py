@@ -23,6 +23,7 @@ from torch import nn
 from nni_latency.blocks import BasicBlock, ConvBNAct, MBConv
 from nni_latency.fileio import append_jsonl, atomic_write_json, read_jsonl
 from nni_latency.protocol import MeasurementProtocol
+from nni_latency.spaces.hub import build_space
 from nni_latency.timing import apply_allocator_policy, measure_latency
 
 _logger = logging.getLogger(__name__)
@@ -70,21 +71,6 @@ def resnet18() -> nn.Module:
 FIXED_NETWORKS: dict[str, Callable[[], nn.Module]] = {"mobilenetv2": mobilenet_v2, "resnet18": resnet18}
 
 
-def build_space(kind: str) -> nn.Module:
-    """The full-size (224x224) NNI model space ``kind``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if kind == "fbnet":
-            from nni_latency.spaces import FBNetSpace
-
-            return FBNetSpace()
-        if kind == "proxylessnas":
-            from nni.nas.hub.pytorch import ProxylessNAS
-
-            return ProxylessNAS()
-    raise ValueError(f"unknown space {kind!r}: use one of {', '.join(SPACES)}")
-
-
 def random_samples(space: nn.Module, count: int, seed: int) -> list[dict]:
     """``count`` random architectures (label -> value) of an NNI space, reproducible from ``seed``."""
     samples = []
@@ -101,9 +87,9 @@ def build_network(description: dict, space: nn.Module | None = None) -> nn.Modul
     kind = description["kind"]
     if kind in FIXED_NETWORKS:
         return FIXED_NETWORKS[kind]().eval()
-    space = space if space is not None else build_space(kind)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        space = space if space is not None else build_space(kind)
         return space.freeze(description["sample"]).eval()
 
 

@@ -38,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, also in spawned children
 
 import baselines  # noqa: E402
+from common import REPO, Profile, ensure_profile, profile_timing, timing_settings  # noqa: E402
 import networks  # noqa: E402
 import gpu_section  # noqa: E402
 import report  # noqa: E402
@@ -46,7 +47,6 @@ import whole_networks  # noqa: E402
 
 _logger = logging.getLogger("benchmarks")
 
-REPO = Path(__file__).resolve().parent.parent
 TARGETS = {"block_mdape": 0.06, "block_within_10pct": 0.75, "kendall_tau": 0.95, "within_layer_tau": 0.90,
            "network_within_10pct": 0.90, "profile_seconds": 60.0}
 WIDTH_CHOICES = {"FBNet, 3 widths per layer": (0.5, 0.75, 1.0),
@@ -105,56 +105,6 @@ def machine_description(threads: int) -> dict[str, str]:
                  "python": platform.python_version(), "OS": platform.platform(terse=True),
                  "date": datetime.date.today().isoformat()})
     return info
-
-
-def timing_settings(profile_timing, threads: int, quick: bool) -> dict[str, Any]:
-    """Keyword arguments of ``measure_latency`` for every measurement of this run (the profile's timing)."""
-    return {"threads": threads, "working_set_mb": profile_timing.working_set_mb,
-            "min_run_time": 0.02 if quick else profile_timing.min_run_time,
-            "max_run_time": 0.1 if quick else profile_timing.max_run_time,
-            "max_spread": profile_timing.max_spread, "quantile": profile_timing.quantile}
-
-
-# ------------------------------------------------------------------------------------------------
-# Profile (setup cost of the device model)
-
-
-@dataclass
-class Profile:
-    model: Any
-    records: list[dict]
-    seconds: float
-    directory: Path
-    reused: bool
-
-
-def ensure_profile(args: argparse.Namespace) -> Profile:
-    from nni_latency.config import ProfileConfig, load_config, packaged_config
-    from nni_latency.fit import fit_records
-    from nni_latency.microbench import load_records, run_profile
-    from nni_latency.model import LatencyModel
-
-    directory = Path(args.profile_dir) if args.profile_dir else args.cache_dir / "profile"
-    if (directory / "device_model.json").exists():
-        records = load_records(directory / "microbench.jsonl")
-        try:
-            model = LatencyModel.load(directory / "device_model.json")
-        except ValueError as error:  # written by an older version: refit the same kind on the same rows
-            _logger.warning("%s; refitting it from microbench.jsonl", error)
-            stored = json.loads((directory / "device_model.json").read_text())
-            model = fit_records(records, stored["kind"], device=stored.get("device", {}))
-            model.metrics["profile_seconds"] = stored.get("metrics", {}).get("profile_seconds", float("nan"))
-        seconds = float(model.metrics.get("profile_seconds", float("nan")))
-        _logger.info("reusing the profile in %s (%d blocks, %.1f s when it was measured)", directory, len(records),
-                     seconds)
-        return Profile(model, records, seconds, directory, True)
-    if args.profile_dir:
-        raise ValueError(f"--profile-dir {directory} has no device_model.json; run `nni-latency profile` first")
-    overrides = ["count=60", "timing.min_run_time=0.02", "timing.max_run_time=0.1"] if args.quick else []
-    config = load_config(packaged_config("profile_cpu.yaml"), ProfileConfig, overrides)
-    _logger.info("profiling %d blocks into %s", config.count, directory)
-    result = run_profile(config, "cpu", directory, threads=args.threads, progress=not args.no_progress)
-    return Profile(result.model, result.records, result.seconds, directory, False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -268,7 +218,11 @@ def run_space(kind: str, args, profile: Profile, predictors: dict, timing: dict[
     from nni_latency.nas.profiler import LatencyProfiler
     from nni_latency.timing import measure_latency
 
-    space = networks.build_space(kind)
+    from nni_latency.spaces.hub import build_space
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        space = build_space(kind)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -369,8 +323,9 @@ def width_space_entries(multipliers: Sequence[float]) -> tuple[int, int]:
     """Table size of FBNet where every layer also picks its width: (layer, candidate, input width, output
     width) entries, and the distinct (candidate, input width, output width, resolution, stride) among them."""
     from nni_latency.spaces.fbnet import CANDIDATE_NAMES, make_divisible
+    from nni_latency.spaces.hub import build_space
 
-    space = networks.build_space("fbnet")
+    space = build_space("fbnet")
     in_widths = {space.stem[0].out_channels}
     resolution = networks.NETWORK_INPUT[-1] // space.stem_stride
     entries, distinct = 0, set()
@@ -408,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     machine = machine_description(args.threads)
     profile = ensure_profile(args)
-    timing = timing_settings(_profile_timing(profile), args.threads, args.quick)
+    timing = timing_settings(profile_timing(profile), args.threads, args.quick)
     predictors = baselines.fit_predictors(profile.records, profile.model)
 
     testset = run_testset(args, profile, predictors, timing)
@@ -439,13 +394,6 @@ def run_search_spaces(args, profile: Profile, timing: dict[str, Any]) -> str:
     result = search_spaces.run(space_names(), profile.model, min(args.networks, 8), args.seed, 1 if args.quick else 3,
                                timing, args.cache_dir / "spaces", not args.no_progress)
     return search_spaces.render(result)
-
-
-def _profile_timing(profile: Profile):
-    """The timing budget the profile was measured with (its protocol's ``working_set_mb``, run times, spread)."""
-    from nni_latency.protocol import protocol_of
-
-    return protocol_of(profile.model)
 
 
 if __name__ == "__main__":

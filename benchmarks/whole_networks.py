@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, als
 
 import baselines  # noqa: E402
 import networks  # noqa: E402
+from common import REPO, ensure_profile, profile_timing, timing_settings  # noqa: E402
 from report import num, pct, table  # noqa: E402
 
 _logger = logging.getLogger("benchmarks.whole_networks")
@@ -264,8 +265,6 @@ def render(summaries: Sequence[dict], images: Path, image_dir: str = "img") -> s
 
 def main(argv: Sequence[str] | None = None) -> int:
     """This section alone, from an existing profile (``--profile-dir``) or a fresh one in the cache."""
-    import run as benchmark_run
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"a short check: {QUICK_SELECTION}, short timings")
     parser.add_argument("--profile-dir", default=None, help="reuse this profile instead of profiling")
@@ -275,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     args.threads, args.seed, args.networks = 1, 100, 0
-    args.cache_dir = Path(args.cache_dir or benchmark_run.REPO / "runs" / "benchmarks" /
+    args.cache_dir = Path(args.cache_dir or REPO / "runs" / "benchmarks" /
                           f"t1{'-quick' if args.quick else ''}")
     finish_arguments(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -283,8 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nni_latency.timing import apply_allocator_policy
 
     apply_allocator_policy(MeasurementProtocol(allocator="steady"))  # this process; glibc runs in a child
-    profile = benchmark_run.ensure_profile(args)
-    timing = benchmark_run.timing_settings(benchmark_run._profile_timing(profile), 1, args.quick)
+    profile = ensure_profile(args)
+    timing = timing_settings(profile_timing(profile), 1, args.quick)
     output = Path(args.output)
     (output.parent / "img").mkdir(parents=True, exist_ok=True)
     text = render(run(args, profile, timing), output.parent / "img")

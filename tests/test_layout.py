@@ -85,3 +85,41 @@ def test_no_module_is_over_500_lines():
     long = {str(path.relative_to(PACKAGE)): n for path in PACKAGE.rglob("*.py")
             if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+BENCHMARKS = PACKAGE.parent / "benchmarks"
+
+
+def _benchmark_graph(folder: Path = BENCHMARKS) -> dict[str, set[str]]:
+    """Which benchmark scripts each one imports, anywhere in it (in functions too: a script run alone imports
+    its siblings there), as they import one another: by bare module name, the folder on ``sys.path``."""
+    paths = {path.stem: path for path in folder.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                found.add(node.module.split(".")[0])
+        graph[name] = {module for module in found if module in paths and module != name}
+    return graph
+
+
+def test_the_benchmark_graph_sees_a_synthetic_cycle(tmp_path):
+    (tmp_path / "a.py").write_text("import b\n")
+    (tmp_path / "b.py").write_text("def main():\n    from c import helper\n")
+    (tmp_path / "c.py").write_text("import json\nfrom a import x\n")
+    assert _cycle(_benchmark_graph(tmp_path)) == ["a", "b", "c", "a"]
+    (tmp_path / "c.py").write_text("import json\n")
+    assert _cycle(_benchmark_graph(tmp_path)) is None
+
+
+def test_the_benchmark_graph_sees_the_benchmarks():
+    graph = _benchmark_graph()
+    assert {"common", "whole_networks", "gpu_section"} <= graph["run"]
+    assert "common" in graph["whole_networks"]
+
+
+def test_no_import_cycle_between_the_benchmarks():
+    assert _cycle(_benchmark_graph()) is None, " -> ".join(_cycle(_benchmark_graph()) or [])

@@ -48,8 +48,8 @@ def _space_kwargs(items: list[str]) -> dict:
     return kwargs
 
 
-def build_space(name: str, input_size: int, kwargs: dict):
-    """The named space (``nni_latency.spaces.hub``), with ``kwargs`` checked against its constructor."""
+def _tabled_space(name: str, input_size: int, kwargs: dict):
+    """``spaces.hub.build_space``, for a space with lookup tables only; ``kwargs`` named as --space-arg in errors."""
     from ..spaces.hub import build_space as build, check_arguments, space_entry
 
     entry = space_entry(name)
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if batch < 1:
         raise ValueError(f"--batch must be at least 1, got {batch}")
     dtype = protocol.dtype
-    space = build_space(args.space, args.input_size, _space_kwargs(args.space_arg))
+    space = _tabled_space(args.space, args.input_size, _space_kwargs(args.space_arg))
 
     start = time.perf_counter()
     profiler = LatencyProfiler(space, (batch, 3, args.input_size, args.input_size), model)
