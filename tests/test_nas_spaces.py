@@ -61,9 +61,6 @@ def test_profile_equals_the_prediction_of_the_frozen_network(name, synthetic_mod
 
 
 @pytest.mark.parametrize("name, module, label", [
-    ("enas", "stages.0.blocks.0", "normal/input_2_0"),
-    ("nasnet", "stages.0.blocks.0", "normal/input_2_0"),
-    ("amoebanet", "stages.0.blocks.0", "normal/input_2_0"),
     ("nasbench101", "features.0", "cell/final"),
 ])
 def test_the_fallback_serves_spaces_tables_cannot_follow(name, module, label, synthetic_model):

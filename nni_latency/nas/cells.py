@@ -6,9 +6,10 @@ cell's op is strided on the cell's inputs and not on its nodes), so the op that 
 input. As NNI's one-shot cells do, the factory is asked once per (node, input), with op index 0 (NNI's
 ``Cell`` asks factories not to depend on it). The rest of the cell (preprocessor, the sum of each node's ops,
 the concatenation of the nodes, postprocessor) does not depend on the cell's choices when every node is
-concatenated (``merge_op='all'``), and is one table over the labels of the cell's input shapes (the width). ``merge_op='loose_end'``
-concatenates only the nodes no other node reads, so the cell's width depends on all its input choices at
-once: that needs ``FrozenLatencyProfiler``, as does an NDS stage that can hold a single cell (NDS then
+concatenated (``merge_op='all'``), and is one table over the labels of the cell's input shapes (the width).
+``merge_op='loose_end'`` concatenates only the nodes no other node reads, ``K`` of them: that part is also a table
+over the cell's derived label ``K`` (``loose``), and so is the cell's output width, so every consumer of it is
+tabulated over ``K`` too. An NDS stage that can hold a single cell needs ``FrozenLatencyProfiler`` (NDS then
 wires the next stage to the cell before it).
 """
 
@@ -31,6 +32,7 @@ from nni.nas.profiler.pytorch.utils import profiler_leaf_module
 from nni.nas.space import model_context
 
 from ..features import UncoveredOperatorWarning, run_counted
+from .loose import MERGE_RULES, SUFFIX, adapt_input_widths
 from .lut import LutRow
 from .structure import FALLBACK_HINT, SpaceError, feature_row, marginal_latency, module_signature
 
@@ -62,12 +64,9 @@ class CellShim(nn.Module):
 
     def __init__(self, cell: Cell, name: str, analysis):
         super().__init__()
-        if cell.merge_op != "all":
-            label = cell.inputs[0][0].label
-            raise SpaceError(
-                f"module {name!r} (Cell) concatenates only its loose ends (merge_op={cell.merge_op!r}), so its output "
-                f"width depends on all its input choices at once (label {label!r} and the other inputs), which latency "
-                f"tables cannot follow; use {FALLBACK_HINT}")
+        if cell.merge_op not in MERGE_RULES:
+            raise SpaceError(f"module {name!r} (Cell) merges its nodes with rule {cell.merge_op!r}, which the profiler "
+                             f"does not know; use merge_op 'all' or 'loose_end', or use {FALLBACK_HINT}")
         self.cell = cell
         object.__setattr__(self, "_name", name)
         object.__setattr__(self, "_analysis", analysis)
@@ -117,15 +116,16 @@ class CellShim(nn.Module):
 
 class _CellSums(nn.Module):
     """The functional code of NNI 3.0's ``Cell.forward``: each node sums its ops' outputs (``torch.stack`` then
-    ``torch.sum``), and the cell concatenates its nodes (all of them: ``merge_op='all'``)."""
+    ``torch.sum``), and the cell concatenates its nodes (all of them, or the last ``loose`` of them: with every node of
+    one shape, which ``K`` nodes are loose changes nothing the device model sees)."""
 
-    def __init__(self, concat_dim: int):
+    def __init__(self, concat_dim: int, loose: int | None = None):
         super().__init__()
-        self.concat_dim = concat_dim
+        self.concat_dim, self.loose = concat_dim, loose
 
     def forward(self, node_inputs: list[list[torch.Tensor]]) -> torch.Tensor:
         states = [torch.sum(torch.stack(inputs), 0) for inputs in node_inputs]
-        return torch.cat(states, self.concat_dim)
+        return torch.cat(states if self.loose is None else states[len(states) - self.loose:], self.concat_dim)
 
 
 class _CellAnalysis:
@@ -144,6 +144,8 @@ class _CellAnalysis:
         analysis, cell = self.analysis, self.cell
         slot_labels = {m.label for row in list(cell.ops) + list(cell.inputs) for m in row}
         own = set(cell.simplify()) - slot_labels  # widths of the cell's modules (NDS: 'width')
+        loose = f"{cell.label}{SUFFIX}" if cell.merge_op == "loose_end" else None
+        own |= {loose} if loose else set()
         dims, shape_labels = analysis.shape_labels(shapes)
         labels = self.labels.sort(shape_labels | own)
         analysis.check_count(self.name, cell, labels)
@@ -162,14 +164,22 @@ class _CellAnalysis:
             sample = {**default, **combination}
             concrete = analysis.concrete_shapes(dims, sample)
             inputs = preprocess_cell_inputs(cell.num_predecessors, *analysis.arguments(cell, concrete, spec))
-            latency, states = self._part(recursive_freeze(cell.preprocessor, sample)[0], (inputs,))
+            preprocessor = adapt_input_widths(recursive_freeze(cell.preprocessor, sample)[0],
+                                              analysis.concrete_shapes(dims, self.labels.reference(sample)), concrete,
+                                              lambda _, shapes: (preprocess_cell_inputs(
+                                                  cell.num_predecessors, *analysis.arguments(cell, shapes, spec)),))
+            latency, states = self._part(preprocessor, (inputs,))
             states = list(states)
             when = {label: combination[label] for label in labels}
             for i, node in enumerate(nodes, start=first):
                 node_shape = self._node(tables, index, i, node, sample, states, when)
                 states.append(torch.zeros(node_shape))
             node_inputs = [[state] * cell.num_ops_per_node for state in states[first:]]
-            sums, this_cell = self._part(_CellSums(cell.concat_dim), (node_inputs,))
+            if loose and len({tuple(state.shape) for state in states[first:]}) > 1:
+                raise SpaceError(f"cell {self.name!r} concatenates its loose ends, and its nodes have different shapes, "
+                                 f"so its width depends on which nodes are loose; use {FALLBACK_HINT}")
+            sums, this_cell = self._part(_CellSums(cell.concat_dim, combination[loose] if loose else None),
+                                         (node_inputs,))
             post, output = self._part(recursive_freeze(cell.postprocessor, sample)[0], (this_cell, inputs))
             fixed[index] = latency + sums + post
             flat, out_spec = tree_flatten(output)

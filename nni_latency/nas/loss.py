@@ -80,6 +80,11 @@ class ExpectedLatency(nn.Module):
         self.constant = float(sum(float(t.table) for t in source.terms if not t.labels))
         self.terms = [(tuple(t.labels), np.asarray(t.table, float)) for t in source.terms if t.labels]
         self.labels = sorted({label for labels, _ in self.terms for label in labels})
+        derived = dict(getattr(space_labels, "derived", None) or {})
+        self.derived = {label: d for label, d in derived.items() if label in self.labels}
+        self._laws = {label: d.plan(self.label_values) for label, d in self.derived.items()}
+        self.required = sorted((set(self.labels) - set(self.derived)) |
+                               {inp for d in self.derived.values() for inp in d.inputs})
         self.register_buffer("constant_ms", torch.tensor(self.constant, dtype=torch.float32))
         self._membership = {label: self._subsets(label) for label in self.multiple if label in self.labels}
         self._plans: dict[frozenset, tuple[list, torch.Tensor, torch.Tensor]] = {}
@@ -100,11 +105,11 @@ class ExpectedLatency(nn.Module):
         """
         joints = {key: value for key, value in probs.items() if isinstance(key, tuple)}
         covered = {label for key in joints for label in key}
-        missing = [label for label in self.labels if label not in probs and label not in covered]
+        missing = [label for label in self.required if label not in probs and label not in covered]
         if missing:
             raise ValueError(f"probabilities lack label(s) {', '.join(missing)}; the latency depends on them "
                              "(build the profiler and the search on the same model space)")
-        vectors = {label: self._vector(label, probs[label]) for label in self.labels if label in probs}
+        vectors = {label: self._vector(label, probs[label]) for label in self.required if label in probs}
         checked = {}
         for (op_label, input_label), joint in joints.items():
             shape = (len(self.label_values[op_label]), len(self._candidates(input_label)))
@@ -115,7 +120,14 @@ class ExpectedLatency(nn.Module):
             checked[(op_label, input_label)] = joint
             vectors.setdefault(op_label, joint.sum(dim=1))
             vectors.setdefault(input_label, self._to_axis(input_label, joint.sum(dim=0)))
+        for label, derived in self.derived.items():  # a loose-end count: its exact law from its inputs' (``loose``)
+            vectors[label] = derived.distribution(vectors, self._laws[label])
         return vectors, checked
+
+    def uniform(self) -> torch.Tensor:
+        """The expected latency when every sampled label is uniform over its candidates."""
+        return self({label: torch.full((len(self._candidates(label)),), 1.0 / len(self._candidates(label)),
+                                       dtype=torch.float64) for label in self.required})
 
     def _candidates(self, label: str) -> list:
         return self.multiple[label][0] if label in self.multiple else self.label_values[label]

@@ -36,10 +36,11 @@ from ..coverage import check_batch
 from ..deprecation import deprecated_names
 from ..features import make_inputs, module_device_dtype, warn_uncovered
 from ..model import LatencyModel
+from .loose import loose_end_cells
 from .lut import LutRow
 from .source import LatencySource
 from .tables import LabelSpace, LatencyTerm, fastest_latency, merge_terms, table_expression
-from .units import FALLBACK_HINT, SpaceAnalysis
+from .units import FALLBACK_HINT, SpaceAnalysis, SpaceError
 from .walk import TermBuilder
 
 _logger = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
             raise ValueError(f"max_combinations must be at least 1, got {max_combinations}")
         self.model_space = model_space
         self.device_model = _load_device_model(device_model)
-        self.space_labels = LabelSpace(_categorical_choices(model_space, max_combinations))
+        self.space_labels = LabelSpace(_categorical_choices(model_space, max_combinations),
+                                       loose_end_cells(model_space))
         example = _example_tensor(example_input, model_space)
         self.input_shape = tuple(example.shape)
         _check_device_model(self.device_model, example, isinstance(example_input, torch.Tensor))
@@ -98,6 +100,7 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
         self.intercept_ms = builder.intercept
         self.block_overhead_ms = builder.intercept  # the former name of ``intercept_ms``
         self.terms: list[LatencyTerm] = merge_terms(self.space_labels, builder.terms)
+        _check_derived(self.space_labels, self.terms)
         self.choices: list[LutRow] = builder.records
         for op, where in sorted(builder.uncovered.items()):  # one warning per operator for the whole space
             warn_uncovered(op, where, stacklevel=2)
@@ -114,10 +117,17 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
         """Each label's candidate values, in the order of the term tables' axes."""
         return {label: list(values) for label, values in self.space_labels.values.items()}
 
+    @property
+    def derived(self) -> dict:
+        """Labels computed from others (a loose-end cell's count, ``loose.LooseEnds``), never sampled."""
+        return self.space_labels.derived
+
     def _build_expression(self):
+        space = self.space_labels
+        derived = {label: d.expression(space.mutables) for label, d in space.derived.items()}
         expression: Any = 0.0
         for term in self.terms:
-            expression = expression + table_expression(self.space_labels, term.labels, term.table)
+            expression = expression + table_expression(space, term.labels, term.table, derived=derived)
         return expression
 
     def profile(self, sample: Sample) -> float:
@@ -125,6 +135,8 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
         total = self._constant
         position = self._position
         try:
+            if self.space_labels.derived:
+                sample = self.space_labels.complete(sample)
             for labels, table in self._lookup:
                 total += table[tuple(position(label, sample[label]) for label in labels)]
         except (KeyError, TypeError):
@@ -134,10 +146,13 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
     def _sample_problem(self, sample: Mapping[str, Any]) -> str:
         if not isinstance(sample, Mapping):
             return f"a sample must map labels to chosen values, got {type(sample).__name__}"
-        missing = [label for label in self.space_labels.values if label not in sample]
+        missing = [label for label in self.space_labels.values
+                   if label not in sample and label not in self.space_labels.derived]
         if missing:
             return f"sample lacks label(s) {', '.join(missing)}; give a value for every label of the space"
         for label, values in self.space_labels.values.items():
+            if label in self.space_labels.derived:
+                continue
             try:
                 self.space_labels.position(label, sample[label])
             except (KeyError, TypeError, ValueError):
@@ -148,19 +163,36 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
     def freeze(self, sample: Sample) -> nn.Module:
         """The frozen network of ``sample`` (``model_space.freeze``), e.g. to measure it for real."""
         self.profile(sample)  # validates the sample with a readable error
-        return self.model_space.freeze(sample)
+        return self.model_space.freeze({k: v for k, v in sample.items() if k not in self.space_labels.derived})
 
     def fastest_latency(self) -> tuple[float, bool]:
         """The smallest latency (ms) of any architecture, and whether that is exact (every table over its own
-        labels) or a lower bound (tables sharing a label may not all reach their minimum together)."""
-        return fastest_latency([(term.labels, term.table) for term in self.terms])
+        labels) or a lower bound (tables sharing a label may not all reach their minimum together, nor a derived
+        label the value its inputs give it)."""
+        fastest, exact = fastest_latency([(term.labels, term.table) for term in self.terms])
+        return fastest, exact and not self.space_labels.derived
 
     def uniform_expected_latency(self) -> float:
-        """Expected latency (ms) when every label is chosen uniformly at random."""
+        """Expected latency (ms) when every label is chosen uniformly at random (a derived label follows)."""
+        if self.space_labels.derived:
+            from .loss import ExpectedLatency
+
+            with torch.no_grad():
+                return float(ExpectedLatency(self).uniform())
         total = self._constant
         for labels, table in self._lookup:
             total += float(table.mean())
         return total
+
+
+def _check_derived(space: LabelSpace, terms: Sequence[LatencyTerm]) -> None:
+    """A table over a derived label and one of its inputs would need their joint law; the cells never make one."""
+    for term in terms:
+        for label, derived in space.derived.items():
+            both = set(term.labels) & set(derived.inputs)
+            if label in term.labels and both:
+                raise SpaceError(f"{', '.join(term.sources)} costs a table over {label!r} and {sorted(both)[0]!r}, "
+                                 f"which the expected latency cannot contract exactly; use {FALLBACK_HINT}")
 
 
 def _load_device_model(device_model) -> LatencyModel:

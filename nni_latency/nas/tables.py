@@ -40,11 +40,13 @@ class LabelSpace:
     ``values[label]`` are the values a sample can give the label, in the order of the tables' axes: a
     ``Categorical``'s candidates, or the subsets (sorted tuples) an ``InputChoice``'s ``CategoricalMultiple``
     can choose (``n_chosen`` of them, any number when ``n_chosen`` is None). ``multiple[label]`` keeps such a
-    label's candidates and ``n_chosen``.
+    label's candidates and ``n_chosen``. ``derived[label]`` is a label computed from others, never sampled (a
+    loose-end cell's count, ``loose.LooseEnds``): tables use it as an axis, samples get it from ``complete``.
     """
 
-    def __init__(self, mutables: Mapping[str, Categorical | CategoricalMultiple]):
-        self.mutables = dict(mutables)
+    def __init__(self, mutables: Mapping[str, Categorical | CategoricalMultiple], derived: Mapping[str, Any] | None = None):
+        self.derived = dict(derived or {})
+        self.mutables = {**dict(mutables), **{label: d.mutable() for label, d in self.derived.items()}}
         self.order = {label: i for i, label in enumerate(self.mutables)}
         self.multiple = {label: (list(m.values), m.n_chosen) for label, m in self.mutables.items()
                          if isinstance(m, CategoricalMultiple)}
@@ -80,7 +82,18 @@ class LabelSpace:
         return list(value) if label in self.multiple else value
 
     def random_sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        return {label: self.sample_at(label, vals[int(rng.integers(len(vals)))]) for label, vals in self.values.items()}
+        return self.complete({label: self.sample_at(label, vals[int(rng.integers(len(vals)))])
+                              for label, vals in self.values.items() if label not in self.derived})
+
+    def complete(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        """``sample`` with every derived label computed from it (overriding any value given for one)."""
+        if not self.derived:
+            return dict(sample)
+        return {**sample, **{label: d.count(sample) for label, d in self.derived.items()}}
+
+    def reference(self, sample: Mapping[str, Any]) -> dict[str, Any]:
+        """``sample`` with every derived label at its default: the shapes the space's own modules were built for."""
+        return {**sample, **{label: self.mutables[label].default() for label in self.derived}}
 
 
 def hashable(value: Any) -> Any:
@@ -125,12 +138,15 @@ def product(space: LabelSpace, factors: Sequence[tuple[Sequence[str], np.ndarray
     return union, result
 
 
-def table_expression(space: LabelSpace, labels: Sequence[str], table: np.ndarray, cast=float):
-    """A nested ``switch_case`` over ``labels`` that evaluates to ``table``'s entries (or a constant)."""
+def table_expression(space: LabelSpace, labels: Sequence[str], table: np.ndarray, cast=float, derived=None):
+    """A nested ``switch_case`` over ``labels`` that evaluates to ``table``'s entries (or a constant); ``derived``
+    maps a derived label to the expression to switch on instead (what NNI's samples hold are its inputs)."""
     if not labels:
         return cast(table.item() if isinstance(table, np.ndarray) else table)
     label, rest = labels[0], labels[1:]
-    branches = {v: table_expression(space, rest, table[i], cast) for i, v in enumerate(space.values[label])}
+    branches = {v: table_expression(space, rest, table[i], cast, derived) for i, v in enumerate(space.values[label])}
+    if derived and label in derived:
+        return MutableExpression.switch_case(derived[label], branches)
     if label in space.multiple:
         return _subset_switch(space.mutables[label], space.multiple[label][0], branches)
     return MutableExpression.switch_case(space.mutables[label], branches)

@@ -27,6 +27,7 @@ from ..features import (FEATURE_NAMES, UncoveredOperatorWarning, failure_details
                         module_device_dtype, run_counted)
 from ..model import LatencyModel
 from .cells import CellShim, check_stage
+from .loose import adapt_input_widths
 from .structure import (FALLBACK_HINT, SpaceError, called_parts, count_with_parts, counting_of, feature_row,
                         is_container, module_signature)
 from .tables import LabelSpace, reduce_table, table_expression
@@ -310,7 +311,8 @@ class SpaceAnalysis:
         uncovered: dict[str, str] = {}
         for index, sample in self.labels.grid(labels):
             concrete = self.concrete_shapes(dims, sample)
-            frozen = self.frozen(unit, own, sample)
+            frozen = adapt_input_widths(self.frozen(unit, own, sample), self.concrete_shapes(
+                dims, self.labels.reference(sample)), concrete, lambda m, shapes: self.arguments(m, shapes, spec))
             row, outs, ops = self.features(name, frozen, concrete, spec, contiguous)
             features[index] = row
             cases[index] = (concrete, outs)

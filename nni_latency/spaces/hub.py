@@ -38,7 +38,6 @@ class SpaceEntry:
 _NDS_DEFAULTS = {"num_cells": (8, 12, 16, 20)}
 _NDS_WHY = ("NNI's default num_cells (4, 8, ..., 20) lets a stage hold one cell, which NDS wires differently when "
             "frozen; 8+ cells keep two per stage")
-_LOOSE_END = "its cells concatenate only their loose ends, so a cell's width depends on all its input choices"
 
 SPACES: dict[str, SpaceEntry] = {entry.name: entry for entry in [
     SpaceEntry("fbnet", "nni_latency.spaces.fbnet:FBNetSpace", 224, "num_classes", True, "input_size"),
@@ -48,9 +47,9 @@ SPACES: dict[str, SpaceEntry] = {entry.name: entry for entry in [
     SpaceEntry("autoformer", "nni.nas.hub.pytorch:AutoformerSpace", 224, "num_labels", True, "img_size"),
     SpaceEntry("darts", "nni.nas.hub.pytorch:DARTS", 32, None, True, defaults=_NDS_DEFAULTS, why=_NDS_WHY),
     SpaceEntry("pnas", "nni.nas.hub.pytorch:PNAS", 32, None, True, defaults=_NDS_DEFAULTS, why=_NDS_WHY),
-    SpaceEntry("enas", "nni.nas.hub.pytorch:ENAS", 32, None, False, why=_LOOSE_END),
-    SpaceEntry("nasnet", "nni.nas.hub.pytorch:NASNet", 32, None, False, why=_LOOSE_END),
-    SpaceEntry("amoebanet", "nni.nas.hub.pytorch:AmoebaNet", 32, None, False, why=_LOOSE_END),
+    SpaceEntry("enas", "nni.nas.hub.pytorch:ENAS", 32, None, True, defaults=_NDS_DEFAULTS, why=_NDS_WHY),
+    SpaceEntry("nasnet", "nni.nas.hub.pytorch:NASNet", 32, None, True, defaults=_NDS_DEFAULTS, why=_NDS_WHY),
+    SpaceEntry("amoebanet", "nni.nas.hub.pytorch:AmoebaNet", 32, None, True, defaults=_NDS_DEFAULTS, why=_NDS_WHY),
     SpaceEntry("nasbench201", "nni.nas.hub.pytorch:NasBench201", 32, "num_labels", True),
     SpaceEntry("nasbench101", "nni.nas.hub.pytorch:NasBench101", 32, "num_labels", False,
                why="its cells allocate channels to vertices from the whole graph"),
