@@ -19,7 +19,7 @@ import yaml
 from .errors import did_you_mean
 
 __all__ = ["ProfileConfig", "TimingConfig", "TokenConfig", "ChainConfig", "load_config", "config_from_dict", "apply_overrides",
-           "packaged_config", "config_to_dict", "read_yaml"]
+           "packaged_config", "config_to_dict", "read_yaml", "find_config"]
 
 T = TypeVar("T")
 
@@ -165,8 +165,39 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {override!r}: {key!r} is not a section")
-        node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        node[keys[-1]] = _override_value(dotted.strip(), raw)
     return data
+
+
+_NULLS = ("", "~", "null", "Null", "NULL")
+
+
+def _override_value(key: str, raw: str) -> Any:
+    """``raw`` parsed as a YAML value; text YAML cannot parse (``...``, ``*x``) or reads as nothing is kept as
+    the string it is, so a path or a name is never mistaken for a bug."""
+    try:
+        value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else None
+    except yaml.YAMLError:
+        return raw.strip()
+    except RecursionError:
+        raise ValueError(f"--set {key}: the value is nested too deeply to be a config value") from None
+    return raw.strip() if value is None and raw.strip() not in _NULLS else value
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping, where YAML keeps the last silently."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} at line {line} (first at line {seen[key]})",
+                    key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
 
 
 def packaged_config(name: str) -> Path:
@@ -175,6 +206,16 @@ def packaged_config(name: str) -> Path:
     if not path.exists():
         raise ValueError(f"no packaged config named {name!r}")
     return path
+
+
+def find_config(path: str | os.PathLike) -> Path:
+    """``path`` as given when it exists, else the packaged config of that file name, so that the documented
+    ``--config configs/testset_smoke.yaml`` works from any folder; else ``path`` (its reader names it)."""
+    candidate = Path(path)
+    if candidate.exists() or candidate.suffix not in (".yaml", ".yml"):
+        return candidate
+    packaged = Path(str(resources.files("nni_latency") / "configs" / candidate.name))
+    return packaged if packaged.is_file() else candidate
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -187,7 +228,12 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"config {str(path)!r} is not UTF-8 text (byte offset {error.start}); save it as UTF-8") \
             from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except yaml.constructor.ConstructorError as error:
+        if str(error.problem).startswith("duplicate key"):
+            raise ValueError(f"config {str(path)!r} has a {error.problem}: YAML would keep the last one silently; "
+                             "delete one of them") from None
+        raise ValueError(f"config {str(path)!r} is not valid YAML ({error.problem})") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""

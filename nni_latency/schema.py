@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -15,10 +16,12 @@ from .fileio import atomic_write_json
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA_VERSION", "FORMAT", "envelope", "require", "check_envelope", "check_finite", "check_sections",
+__all__ = ["SCHEMA_VERSION", "FORMAT", "NULLABLE", "envelope", "require", "check_envelope", "check_finite", "check_sections",
            "check_ranges", "write_document", "read_document"]
 
 SCHEMA_VERSION = 1
+# Parameters whose null means something: two_regime's breakpoint (-inf, written as null: no memory-bound regime).
+NULLABLE = ("breakpoint",)
 FORMAT = "nni-latency/device-model"
 
 
@@ -47,7 +50,11 @@ def check_envelope(data: Any, source: str = "<dict>") -> None:
 
 def check_finite(value: Any, source: str, where: str) -> None:
     """Every number inside ``value`` (nested objects and lists) is finite: a NaN or infinite parameter would
-    make every prediction NaN or infinite. ``null`` is left to the reader (a kind may give it a meaning)."""
+    make every prediction NaN or infinite. ``null`` is refused the same way (strict JSON writes a NaN as null),
+    except under the keys of ``NULLABLE``, where a kind gives it a meaning."""
+    if value is None:
+        require(where.rpartition(".")[2] in NULLABLE, source, f"{where} is null, expected a finite number; the "
+                "model is damaged: re-create it with `nni-latency fit microbench.jsonl`")
     if isinstance(value, bool):
         raise ValueError(f"{source}: {where} is {str(value).lower()}, expected a number")
     if isinstance(value, (int, float)):
@@ -62,7 +69,12 @@ def check_finite(value: Any, source: str, where: str) -> None:
 
 
 def check_sections(data: Mapping[str, Any], source: str) -> None:
-    """The optional sections have the types readers rely on: ``device`` and ``metrics`` objects, ``notes`` text."""
+    """The optional sections have the types readers rely on: ``device`` and ``metrics`` objects, ``notes`` text.
+    A model without its ``device`` loads, with one warning: nothing says what machine or protocol it describes."""
+    if not data.get("device"):
+        warnings.warn(f"{source}: has no 'device' record, so its provenance is unknown (which machine, threads and "
+                      "protocol it describes); its predictions assume the default protocol: refit it with "
+                      "`nni-latency fit microbench.jsonl` to record it", stacklevel=3)
     for name, kind, what in (("device", Mapping, "an object (the device and how it was measured)"),
                              ("metrics", Mapping, "an object"), ("notes", str, "a string")):
         value = data.get(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from . import INPUT_SHAPE_HELP, TARGET_HELP
 
@@ -31,10 +32,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar of --measure")
 
 
+def _check_runnable(network, input_shape, model, target: str) -> None:
+    """Count the network first, on meta tensors when it is large (as ``predict`` does), so that a network too
+    large to run here is refused before analyze allocates it block by block."""
+    import warnings
+
+    from ..counting import count_features
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        count_features(network, input_shape, model.vector_width, model.threads)
+    large = [w for w in caught if "too large to run here" in str(w.message)]
+    if large:
+        raise ValueError(f"{target} on {','.join(map(str, input_shape))} is too large for analyze, which runs every "
+                         f"block ({str(large[0].message).split(': ')[0]}); give a smaller --input-shape, or use "
+                         "`nni-latency predict` for its total")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..analysis import analyze_network
     from ..fileio import atomic_write_json
+    from ..hostload import watch_host
     from ..model import LatencyModel
+    from ..outputs import Output, check_outputs, keep_previous
     from ..plots import plot_report
     from ..protocol import protocol_of
     from ..targets import input_hint, load_network
@@ -51,25 +71,32 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--blocks is empty: give qualified module names such as layer1,layer2")
     check_not_a_directory(args.json, "--json", "report.json")
     check_not_a_directory(args.plot, "--plot", "report.png")
+    check_outputs([Output(p, kind, flag) for p, kind, flag in ((args.json, "report", "--json"),
+                                                               (args.plot, "plot", "--plot")) if p],
+                  {"--model": args.model, "network file": args.target.rpartition(":")[0] or None})
     model = LatencyModel.load(args.model)
     network, input_shape = load_network(args.target, args.input_shape)
     if args.measure:
         apply_allocator_policy(protocol_of(model))
     try:
-        report = analyze_network(network, input_shape, model, depth=args.depth, blocks=blocks, measure=args.measure,
-                                 top=args.top, device=args.device, threads=args.threads,
-                                 progress=not args.no_progress)
+        _check_runnable(network, input_shape, model, args.target)
+        with watch_host("measuring the network") if args.measure else contextlib.nullcontext() as host:
+            report = analyze_network(network, input_shape, model, depth=args.depth, blocks=blocks,
+                                     measure=args.measure, top=args.top, device=args.device, threads=args.threads,
+                                     progress=not args.no_progress)
     except ValueError as error:
         hint = input_hint(network, args.target) if "does not fit" in str(error) else None
         raise ValueError(f"{error}; {hint}" if hint else str(error)) from None
     print(report.format_table())
     if args.measure:
+        report.measurement["host_load"] = host.record()  # how busy other processes kept the host meanwhile
         from ..timing import allocator_advice
 
         advice = allocator_advice(protocol_of(model))
         if advice:
             print(advice)
     written = []
+    keep_previous([Output(args.json, "report", "--json")] if args.json else [])
     if args.json:
         atomic_write_json(args.json, report.to_dict())
         written.append(args.json)

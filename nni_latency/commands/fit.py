@@ -14,24 +14,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="device model to write (default: device_model.json beside the dataset; a model of "
                              "another kind or fitted on other rows there is kept aside, renamed with the time)")
     parser.add_argument("--no-plot", action="store_true", help="do not write fit.png / fit.svg")
+    parser.add_argument("--only", default=None, metavar="FIELD=VALUE",
+                        help="fit only the rows measured so, e.g. threads=1 (for a dataset that mixes protocols)")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..fit import cross_validated_predictions, fit_records, reference_model
-    from ..microbench import load_records
+    from ..dataset import load_records
     from ..model import LatencyModel
     from ..plots import plot_fit
     from ..protocol import protocol_of
+    from ..outputs import Output, check_outputs
     from ..resume import set_aside
+    from ..rowcheck import check_one_protocol, select_rows
     from ..summary import format_profile_summary
     from . import check_not_a_directory
 
     check_not_a_directory(args.dataset, "dataset", "microbench.jsonl")
     check_not_a_directory(args.output, "--output", "device_model.json")
     output = Path(args.output) if args.output else Path(args.dataset).with_name("device_model.json")
-    records = load_records(args.dataset)
+    plots = [] if args.no_plot else [Output(output.with_name(f"fit.{e}"), "plot", "--output") for e in ("png", "svg")]
+    check_outputs([Output(output, "model", "--output"), *plots], {"dataset": args.dataset})
+    records = select_rows(load_records(args.dataset), args.only, args.dataset)
+    check_one_protocol(records, args.dataset)
     previous: dict = {}
     replaced = None
     if output.exists():  # refitting beside a profiled model keeps the rest of its device description

@@ -35,6 +35,7 @@ def _quiet_after_import(verbose: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..search.config import load_search_config
     from ..search.run import latency_protocol, run_search
+    from ..locking import folder_lock
     from ..timing import apply_allocator_policy
 
     _quiet_after_import(getattr(args, "verbose", False))
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_search_config(args.config, args.overrides, args.output_dir)
     apply_allocator_policy(latency_protocol(config.latency))
     progress = config.trainer.progress and not args.no_progress
-    result = run_search(config, progress=progress)
+    with folder_lock(config.output_dir, "nni-latency search"):  # one writer per folder
+        result = run_search(config, progress=progress)
     if result.is_main_process:
         print(result.summary())
     return 0
