@@ -16,16 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
+import hostcheck
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output-dir", default="runs/speed")
     parser.add_argument("--threads", type=int, default=1)
+    hostcheck.add_argument(parser)
     args = parser.parse_args()
     out = Path(args.output_dir)
     if (out / "microbench.jsonl").exists():
         (out / "microbench.jsonl").unlink()  # a fresh profile, not a resumed one
 
+    host = hostcheck.start(args, "benchmarks/core_speed.py")
     # Profile in a child process so its wall time and peak memory are its own.
     started = time.perf_counter()
     child = subprocess.run([sys.executable, "-m", "nni_latency.cli", "profile", "--device", "cpu", "--threads",
@@ -54,6 +58,7 @@ def main() -> int:
     print(f"| peak memory (RSS) of that run | < 2 GB | {peak_mb:.0f} MB |")
     print(f"| `predict` throughput | >= 100k rows/s | {rows_per_second / 1e6:.1f} M rows/s |")
     print(child.stdout.splitlines()[-1] if child.stdout else "")
+    print(hostcheck.header_line(host))
     return 0
 
 

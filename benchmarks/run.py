@@ -41,6 +41,7 @@ import baselines  # noqa: E402
 from common import REPO, Profile, ensure_profile, profile_timing, timing_settings  # noqa: E402
 import networks  # noqa: E402
 import gpu_section  # noqa: E402
+import hostcheck  # noqa: E402
 import report  # noqa: E402
 import search_spaces  # noqa: E402
 import whole_networks  # noqa: E402
@@ -69,6 +70,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=100, help="seed of the random architectures (default 100)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     whole_networks.add_arguments(parser)
+    hostcheck.add_argument(parser)
     args = parser.parse_args(argv)
     whole_networks.finish_arguments(args)
     if args.threads < 1:
@@ -356,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     apply_allocator_policy(MeasurementProtocol(allocator="steady"))
     args.cache_dir.mkdir(parents=True, exist_ok=True)
+    host = hostcheck.start(args, "benchmarks/run.py")
     output = Path(args.output)
     images = output.parent / "img"
     images.mkdir(parents=True, exist_ok=True)
@@ -378,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report.render(args=args, machine=machine, profile=profile, timing=timing, predictors=predictors,
                          testset=testset, spaces=spaces, allocator=allocator, width_spaces=width_spaces,
                          per_entry_seconds=per_entry, plots=plots, targets=TARGETS,
-                         seconds=time.perf_counter() - started, output=output,
+                         seconds=time.perf_counter() - started, output=output, host_line=hostcheck.header_line(host),
                          sections={"zoo": "\n\n".join([zoo_section, spaces_section]), "gpu": gpu_section.render()})
     from nni_latency.fileio import atomic_write_text
 

@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import hostcheck  # noqa: E402
 from report import num, pct, table  # noqa: E402
 
 _logger = logging.getLogger("benchmarks.spaces")
@@ -214,6 +215,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="2 networks, 1 round, short timings")
     parser.add_argument("--no-progress", action="store_true")
+    hostcheck.add_argument(parser)
     args = parser.parse_args(argv)
     args.networks = args.networks or (2 if args.quick else 8)
     args.rounds = args.rounds or (1 if args.quick else 3)
@@ -230,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nni_latency.protocol import protocol_of
     from nni_latency.timing import apply_allocator_policy
 
+    host = hostcheck.start(args, "benchmarks/search_spaces.py")
     model = LatencyModel.load(Path(args.profile_dir) / "device_model.json")
     protocol = protocol_of(model)
     apply_allocator_policy(protocol.replace(allocator="steady"))
@@ -240,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = Path(args.cache_dir) if args.cache_dir else Path(args.profile_dir).parent / "spaces"
     result = run([name.strip() for name in args.spaces.split(",") if name.strip()], model, args.networks,
                  args.seed, args.rounds, timing, cache, not args.no_progress)
-    atomic_write_text(args.output, render(result) + "\n")
+    atomic_write_text(args.output, f"{hostcheck.header_line(host)}\n\n{render(result)}\n")
     _logger.info("wrote %s", args.output)
     return 0
 

@@ -163,3 +163,44 @@ def test_profile_on_a_busy_host_says_so_once_and_records_the_share(tiny_profile_
     assert "while profiling" in lines[0]
     load = LatencyModel.load(tmp_path / "run" / "device_model.json").device["host_load"]
     assert load["other_cpu_share"] > BUSY_SHARE and load["window_s"] >= 1.0 and load["steal_share"] >= 0
+
+
+def _benchmark_hostcheck():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import hostcheck
+
+    return hostcheck
+
+
+@pytest.mark.parametrize("stop, fragment", [
+    ((103.0, 0.0, 10.0, 10.0), "other processes used 30% of a core (steal 0%) over 10 s (above 10%"),
+    ((100.2, 0.0, 10.0, 10.0), "other processes used 2% of a core (steal 0%) over 10 s."),
+    ((None, 0.0, 10.0, 10.0), "unknown"),
+], ids=["busy", "quiet", "unknown"])
+def test_benchmark_header_records_the_share(stop, fragment):
+    hostcheck = _benchmark_hostcheck()
+    line = hostcheck.header_line(FakeHost((100.0, 0.0, 10.0, 0.0), stop).load().start().stop())
+    assert line.startswith("Host load while measuring: ") and fragment in line and "\n" not in line
+
+
+def test_require_quiet_refuses_in_one_line_when_the_host_stays_busy(monkeypatch):
+    import argparse
+
+    hostcheck = _benchmark_hostcheck()
+    parser = argparse.ArgumentParser()
+    hostcheck.add_argument(parser)
+    assert parser.parse_args([]).require_quiet is False
+
+    def stays_busy():
+        raise TimeoutError("the host stayed busy for 300 s (...); stop the other work, or run without --require-quiet")
+
+    monkeypatch.setattr(hostcheck, "wait_until_quiet", stays_busy)
+    with pytest.raises(SystemExit) as refused:
+        hostcheck.start(parser.parse_args(["--require-quiet"]), "benchmarks/run.py")
+    assert str(refused.value).startswith("benchmarks/run.py: error: the host stayed busy") and "\n" not in str(
+        refused.value)
+    monkeypatch.setattr(hostcheck, "wait_until_quiet", lambda: pytest.fail("waited without --require-quiet"))
+    assert isinstance(hostcheck.start(parser.parse_args([]), "benchmarks/run.py"), HostLoad)
