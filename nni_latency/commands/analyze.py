@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 from . import INPUT_SHAPE_HELP, TARGET_HELP
 
@@ -52,7 +51,6 @@ def _check_runnable(network, input_shape, model, target: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis import analyze_network
     from ..fileio import atomic_write_json
-    from ..hostload import watch_host
     from ..model import LatencyModel
     from ..outputs import Output, check_outputs, keep_previous
     from ..plots import plot_report
@@ -80,16 +78,14 @@ def run(args: argparse.Namespace) -> int:
         apply_allocator_policy(protocol_of(model))
     try:
         _check_runnable(network, input_shape, model, args.target)
-        with watch_host("measuring the network") if args.measure else contextlib.nullcontext() as host:
-            report = analyze_network(network, input_shape, model, depth=args.depth, blocks=blocks,
-                                     measure=args.measure, top=args.top, device=args.device, threads=args.threads,
-                                     progress=not args.no_progress)
+        report = analyze_network(network, input_shape, model, depth=args.depth, blocks=blocks, measure=args.measure,
+                                 top=args.top, device=args.device, threads=args.threads,
+                                 progress=not args.no_progress)
     except ValueError as error:
         hint = input_hint(network, args.target) if "does not fit" in str(error) else None
         raise ValueError(f"{error}; {hint}" if hint else str(error)) from None
     print(report.format_table())
     if args.measure:
-        report.measurement["host_load"] = host.record()  # how busy other processes kept the host meanwhile
         from ..timing import allocator_advice
 
         advice = allocator_advice(protocol_of(model))
