@@ -23,8 +23,8 @@ from ..spaces.hub import SPACES, check_arguments
 _logger = logging.getLogger(__name__)
 
 __all__ = ["SpaceConfig", "DataConfig", "StrategyConfig", "MultiTrialConfig", "LatencyConfig", "TrainerConfig",
-           "RetrainConfig", "SearchConfig", "load_search_config", "DATASETS", "STRATEGIES", "ONE_SHOT",
-           "MULTI_TRIAL", "TRIAL_LATENCY", "LOSS_MODES", "DEFAULT_CONFIG", "SEARCH_DEFAULTS"]
+           "RetrainConfig", "ExecutionConfig", "SearchConfig", "load_search_config", "DATASETS", "STRATEGIES", "ONE_SHOT",
+           "MULTI_TRIAL", "TRIAL_LATENCY", "LOSS_MODES", "DEFAULT_CONFIG", "SEARCH_DEFAULTS", "ENGINES"]
 
 DATASETS = ("digits", "cifar10", "imagefolder")
 # strategy name -> what it is and how the latency enters it (``search.strategies`` builds them).
@@ -40,6 +40,7 @@ STRATEGIES = {
 ONE_SHOT = ("fbnet", "darts", "proxyless", "gumbel_darts", "enas")
 MULTI_TRIAL = ("evolution", "random")
 TRIAL_LATENCY = ("filter", "objective")
+ENGINES = ("in_process", "nni")
 DEFAULT_CONFIG = "fbnet_search.yaml"
 # Space arguments a CPU search on digits starts from when the YAML does not give them (small widths and depths).
 SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -167,6 +168,28 @@ class RetrainConfig:
 
 
 @dataclass
+class ExecutionConfig:
+    """Where the trials of a multi-trial search run: ``in_process`` (one after another, in this process) or ``nni``
+    (NNI's ``NasExperiment``: trials as processes of a training service, ``trial_concurrency`` at a time).
+
+    The other keys are NNI's experiment-config keys, under NNI's names (``nni_latency.search.engine`` turns
+    them into a ``NasExperimentConfig``); ``training_service`` is NNI's training-service section verbatim
+    (``local``, or a mapping such as ``{platform: remote, machine_list: [...]}``). ``multi_trial.trials`` is
+    NNI's ``max_trial_number``. ``resume`` is the id of an interrupted experiment to continue.
+    """
+
+    engine: str = "in_process"
+    training_service: Any = "local"
+    trial_concurrency: int = 1
+    trial_gpu_number: int = 0
+    max_experiment_duration: str | None = None
+    experiment_working_directory: str | None = None  # None: <output_dir>/nni-experiments
+    nni_manager_ip: str | None = None
+    port: int = 8080
+    resume: str | None = None
+
+
+@dataclass
 class SearchConfig:
     space: SpaceConfig = field(default_factory=SpaceConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -175,6 +198,7 @@ class SearchConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     output_dir: str = "runs/fbnet_search"
 
     def to_dict(self) -> dict[str, Any]:
@@ -261,6 +285,19 @@ class SearchConfig:
                    "multi_trial.population_size must be at least 2 and sample_size in [1, population_size]")
             _check(self.retrain.epochs >= 1, "retrain.epochs must be at least 1 with a multi-trial strategy (each "
                    "trial trains its network only multi_trial.trial_epochs)")
+        execution = self.execution
+        _check(execution.engine in ENGINES,
+               f"execution.engine {execution.engine!r} is unknown{_did_you_mean([execution.engine], ENGINES)}; "
+               f"use one of {', '.join(ENGINES)}")
+        _check(execution.engine == "in_process" or strategy.name in MULTI_TRIAL,
+               f"execution.engine nni runs multi-trial strategies (evolution, random), not {strategy.name!r}; "
+               "set execution.engine in_process or strategy.name evolution or random")
+        _check(execution.trial_concurrency >= 1 and execution.trial_gpu_number >= 0,
+               "execution.trial_concurrency must be at least 1 and execution.trial_gpu_number at least 0")
+        _check(execution.engine == "nni" or (execution.trial_concurrency == 1 and execution.resume is None),
+               "execution.trial_concurrency and execution.resume need execution.engine nni (in_process runs one "
+               "trial at a time)")
+        _check(1 <= execution.port <= 65534, f"execution.port must be in 1..65534, got {execution.port}")
 
 
 def _check(condition: bool, message: str) -> None:

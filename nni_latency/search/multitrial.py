@@ -1,39 +1,50 @@
 """Multi-trial search with a latency budget: NNI's ``RegularizedEvolution`` or ``Random`` over frozen architectures,
-each trained for ``multi_trial.trial_epochs`` in this process.
+each trained for ``multi_trial.trial_epochs`` by ``trial.run_trial``, in this process or (``execution.engine: nni``)
+as trial processes of NNI's experiment engine (``engine``).
 
 The profiler serves either as the budget filter (``latency: filter``: NNI's ``RangeProfilerFilter`` with
 ``max=latency.target_ms`` in a ``Filter`` middleware, so an architecture over budget is skipped before it
 trains) or as a second objective (``latency: objective``: MnasNet's reward ``accuracy * (LAT / T) ** w``,
-a soft constraint, T the budget or the space's mean latency). Any profiler works here, the fallback
-``FrozenLatencyProfiler`` included, since trials only ask ``profile(sample)``.
+a soft constraint, T the budget or the space's mean latency). Either way the latency is this process's: the
+``TrialRecords`` middleware turns each trial's report into a ``Trial`` with its predicted latency and reward
+and hands the strategy the reward, so both engines record the same thing. Any profiler works here, the
+fallback ``FrozenLatencyProfiler`` included, since trials only ask ``profile(sample)``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import time
+import threading
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
+
+from nni.nas.strategy.middleware import StrategyMiddleware
 
 from .config import SearchConfig
-from .data import DataSplits, make_loader
-from .training import top1_accuracy, train_briefly
+from .data import DataSplits
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["Trial", "run_trials", "mnasnet_reward"]
+__all__ = ["Trial", "run_trials", "mnasnet_reward", "build_trial_strategy", "TrialRecords", "TRIALS_FILE"]
+
+TRIALS_FILE = "trials.jsonl"  # one Trial per line, appended as trials finish (what a resumed search starts from)
 
 
 @dataclass
 class Trial:
-    """One trained architecture: its predicted latency, validation accuracy and the reward the strategy saw."""
+    """One trained architecture: its predicted latency, validation accuracy, the reward the strategy saw, and
+    the process (and host) that trained it."""
 
     sample: dict[str, Any]
     latency_ms: float
     accuracy: float
     reward: float
     seconds: float
+    pid: int | None = None
+    host: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,7 +55,108 @@ def mnasnet_reward(accuracy: float, latency_ms: float, target_ms: float, exponen
     return accuracy * (latency_ms / target_ms) ** exponent
 
 
-def _strategy(config: SearchConfig, profiler):
+class TrialRecords(StrategyMiddleware):
+    """NNI strategy middleware that turns a trial's report (``trial.run_trial``'s dict) into a ``Trial`` (the
+    predicted latency and the reward computed here) and passes the strategy the reward alone.
+
+    Its callbacks are registered on the engine before the strategy's, so the strategy only ever sees the
+    reward. Each record is appended to ``path`` (JSON lines) as it arrives; ``on_failure(model)`` is told of
+    every trial that ended without a report. It holds every submitted model until its training ends: NNI's
+    training-service engine keeps only weak references, and ``Random`` keeps none, so a report could
+    otherwise arrive for a model already collected and be dropped.
+    """
+
+    def __init__(self, profile: Callable[[dict], float], reward: Callable[[float, float], float],
+                 path: Path | None = None, on_failure: Callable[[Any], None] | None = None):
+        super().__init__()
+        self.profile, self.reward, self.path, self.on_failure = profile, reward, path, on_failure
+        self.trials: list[Trial] = read_trials(path) if path is not None else []
+        self._running: dict[int, Any] = {}
+        self._idle = threading.Condition()
+
+    def _initialize_engine(self, engine) -> None:
+        from nni.nas.execution.event import ModelEventType
+
+        engine.register_model_event_callback(ModelEventType.FinalMetric, self._on_report)
+        engine.register_model_event_callback(ModelEventType.TrainingEnd, self._on_end)
+
+    def _cleanup(self) -> None:
+        """Kept attached: ``Chain`` cleans up when the strategy has submitted its last models, and on NNI's
+        engine those are still training; ``detach`` once the experiment is done."""
+
+    def detach(self) -> None:
+        from nni.nas.execution.event import ModelEventType
+
+        self.engine.unregister_model_event_callback(ModelEventType.FinalMetric, self._on_report)
+        self.engine.unregister_model_event_callback(ModelEventType.TrainingEnd, self._on_end)
+
+    def submit_models(self, *models) -> None:
+        with self._idle:
+            self._running.update((id(model), model) for model in models)
+        self.engine.submit_models(*models)
+
+    def wait_running(self, timeout: float) -> int:
+        """Wait until every submitted trial has ended (NNI's engine may report its last trials after it says
+        done); returns how many have not."""
+        with self._idle:
+            self._idle.wait_for(lambda: not self._running, timeout)
+            return len(self._running)
+
+    def list_models(self, status=None):
+        yield from self.engine.list_models(status)
+
+    def register_model_event_callback(self, event_type, callback) -> None:
+        super().register_model_event_callback(event_type, callback)
+        self.engine.register_model_event_callback(event_type, callback)
+
+    def unregister_model_event_callback(self, event_type, callback) -> None:
+        super().unregister_model_event_callback(event_type, callback)
+        self.engine.unregister_model_event_callback(event_type, callback)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass  # the records live in ``path``, read at construction
+
+    def _on_report(self, event) -> None:
+        report = event.metric
+        if isinstance(report, str):  # NNI's training-service engine hands a dict metric on still JSON-encoded
+            report = json.loads(report)
+        if not isinstance(report, dict):  # a scalar some other middleware set: not a trial's report
+            return
+        sample = dict(event.model.sample)
+        latency = float(self.profile(sample))
+        accuracy = float(report["accuracy"])
+        trial = Trial(sample, latency, accuracy, float(self.reward(accuracy, latency)), float(report["seconds"]),
+                      report.get("pid"), report.get("host"))
+        self.trials.append(trial)
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(trial.to_dict()) + "\n")
+        _logger.info("trial %d: %.3f ms predicted, val top-1 %.3f, reward %.4f (%.1f s, pid %s)", len(self.trials),
+                     latency, accuracy, trial.reward, trial.seconds, trial.pid)
+        event.metric = trial.reward
+
+    def _on_end(self, event) -> None:
+        from nni.nas.space import ModelStatus
+
+        with self._idle:
+            self._running.pop(id(event.model), None)
+            self._idle.notify_all()
+        if event.status == ModelStatus.Failed and self.on_failure is not None:
+            self.on_failure(event.model)
+
+
+def read_trials(path: Path) -> list[Trial]:
+    """The trials recorded in ``path`` (none when it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [Trial(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def build_trial_strategy(config: SearchConfig, profiler, records: TrialRecords):
+    """The configured strategy chained with the budget filter (``latency: filter``) and ``records``; and its name."""
     from nni.nas.oneshot.pytorch.profiler import RangeProfilerFilter
     from nni.nas.strategy import Random, RegularizedEvolution
     from nni.nas.strategy.middleware import Chain, Filter
@@ -56,46 +168,52 @@ def _strategy(config: SearchConfig, profiler):
     else:
         strategy = Random(seed=config.trainer.seed)
     if trials.latency != "filter":
-        return strategy, f"{config.strategy.name} (latency as a second objective)"
+        return Chain(strategy, records), f"{config.strategy.name} (latency as a second objective)"
     budget = RangeProfilerFilter(profiler, max=config.latency.target_ms)
-    return (Chain(strategy, Filter(lambda model: budget(model.sample))),
+    return (Chain(strategy, Filter(lambda model: budget(model.sample)), records),
             f"{config.strategy.name} (latency budget {config.latency.target_ms:g} ms as a filter)")
 
 
-def run_trials(config: SearchConfig, space, splits: DataSplits, profiler) -> tuple[dict[str, Any], str, list[Trial]]:
-    """Search ``space`` trial by trial; returns (the best architecture, the strategy's name, every trial)."""
-    import nni
-    import torch
-    from nni.nas.evaluator import FunctionalEvaluator
-    from nni.nas.execution import SequentialExecutionEngine
-    from nni.nas.space import RawFormatModelSpace
-
-    options, data = config.multi_trial, config.data
+def _reward(config: SearchConfig, profiler) -> Callable[[float, float], float]:
+    options = config.multi_trial
     target = config.latency.target_ms or getattr(profiler, "uniform_expected_latency", lambda: None)()
     if options.latency == "objective" and target is None:
         raise ValueError(f"multi_trial.latency objective on {config.space.name} needs latency.target_ms: its profiler "
                          "(FrozenLatencyProfiler) has no tables to take the space's mean latency from")
-    train_loader = make_loader(splits.train, data.batch_size, True, data.seed, data.num_workers)
-    val_loader = make_loader(splits.val, data.batch_size, False)
-    trials: list[Trial] = []
+    if options.latency == "filter" or not target:
+        return lambda accuracy, latency: accuracy
+    return lambda accuracy, latency: mnasnet_reward(accuracy, latency, target, options.exponent)
 
-    def evaluate(network):
-        started = time.perf_counter()
-        sample = dict(nni.get_current_parameter().sample)
-        latency = float(profiler.profile(sample))
-        torch.manual_seed(config.trainer.seed)
-        train_briefly(network, train_loader, options.trial_epochs, config.trainer.learning_rate,
-                      config.trainer.weight_decay, config.trainer.optimizer)
-        accuracy = top1_accuracy(network, val_loader)
-        reward = accuracy if options.latency == "filter" or not target else \
-            mnasnet_reward(accuracy, latency, target, options.exponent)
-        trials.append(Trial(sample, latency, accuracy, reward, round(time.perf_counter() - started, 2)))
-        _logger.info("trial %d: %.3f ms predicted, val top-1 %.3f, reward %.4f", len(trials), latency, accuracy, reward)
-        nni.report_final_result(reward)
 
-    strategy, name = _strategy(config, profiler)
-    strategy(RawFormatModelSpace.from_model(space, FunctionalEvaluator(evaluate)),
-             SequentialExecutionEngine(max_model_count=options.trials))
+def run_trials(config: SearchConfig, space, splits: DataSplits, profiler,
+               output_dir: Path | None = None) -> tuple[dict[str, Any], str, list[Trial]]:
+    """Search ``space`` on the configured engine; returns (the best architecture, the strategy's name, every trial).
+
+    With ``output_dir`` every trial is also appended to ``output_dir/trials.jsonl`` as it finishes."""
+    from nni.nas.evaluator import FunctionalEvaluator
+
+    from .trial import remember_splits, run_trial, trial_arguments
+
+    reward = _reward(config, profiler)
+    path = None if output_dir is None else output_dir / TRIALS_FILE
+    if config.execution.engine == "nni":
+        from .engine import run_experiment
+
+        trials, name = run_experiment(config, space, profiler, reward, path)
+    else:
+        from nni.nas.execution import SequentialExecutionEngine
+        from nni.nas.space import RawFormatModelSpace
+
+        if path is not None and path.exists():
+            path.unlink()  # a fresh in-process search: earlier records are not its own
+        records = TrialRecords(profiler.profile, reward, path)
+        arguments = trial_arguments(config)
+        remember_splits(arguments["data"], arguments["input_size"], splits)
+        strategy, name = build_trial_strategy(config, profiler, records)
+        strategy(RawFormatModelSpace.from_model(space, FunctionalEvaluator(run_trial, **arguments)),
+                 SequentialExecutionEngine(max_model_count=config.multi_trial.trials))
+        records.detach()
+        trials = records.trials
     finished = [t for t in trials if math.isfinite(t.reward)]
     if not finished:
         raise ValueError(f"no architecture within latency.target_ms={config.latency.target_ms} ms was found; raise "

@@ -331,7 +331,7 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
         from ..nas.loss import check_target
 
         check_target(latency_source, config.latency.target_ms, "latency.target_ms")
-        architecture, strategy_name, trials = run_trials(config, space, splits, profiler)
+        architecture, strategy_name, trials = run_trials(config, space, splits, profiler, output_dir)
         is_main = True
     else:
         strategy, strategy_name, search_history = _search(config, space, splits, profiler, latency_source, progress,
