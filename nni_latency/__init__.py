@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .drift import DriftCheck, DriftWarning, check_drift
     from .features import FEATURE_NAMES, BlockFeatures, UncoveredOperatorWarning, extract_features
     from .fit import cross_validated_predictions, fit_records
-    from .microbench import ProfileResult, run_profile
+    from .profiling import ProfileResult, run_profile
     from .model import (DEFAULT_KIND, MODEL_KINDS, CostTerms, FlopsModel, LatencyModel, OutOfRangeWarning,
                         RelativeLinearModel, TwoRegimeModel)
     from .network_evaluation import NetworkEvaluation, evaluate_networks

@@ -74,7 +74,7 @@ class ProfileConfig:
     batch: int = 1
     dtype: str = "fp32"
     threads: int = 1
-    model_kind: str = "relative_linear"
+    model_kind: str = "op_linear"
     families: dict[str, float] = field(default_factory=lambda: {
         "mbconv": 0.20, "conv_bn_relu": 0.10, "dw_separable": 0.06, "basic": 0.06, "bottleneck": 0.06,
         "skip": 0.02, "maxpool": 0.02, "avgpool": 0.02, "classifier": 0.03, "ghost": 0.03, "mixconv": 0.03,

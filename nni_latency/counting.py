@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .features import BlockFeatures, extract_features, first_line, run_counted
+from .features import BlockFeatures, as_counting, extract_features, first_line, run_counted
+from .protocol import Counting
 
 _logger = logging.getLogger(__name__)
 
@@ -63,8 +64,7 @@ def _on_meta(module: nn.Module | Callable[[], nn.Module]) -> nn.Module | None:
         return None
 
 
-def _meta_features(meta: nn.Module, shapes: list[tuple[int, ...]], vector_width: int,
-                   threads: int) -> BlockFeatures | None:
+def _meta_features(meta: nn.Module, shapes: list[tuple[int, ...]], counting: Counting) -> BlockFeatures | None:
     """Features from a pass on meta tensors; None when the module cannot run there (data-dependent code, or
     a shape that does not fit, which the real pass then reports) unless the input alone is too large to
     allocate, which is reported at once."""
@@ -72,7 +72,7 @@ def _meta_features(meta: nn.Module, shapes: list[tuple[int, ...]], vector_width:
         inputs = tuple(torch.empty(shape, device="meta") for shape in shapes)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the real pass, if any, warns about what it finds
-            features, _ = run_counted(meta, inputs, vector_width, threads)
+            features, _ = run_counted(meta, inputs, counting)
     except Exception as error:  # noqa: BLE001 -- any failure here means "count it for real"
         input_bytes = 4 * sum(math.prod(shape) for shape in shapes)
         if input_bytes > LARGE_BYTES:
@@ -96,7 +96,7 @@ def _traffic_bytes(features: BlockFeatures, shapes: list[tuple[int, ...]]) -> fl
 
 
 def count_features(module: nn.Module | Callable[[], nn.Module], input_shape: Sequence[int] | Sequence[Sequence[int]],
-                   vector_width: int, threads: int = 1) -> BlockFeatures:
+                   counting: Counting | int | None = None, threads: int | None = None) -> BlockFeatures:
     """Features of ``module`` (or of what the builder ``module()`` returns) on ``input_shape``; a module too
     large to run here is counted on meta tensors, with a warning. A builder lets a block be sized on meta
     before its weights are ever allocated.
@@ -104,17 +104,18 @@ def count_features(module: nn.Module | Callable[[], nn.Module], input_shape: Seq
     Raises ``ValueError`` (one line) when the shape does not fit the module, as ``extract_features`` does;
     a module too large to run that also cannot run on meta raises the allocation error of the real pass.
     """
+    counting = as_counting(counting, threads)
     shapes = _shapes(input_shape)
     built = isinstance(module, nn.Module)
     meta = None if built else _on_meta(module)
     sized = module if built else meta
     if sized is None or not _surely_small(sized, shapes):
         meta = meta if meta is not None else _on_meta(module)
-        features = _meta_features(meta, shapes, vector_width, threads) if meta is not None else None
+        features = _meta_features(meta, shapes, counting) if meta is not None else None
         traffic = _traffic_bytes(features, shapes) if features is not None else 0.0
         if features is not None and (features.flops > LARGE_FLOPS or traffic > LARGE_BYTES):
             warnings.warn(f"this module is too large to run here ({features.flops / 1e9:.0f} GFLOPs, "
                           f"{traffic / 2**30:.1f} GiB of tensors on {_text(shapes)}): its features were counted "
                           "on meta tensors, without running it", stacklevel=2)
             return features
-    return extract_features(module if built else module(), input_shape, vector_width, threads)
+    return extract_features(module if built else module(), input_shape, counting)

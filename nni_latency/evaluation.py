@@ -21,7 +21,7 @@ from .coverage import check_threads
 from .drift import check_drift
 from .fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, json_safe
 from .metrics import per_group_errors, regression_metrics, within_group_kendall
-from .microbench import load_records
+from .dataset import load_records
 from .model import LatencyModel
 from .protocol import RESUME_FIELDS, protocol_of
 from .testset import TestSetConfig, generate_testset, label_records, measure_testset, measurement_protocol, \

@@ -25,30 +25,31 @@ Memory-bound operators are split into classes (``operators.MEMORY_CLASSES``) who
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import math
 import operator
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import first_line
-from .operators import ATTENTION_OPS, CONV_OPS, FREE_OPS, MATMUL_OPS, MEMORY_CLASSES, WINDOW_OPS, conv_path, \
-    memory_class
-from .protocol import LEGACY_VECTOR_WIDTH
+from .operators import ATTENTION_OPS, CONV_OPS, FREE_OPS, MATMUL_OPS, MEMORY_CLASSES, OP_FEATURE_NAMES, WINDOW_OPS, \
+    classify_op, conv_path, memory_class, op_feature_doc
+from .protocol import LEGACY_VECTOR_WIDTH, Counting
 
 _logger = logging.getLogger(__name__)
 
 __all__ = [
     "BlockFeatures",
+    "OpRecord",
     "FEATURE_NAMES",
+    "BLOCK_FEATURE_NAMES",
     "FEATURE_DOCS",
     "extract_features",
     "UncoveredOperatorWarning",
@@ -61,6 +62,7 @@ __all__ = [
     "failure_details",
     "first_line",
     "warn_uncovered",
+    "as_counting",
 ]
 
 # The vector width features are counted at unless told otherwise: what every existing model was fitted with.
@@ -71,141 +73,132 @@ class UncoveredOperatorWarning(UserWarning):
     """An operator that no feature formula covers; it is counted as a memory-bound op."""
 
 
-FEATURE_DOCS: dict[str, str] = {
-    "acts": "output elements of every convolution / linear op (the published ACTS)",
-    "inp": "input elements of every convolution / linear op (the published INP)",
-    "flops": "FLOPs (2 x MACs) of every convolution / linear op (the published FLOPs) and of fused attention",
-    "flops_dense": "FLOPs of ungrouped convolutions with a spatial kernel larger than 1",
-    "flops_pointwise": "FLOPs of ungrouped 1x1 convolutions and matrix multiplies",
-    "flops_grouped": "FLOPs of grouped convolutions that are not depthwise",
-    "flops_depthwise": "FLOPs of depthwise convolutions (groups == C_in > 1)",
-    "weights": "weight elements read by convolution / linear ops",
-    "mem_elements": "input + output elements of every other non-view op (BN, activations, add, pool, cat, ...)",
-    "conv_ops": "number of convolution / linear op calls",
-    "mem_ops": "number of other non-view op calls",
-    "vflops_dense": "flops_dense with channels rounded up to a multiple of the vector width (16 on AVX-512)",
-    "vflops_pointwise": "FLOPs of ungrouped 1x1 convolutions with channels rounded up to a multiple of the vector width",
-    "vflops_grouped": "flops_grouped with channels per group rounded up to a multiple of the vector width",
-    "vflops_depthwise": "flops_depthwise with channels rounded up to a multiple of the vector width",
-    "convs_dense": "number of dense (ungrouped, kernel > 1) convolutions",
-    "convs_pointwise": "number of 1x1 convolutions",
-    "convs_grouped": "number of grouped, not depthwise, convolutions",
-    "convs_depthwise": "number of depthwise convolutions",
-    "vflops_matmul": "FLOPs of matrix multiplies (linear layers) with sizes rounded up to a multiple of the vector width",
-    "matmuls": "number of matrix multiplies (linear layers)",
-    "conv_weights": "weight elements read by convolutions",
-    "matmul_weights": "weight elements read by matrix multiplies (a batch-1 linear layer streams them)",
-    "maxpool_work": "output elements x window size of max pooling (window ops cost per window element)",
-    "avgpool_work": "output elements x window size of average pooling",
-    **{f"dnn_vflops_{kind}": f"vflops_{kind} of the {kind} convolutions run by oneDNN/cuDNN (blocked kernels)"
-       for kind in ("dense", "pointwise", "grouped", "depthwise")},
-    **{f"dnn_convs_{kind}": f"number of {kind} convolutions run by oneDNN/cuDNN" for kind in
-       ("dense", "pointwise", "grouped", "depthwise")},
-    "gemm_flops": "FLOPs of convolutions ATen runs as im2col + matrix multiply (1x1 and small ones on one thread)",
-    "gemm_convs": "number of convolutions run as im2col + matrix multiply",
-    "im2col_elements": "elements of the unfolded input those convolutions build (kernels larger than 1x1)",
-    "vflops_attention": "FLOPs of fused attention (Q K^T and the weighted sum of V), sizes rounded up to the "
-                        "vector width",
-    "attention_scores": "attention scores computed by fused attention (batch x heads x queries x keys)",
-    "attentions": "number of fused attention calls",
-    **{f"elements_{name}": f"input + output elements of {name} memory-bound operators" for name in MEMORY_CLASSES},
-    **{f"ops_{name}": f"number of {name} memory-bound operator calls" for name in (*MEMORY_CLASSES, "window")},
+_KINDS = ("dense", "pointwise", "grouped", "depthwise")
+# THE table of block-level features: name -> (role, what it counts). The role says what a feature's cost term
+# measures: arithmetic (compute), data movement (memory) or per-call overhead. Op-class features
+# (``operators.OP_FEATURE_NAMES``: each operator class's own features) follow them in ``FEATURE_NAMES``.
+_BLOCK_FEATURES: dict[str, tuple[str, str]] = {
+    "acts": ("memory", "output elements of every convolution / linear op (the published ACTS)"),
+    "inp": ("memory", "input elements of every convolution / linear op (the published INP)"),
+    "flops": ("compute", "FLOPs (2 x MACs) of every convolution / linear op (the published FLOPs) and of fused "
+                         "attention"),
+    "flops_dense": ("compute", "FLOPs of ungrouped convolutions with a spatial kernel larger than 1"),
+    "flops_pointwise": ("compute", "FLOPs of ungrouped 1x1 convolutions and matrix multiplies"),
+    "flops_grouped": ("compute", "FLOPs of grouped convolutions that are not depthwise"),
+    "flops_depthwise": ("compute", "FLOPs of depthwise convolutions (groups == C_in > 1)"),
+    "weights": ("memory", "weight elements read by convolution / linear ops"),
+    "mem_elements": ("memory", "input + output elements of every other non-view op (BN, activations, add, ...)"),
+    "conv_ops": ("overhead", "number of convolution / linear op calls"),
+    "mem_ops": ("overhead", "number of other non-view op calls"),
+    **{f"vflops_{kind}": ("compute", f"FLOPs of {kind} convolutions with channels rounded up to a multiple of the "
+                                     "vector width (16 on AVX-512)") for kind in _KINDS},
+    **{f"convs_{kind}": ("overhead", f"number of {kind} convolutions") for kind in _KINDS},
+    "vflops_matmul": ("compute", "FLOPs of matrix multiplies (linear layers) with sizes rounded up to a multiple "
+                                 "of the vector width"),
+    "matmuls": ("overhead", "number of matrix multiplies (linear layers)"),
+    "conv_weights": ("memory", "weight elements read by convolutions"),
+    "matmul_weights": ("memory", "weight elements read by matrix multiplies (a batch-1 linear layer streams them)"),
+    "maxpool_work": ("memory", "output elements x window size of max pooling"),
+    "avgpool_work": ("memory", "output elements x window size of average pooling"),
+    **{f"dnn_vflops_{kind}": ("compute", f"vflops_{kind} of the {kind} convolutions run by oneDNN/cuDNN")
+       for kind in _KINDS},
+    **{f"dnn_convs_{kind}": ("overhead", f"number of {kind} convolutions run by oneDNN/cuDNN") for kind in _KINDS},
+    "gemm_flops": ("compute", "FLOPs of convolutions ATen runs as im2col + matrix multiply"),
+    "gemm_convs": ("overhead", "number of convolutions run as im2col + matrix multiply"),
+    "im2col_elements": ("memory", "elements of the unfolded input those convolutions build (kernels > 1x1)"),
+    "vflops_attention": ("compute", "FLOPs of fused attention, sizes rounded up to the vector width"),
+    "attention_scores": ("memory", "attention scores computed by fused attention (batch x heads x queries x keys)"),
+    "attentions": ("overhead", "number of fused attention calls"),
+    **{f"elements_{name}": ("memory", f"input + output elements of {name} memory-bound operators")
+       for name in MEMORY_CLASSES},
+    **{f"ops_{name}": ("overhead", f"number of {name} memory-bound operator calls")
+       for name in (*MEMORY_CLASSES, "window")},
 }
+_OP_ROLES = {"calls": "overhead", "vflops": "compute", "flops": "compute"}
 
-
-# What each feature's cost term measures: arithmetic, data movement, or per-op overhead.
 ROLES: tuple[str, ...] = ("compute", "memory", "overhead")
+BLOCK_FEATURE_NAMES: tuple[str, ...] = tuple(_BLOCK_FEATURES)
+FEATURE_NAMES: tuple[str, ...] = BLOCK_FEATURE_NAMES + OP_FEATURE_NAMES
+FEATURE_DOCS: dict[str, str] = {**{name: doc for name, (_, doc) in _BLOCK_FEATURES.items()},
+                                **{name: op_feature_doc(name) for name in OP_FEATURE_NAMES}}
 FEATURE_ROLES: dict[str, str] = {
-    "flops": "compute", "flops_dense": "compute", "flops_pointwise": "compute", "flops_grouped": "compute",
-    "flops_depthwise": "compute", "acts": "memory", "inp": "memory", "weights": "memory",
-    "mem_elements": "memory", "conv_ops": "overhead", "mem_ops": "overhead",
-    "vflops_dense": "compute", "vflops_pointwise": "compute", "vflops_grouped": "compute",
-    "vflops_depthwise": "compute", "convs_dense": "overhead", "convs_pointwise": "overhead",
-    "convs_grouped": "overhead", "convs_depthwise": "overhead", "maxpool_work": "memory",
-    "vflops_matmul": "compute", "matmuls": "overhead", "conv_weights": "memory", "matmul_weights": "memory",
-    "avgpool_work": "memory",
-    **{f"dnn_vflops_{kind}": "compute" for kind in ("dense", "pointwise", "grouped", "depthwise")},
-    **{f"dnn_convs_{kind}": "overhead" for kind in ("dense", "pointwise", "grouped", "depthwise")},
-    "gemm_flops": "compute", "gemm_convs": "overhead", "im2col_elements": "memory",
-    "vflops_attention": "compute", "attention_scores": "memory", "attentions": "overhead",
-    **{f"elements_{name}": "memory" for name in MEMORY_CLASSES},
-    **{f"ops_{name}": "overhead" for name in (*MEMORY_CLASSES, "window")},
-}
+    **{name: role for name, (role, _) in _BLOCK_FEATURES.items()},
+    **{name: "overhead" if name.startswith("overhead.") else _OP_ROLES.get(name.rpartition(".")[2], "memory")
+       for name in OP_FEATURE_NAMES}}
+_FEATURE_SET = frozenset(FEATURE_NAMES)
 
 
 @dataclass(frozen=True)
-class BlockFeatures:
-    """Additive latency features of one block (see ``FEATURE_DOCS`` for each field)."""
+class OpRecord:
+    """One aten call of a forward pass: its operator, class (``operators.OP_CLASSES``) and that class's features."""
 
-    acts: float = 0.0
-    inp: float = 0.0
-    flops: float = 0.0
-    flops_dense: float = 0.0
-    flops_pointwise: float = 0.0
-    flops_grouped: float = 0.0
-    flops_depthwise: float = 0.0
-    weights: float = 0.0
-    mem_elements: float = 0.0
-    conv_ops: float = 0.0
-    mem_ops: float = 0.0
-    vflops_dense: float = 0.0
-    vflops_pointwise: float = 0.0
-    vflops_grouped: float = 0.0
-    vflops_depthwise: float = 0.0
-    convs_dense: float = 0.0
-    convs_pointwise: float = 0.0
-    convs_grouped: float = 0.0
-    convs_depthwise: float = 0.0
-    vflops_matmul: float = 0.0
-    matmuls: float = 0.0
-    conv_weights: float = 0.0
-    matmul_weights: float = 0.0
-    maxpool_work: float = 0.0
-    avgpool_work: float = 0.0
-    dnn_vflops_dense: float = 0.0
-    dnn_vflops_pointwise: float = 0.0
-    dnn_vflops_grouped: float = 0.0
-    dnn_vflops_depthwise: float = 0.0
-    dnn_convs_dense: float = 0.0
-    dnn_convs_pointwise: float = 0.0
-    dnn_convs_grouped: float = 0.0
-    dnn_convs_depthwise: float = 0.0
-    gemm_flops: float = 0.0
-    gemm_convs: float = 0.0
-    im2col_elements: float = 0.0
-    vflops_attention: float = 0.0
-    attention_scores: float = 0.0
-    attentions: float = 0.0
-    elements_simple: float = 0.0
-    elements_transcendental: float = 0.0
-    elements_norm: float = 0.0
-    elements_move: float = 0.0
-    elements_reduce: float = 0.0
-    ops_simple: float = 0.0
-    ops_transcendental: float = 0.0
-    ops_norm: float = 0.0
-    ops_move: float = 0.0
-    ops_reduce: float = 0.0
-    ops_window: float = 0.0
-    op_counts: dict[str, int] = field(default_factory=dict, compare=False)
-    uncovered: tuple[str, ...] = field(default=(), compare=False)
+    op: str
+    cls: str
+    features: dict[str, float]
+
+
+class BlockFeatures:
+    """Additive latency features of one block: ``FEATURE_NAMES`` (see ``FEATURE_DOCS``), read as attributes
+    (``features.flops``) or by name (``features["conv_depthwise.vflops"]``); absent ones are 0.
+
+    ``ops`` keeps the block's aten calls in order (``OpRecord``), which the op-level profile times one by one.
+    """
+
+    __slots__ = ("_values", "op_counts", "uncovered", "ops")
+
+    def __init__(self, values: Mapping[str, float] | None = None, /, *, op_counts: Mapping[str, int] | None = None,
+                 uncovered: Sequence[str] = (), ops: Sequence[OpRecord] = (), **named: float):
+        merged = {**(values or {}), **named}
+        unknown = set(merged) - _FEATURE_SET
+        if unknown:
+            raise TypeError(f"unknown feature(s) {', '.join(sorted(unknown))}; features are {', '.join(FEATURE_NAMES)}")
+        object.__setattr__(self, "_values", {name: float(v) for name, v in merged.items() if v})
+        object.__setattr__(self, "op_counts", dict(op_counts or {}))
+        object.__setattr__(self, "uncovered", tuple(uncovered))
+        object.__setattr__(self, "ops", tuple(ops))
+
+    def __getattr__(self, name: str) -> float:
+        if name in _FEATURE_SET:
+            return self._values.get(name, 0.0)
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+
+    def __getitem__(self, name: str) -> float:
+        if name not in _FEATURE_SET:
+            raise KeyError(name)
+        return self._values.get(name, 0.0)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("BlockFeatures is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BlockFeatures) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._values.items()))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v:g}" for k, v in self._values.items() if k in _BLOCK_FEATURES)
+        return f"BlockFeatures({shown})"
+
+    def __reduce__(self):
+        return _rebuild, (self._values, self.op_counts, self.uncovered, self.ops)
 
     def as_dict(self) -> dict[str, float]:
-        """The numeric features only, keyed by ``FEATURE_NAMES``."""
-        return {name: getattr(self, name) for name in FEATURE_NAMES}
+        """Every numeric feature, keyed by ``FEATURE_NAMES``."""
+        return {name: self._values.get(name, 0.0) for name in FEATURE_NAMES}
 
     def __add__(self, other: BlockFeatures) -> BlockFeatures:
-        summed = {name: getattr(self, name) + getattr(other, name) for name in FEATURE_NAMES}
-        return BlockFeatures(
-            **summed,
-            op_counts=dict(Counter(self.op_counts) + Counter(other.op_counts)),
-            uncovered=tuple(sorted(set(self.uncovered) | set(other.uncovered))),
-        )
+        summed = dict(self._values)
+        for name, value in other._values.items():
+            summed[name] = summed.get(name, 0.0) + value
+        return BlockFeatures(summed, op_counts=dict(Counter(self.op_counts) + Counter(other.op_counts)),
+                             uncovered=tuple(sorted(set(self.uncovered) | set(other.uncovered))),
+                             ops=self.ops + other.ops)
 
 
-FEATURE_NAMES: tuple[str, ...] = tuple(
-    f.name for f in dataclasses.fields(BlockFeatures) if f.type in ("float", float)
-)
+def _rebuild(values, op_counts, uncovered, ops) -> BlockFeatures:
+    return BlockFeatures(values, op_counts=op_counts, uncovered=uncovered, ops=ops)
+
 
 # Windowed pooling: op name -> the feature holding its work (outputs x window size).
 _WINDOW_FEATURE = {op: "maxpool_work" if op.startswith("max") else "avgpool_work" for op in WINDOW_OPS}
@@ -298,22 +291,30 @@ def _attention_features(args: Sequence[Any], width: int) -> dict[str, float]:
 
 
 class _FeatureCounter(TorchDispatchMode):
-    """Accumulates features for every aten op that runs while the mode is active."""
+    """Accumulates features for every aten op that runs while the mode is active, and keeps each call's record."""
 
-    def __init__(self, module_stack: list[str], vector_width: int):
+    def __init__(self, module_stack: list[str], counting: Counting):
         super().__init__()
-        self.vector_width = vector_width
+        self.counting = counting
+        self.vector_width = counting.vector_width
         self.totals: Counter[str] = Counter()
         self.op_counts: Counter[str] = Counter()
         self.uncovered: dict[str, str] = {}
+        self.ops: list[OpRecord] = []
         self._module_stack = module_stack
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__
-        if name in FREE_OPS:
+        classified = classify_op(name, args, out, self.counting)
+        if classified is None:
+            self.totals["overhead.free_ops"] += 1
             return out
+        cls, op_features = classified
+        self.ops.append(OpRecord(name, cls, op_features))
+        self.totals.update({f"{cls}.{feature}": value for feature, value in op_features.items()})
+        self.totals["overhead.ops"] += 1
         self.op_counts[name] += 1
         if name in CONV_OPS:
             self.totals.update(_conv_features(args, out, self.vector_width))
@@ -340,6 +341,17 @@ class _FeatureCounter(TorchDispatchMode):
             self.totals["mem_elements"] += elements
             self.totals["mem_ops"] += 1
         return out
+
+
+def as_counting(counting: Counting | int | None = None, threads: int | None = None) -> Counting:
+    """A ``Counting``: given, or built from a vector width and thread count (the former arguments), with this
+    host's cache sizes."""
+    if isinstance(counting, Counting):
+        return counting
+    from .protocol import detect_cache_kb
+
+    return Counting(int(counting or DEFAULT_VECTOR_WIDTH), int(threads or 1), detect_cache_kb("cpu", 2),
+                    detect_cache_kb("cpu", 3))
 
 
 def make_inputs(input_shape: Sequence[int] | Sequence[Sequence[int]], device: str | torch.device = "cpu",
@@ -369,19 +381,23 @@ def failure_details(module: nn.Module, error: Exception) -> str:
             f"with C={first_conv.in_channels}")
 
 
-def run_counted(module: nn.Module, inputs: tuple[torch.Tensor, ...],
-                vector_width: int = DEFAULT_VECTOR_WIDTH, threads: int = 1) -> tuple[BlockFeatures, Any]:
+def run_counted(module: nn.Module, inputs: tuple[torch.Tensor, ...], counting: Counting | int | None = None,
+                threads: int | None = None) -> tuple[BlockFeatures, Any]:
     """Run ``module(*inputs)`` once in eval mode with no grad, counting features; returns (features, output).
 
-    ``threads`` is the thread count the features describe (ATen picks convolution kernels by it); the
-    process's own setting and the module's training flag are restored afterwards.
+    ``counting`` says how the device counts (``protocol.counting``, ``LatencyModel.counting``; a vector width
+    and ``threads`` still work): ATen picks convolution kernels by its thread count, which is set for the pass;
+    the process's own setting and the module's training flag are restored afterwards.
     """
+    counting = as_counting(counting, threads)
     stack: list[str] = []
     handles = []
+    modules_called = [0]
 
     def enter(label: str):
         def hook(*_):
             stack.append(label)
+            modules_called[0] += 1
         return hook
 
     def leave(*_):
@@ -393,11 +409,11 @@ def run_counted(module: nn.Module, inputs: tuple[torch.Tensor, ...],
         handles.append(sub.register_forward_hook(leave))
     was_training = module.training
     module.eval()
-    counter = _FeatureCounter(stack, vector_width)
+    counter = _FeatureCounter(stack, counting)
     process_threads = torch.get_num_threads()
     try:
-        if threads != process_threads:
-            torch.set_num_threads(threads)
+        if counting.threads != process_threads:
+            torch.set_num_threads(counting.threads)
         with torch.no_grad(), counter:
             output = module(*inputs)
     finally:
@@ -408,9 +424,10 @@ def run_counted(module: nn.Module, inputs: tuple[torch.Tensor, ...],
         module.train(was_training)
     for op, where in counter.uncovered.items():
         warn_uncovered(op, [where], stacklevel=2)
-    totals = {name: float(counter.totals.get(name, 0.0)) for name in FEATURE_NAMES}
-    features = BlockFeatures(**totals, op_counts=dict(counter.op_counts),
-                             uncovered=tuple(sorted(counter.uncovered)))
+    counter.totals["overhead.modules"] += modules_called[0]
+    features = BlockFeatures({name: float(v) for name, v in counter.totals.items()},
+                             op_counts=dict(counter.op_counts), uncovered=tuple(sorted(counter.uncovered)),
+                             ops=counter.ops)
     return features, output
 
 
@@ -428,17 +445,16 @@ def warn_uncovered(op: str, modules: Sequence[str], stacklevel: int = 1) -> None
 
 
 def extract_features(module: nn.Module, input_shape: Sequence[int] | Sequence[Sequence[int]],
-                     vector_width: int = DEFAULT_VECTOR_WIDTH, threads: int = 1) -> BlockFeatures:
+                     counting: Counting | int | None = None, threads: int | None = None) -> BlockFeatures:
     """Features of ``module`` for one input of ``input_shape`` (batch included), from one forward pass.
 
-    ``vector_width`` and ``threads`` are the profiled device's (``LatencyModel.predict_module`` passes the
-    model's).
+    ``counting`` is the profiled device's (``LatencyModel.count`` passes the model's).
     Raises ``ValueError`` with a one-line explanation if the shape does not fit the module.
     """
     device, dtype = module_device_dtype(module)
     inputs = make_inputs(input_shape, device=device, dtype=dtype)
     try:
-        features, _ = run_counted(module, inputs, vector_width, threads)
+        features, _ = run_counted(module, inputs, counting, threads)
     except (RuntimeError, ValueError, IndexError, TypeError) as error:
         shape_text = " and ".join(",".join(map(str, t.shape)) for t in inputs)
         raise ValueError(f"input shape {shape_text} does not fit {type(module).__name__} "

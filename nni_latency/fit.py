@@ -1,5 +1,7 @@
-"""From measured rows to a fitted device model: fitting a kind, cross-validating every kind, and the
-reference model the fit plot compares with. Rows come from ``microbench`` (JSONL); the model goes to JSON.
+"""From measured rows to a fitted device model: fitting a kind, cross-validating every kind (once, returned with
+the fit), and the reference model the fit plot compares with. Rows come from ``dataset`` (JSONL); the model
+goes to JSON. A kind that costs operators (``op_linear``) fits each operator class on the in-place times the
+rows carry; every other kind fits block totals.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .dataset import op_rows
 from .metrics import regression_metrics
+from .features import FEATURE_NAMES
 from .model import MODEL_KINDS, LatencyModel, features_matrix
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["fit_records", "cross_validated_predictions", "cross_validated_metrics", "reference_model", "MIN_POINTS",
+__all__ = ["fit_records", "fit_with_cv", "cross_validated_predictions", "cross_validated_metrics", "reference_model", "MIN_POINTS",
            "CV_FOLDS"]
 
 CV_FOLDS = 5
@@ -28,23 +32,34 @@ def _latencies(records: Sequence[dict]) -> np.ndarray:
     return np.array([r["latency_ms"] for r in records], float)
 
 
+def _fitted(records: Sequence[dict], kind: str):
+    """A ``kind`` regressor fitted on ``records``: on their operators' in-place times where the kind costs
+    operators and the rows carry them, else on block totals."""
+    regressor = MODEL_KINDS[kind]()
+    X = features_matrix([r["features"] for r in records], regressor.feature_names)
+    ops = op_rows(records) if hasattr(regressor, "fit_ops") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return regressor.fit_ops(ops, X, _latencies(records)) if ops else regressor.fit(X, _latencies(records))
+
+
 def cross_validated_predictions(records: Sequence[dict], kind: str, folds: int = CV_FOLDS, seed: int = 0) -> np.ndarray:
-    """Each row's prediction by a ``kind`` model fitted on the other folds (never on the row itself).
+    """Each row's prediction by a ``kind`` model fitted on the other folds (never on the row itself, nor on its
+    operators' times).
 
     The folds are ``KFold(shuffle=True, random_state=seed)``'s; predictions are clamped at 0 ms, as
     ``LatencyModel.predict`` clamps them.
     """
-    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.model_selection import KFold
 
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}: use one of {', '.join(MODEL_KINDS)}")
-    regressor = MODEL_KINDS[kind]()
-    X = features_matrix([r["features"] for r in records], regressor.feature_names)
-    y = _latencies(records)
-    splitter = KFold(n_splits=min(folds, len(y)), shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        predictions = cross_val_predict(regressor, X, y, cv=splitter)
+    names = MODEL_KINDS[kind]().feature_names
+    X = features_matrix([r["features"] for r in records], names)
+    predictions = np.zeros(len(records))
+    splitter = KFold(n_splits=min(folds, len(records)), shuffle=True, random_state=seed)
+    for train, test in splitter.split(X):
+        predictions[test] = _fitted([records[i] for i in train], kind).predict(X[test])
     return np.maximum(predictions, 0.0)
 
 
@@ -61,9 +76,10 @@ def _row_batch(record: dict) -> int | None:
     return batch if batch is not None else record.get("batch")
 
 
-def fit_records(records: Sequence[dict], kind: str, device: dict[str, Any] | None = None,
-                notes: str = "") -> LatencyModel:
-    """Fit ``kind`` on measured rows and attach cross-validated metrics of every kind for comparison."""
+def fit_with_cv(records: Sequence[dict], kind: str, device: dict[str, Any] | None = None,
+                notes: str = "") -> tuple[LatencyModel, dict[str, np.ndarray]]:
+    """Fit ``kind`` on measured rows; return it with every kind's cross-validated predictions of the rows (what
+    its ``metrics["cv"]`` summarise, and what the fit plot draws), computed once."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}: use one of {', '.join(MODEL_KINDS)}")
     if len(records) < MIN_POINTS:
@@ -73,11 +89,21 @@ def fit_records(records: Sequence[dict], kind: str, device: dict[str, Any] | Non
     batches = sorted({int(b) for b in map(_row_batch, records) if b is not None})
     if batches:
         device = {**(device or {}), "batches": batches}
-    model = LatencyModel.fit([r["features"] for r in records], _latencies(records), kind=kind, device=device,
-                             notes=notes)
+    regressor = _fitted(records, kind)
+    X = features_matrix([r["features"] for r in records])
+    ranges = {name: (float(X[:, i].min()), float(X[:, i].max())) for i, name in enumerate(FEATURE_NAMES)}
+    model = LatencyModel(regressor, device=device, feature_ranges=ranges, notes=notes)
+    held_out = {k: cross_validated_predictions(records, k) for k in MODEL_KINDS}
+    y = _latencies(records)
     model.metrics = {"points": len(records), "cv_folds": CV_FOLDS,
-                     "cv": {k: cross_validated_metrics(records, k) for k in MODEL_KINDS}}
-    return model
+                     "cv": {k: regression_metrics(y, predictions) for k, predictions in held_out.items()}}
+    return model, held_out
+
+
+def fit_records(records: Sequence[dict], kind: str, device: dict[str, Any] | None = None,
+                notes: str = "") -> LatencyModel:
+    """Fit ``kind`` on measured rows and attach cross-validated metrics of every kind for comparison."""
+    return fit_with_cv(records, kind, device, notes)[0]
 
 
 def reference_model(records: Sequence[dict], model: LatencyModel) -> LatencyModel:

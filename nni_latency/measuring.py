@@ -16,11 +16,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .fileio import append_jsonl, read_jsonl
 from .progress import progress_bar
 from .protocol import MeasurementProtocol, protocol_of
-from .timing import LatencyMeasurement
+from .timing import LatencyMeasurement, measure_latency
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["measure_rounds", "read_rounds", "combine_rounds", "check_resumable", "protocol_mismatch",
+__all__ = ["measure_rounds", "measure_modules", "read_rounds", "combine_rounds", "check_resumable", "protocol_mismatch",
            "progress_bar"]
 
 # What a combined row takes from the merged measurement; the rest (key, spec, protocol, ...) is the first row's.
@@ -75,16 +75,19 @@ def check_resumable(existing: Mapping[str, Sequence[dict]], protocol: Measuremen
 
 def measure_rounds(keys: Iterable[str], measure: Callable[[str], dict[str, Any]], dataset: Path,
                    protocol: MeasurementProtocol, *, progress: bool = True, description: str = "measuring",
-                   unit: str = "block") -> dict[str, dict]:
+                   unit: str = "block", existing: Mapping[str, Sequence[dict]] | None = None) -> dict[str, dict]:
     """Measure every key in ``protocol.rounds`` interleaved passes; return key -> its combined row.
 
     ``measure(key)`` times one item once and returns its row (at least ``latency_ms``); the loop adds the
     key, the round and the protocol, appends the row to ``dataset`` at once, and skips (key, round) pairs
-    already there, so an interrupted run resumes where it stopped.
+    already there, so an interrupted run resumes where it stopped. ``existing``: the rows already in
+    ``dataset`` by key, read and checked by the caller; otherwise they are read and checked here.
     """
     keys = list(dict.fromkeys(keys))
-    existing = read_rounds(dataset)
-    check_resumable(existing, protocol, dataset)
+    if existing is None:
+        existing = read_rounds(dataset)
+        check_resumable(existing, protocol, dataset)
+    existing = {key: list(rows) for key, rows in existing.items()}
     done = {(key, row.get("round", 0)) for key, rows in existing.items() for row in rows}
     todo = [(r, key) for r in range(protocol.rounds) for key in keys if (key, r) not in done]
     if existing and todo and len(todo) < protocol.rounds * len(keys):
@@ -99,3 +102,16 @@ def measure_rounds(keys: Iterable[str], measure: Callable[[str], dict[str, Any]]
             existing.setdefault(key, []).append(row)
             bar.update()
     return {key: combine_rounds(existing[key]) for key in keys if key in existing}
+
+
+def measure_modules(jobs: Sequence[tuple[str, Any, Any]], protocol: MeasurementProtocol, progress: bool = False,
+                    description: str = "measuring", **options: Any) -> list[LatencyMeasurement]:
+    """Measure each ``(label, module, input_shape)`` job under ``protocol`` (``options`` go to
+    ``measure_latency``), showing the label of the one being measured."""
+    results = []
+    with progress_bar(len(jobs), description, progress) as bar:
+        for label, module, shape in jobs:
+            bar.set_postfix_str(label, refresh=False)
+            results.append(measure_latency(module, shape, protocol, **options))
+            bar.update()
+    return results

@@ -17,8 +17,8 @@ import numpy as np
 
 from . import schema
 from .coverage import batch_of, check_batch
-from .features import FEATURE_DOCS, FEATURE_NAMES, FEATURE_ROLES, ROLES, BlockFeatures, extract_features
-from .protocol import MeasurementProtocol, protocol_of, records_protocol
+from .features import FEATURE_DOCS, FEATURE_NAMES, FEATURE_ROLES, ROLES, BlockFeatures
+from .protocol import Counting, MeasurementProtocol, protocol_of, records_protocol
 from .regressors import DEFAULT_KIND, MODEL_KINDS, FlopsModel, RelativeLinearModel, TwoRegimeModel, _LatencyRegressor
 
 _logger = logging.getLogger(__name__)
@@ -123,6 +123,9 @@ class LatencyModel:
         self.metrics = dict(metrics or {})
         self.notes = notes
         self._warned_out_of_range = False
+        # Parsed once: how this model's features are counted, and how its rows were measured.
+        self._protocol = protocol_of(self.device)
+        self._records_protocol = records_protocol(self.device)
 
     @property
     def kind(self) -> str:
@@ -135,17 +138,22 @@ class LatencyModel:
     @property
     def protocol(self) -> MeasurementProtocol | None:
         """How the training blocks were measured; None for a model that does not record it (built by hand)."""
-        return protocol_of(self.device) if records_protocol(self.device) else None
+        return self._protocol if self._records_protocol else None
+
+    @property
+    def counting(self) -> Counting:
+        """How features are counted for this model: its device's vector width, threads and cache sizes."""
+        return self._protocol.counting
 
     @property
     def vector_width(self) -> int:
         """The vector width features are counted at for this model (16 where the model does not record it)."""
-        return protocol_of(self.device).vector_width
+        return self._protocol.vector_width
 
     @property
     def threads(self) -> int:
         """The thread count features are counted at (ATen picks convolution kernels by it): the profiled one."""
-        return protocol_of(self.device).threads
+        return self._protocol.threads
 
     @classmethod
     def fit(cls, rows: Sequence[BlockFeatures | Mapping[str, float]], latencies_ms: Sequence[float],
@@ -187,12 +195,19 @@ class LatencyModel:
         warnings.warn("LatencyModel.predict_many is deprecated; use predict(rows)", DeprecationWarning, stacklevel=2)
         return self.predict(rows)
 
-    def predict_module(self, module, input_shape) -> float:
-        """Latency (ms) of ``module`` on ``input_shape`` (batch included), from one counted forward pass.
+    def count(self, module, input_shape) -> BlockFeatures:
+        """The features of ``module`` (or of what the builder ``module()`` returns) on ``input_shape`` (batch
+        included), counted as this model's device counts them; a module too large to run here is counted on
+        meta tensors (``counting``). A batch size outside those the model was profiled at warns once
+        (``coverage.CoverageWarning``). Every prediction from a module goes through here."""
+        from .counting import count_features
 
-        A batch size outside those the model was profiled at warns once (``coverage.CoverageWarning``)."""
         check_batch(self, batch_of(input_shape), stacklevel=3)
-        return self.predict_one(extract_features(module, input_shape, self.vector_width, self.threads))
+        return count_features(module, input_shape, self.counting)
+
+    def predict_module(self, module, input_shape) -> float:
+        """Latency (ms) of ``module`` on ``input_shape`` (batch included), from one counted forward pass."""
+        return self.predict_one(self.count(module, input_shape))
 
     def cost_terms(self, features: BlockFeatures | Mapping[str, float]) -> CostTerms:
         """The affine piece of the model that applies at ``features`` (piecewise kinds choose it from them)."""

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["MeasurementProtocol", "protocol_of", "records_protocol", "detect_vector_width", "PROTOCOLS",
+__all__ = ["MeasurementProtocol", "Counting", "protocol_of", "records_protocol", "detect_vector_width",
+           "detect_cache_kb", "PROTOCOLS",
            "ALLOCATORS", "DTYPES", "TORCH_DTYPES", "RESUME_FIELDS", "TIMING_FIELDS", "LEGACY_VECTOR_WIDTH"]
 
 PROTOCOLS = ("rotate", "hot")
@@ -27,6 +28,8 @@ TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 DTYPES = (*TORCH_DTYPES, *TORCH_DTYPES.values())
 # Every model and row written before the vector width was recorded counted its features at 16 (AVX-512).
 LEGACY_VECTOR_WIDTH = 16
+# Rows and models written before cache sizes were recorded: the sizes of the host they came from (a Xeon).
+LEGACY_L2_KB, LEGACY_LLC_KB = 1024, 32768
 # The fields rows measured earlier must share with a run that resumes (or is compared with) them.
 RESUME_FIELDS = ("device", "threads", "dtype", "protocol", "allocator", "quantile")
 # The timing budget: how long and how precisely each block is timed (the YAML ``timing`` section).
@@ -46,12 +49,14 @@ class MeasurementProtocol:
     inside a network; ``hot`` times one copy. ``allocator``: ``steady`` keeps freed memory in the process
     (the command line turns it on; see ``timing.apply_allocator_policy``); ``default`` leaves it alone.
     ``rounds``: how many interleaved passes the measuring loop makes over its items; an item's latency is the
-    median of its passes, so a burst of load on a shared machine spoils one pass, not the estimate.
+    ``quantile`` of its passes' pooled runs, so a burst of load on a shared host spoils one pass, not the estimate.
     ``quantile``: the statistic of the timed runs (each at least ~10 ms of calls) that is the latency: 0.5
     is the median; a lower quantile (0.25, the profiling default) is the speed of the device when other
     tenants leave it alone, which repeats far better on a shared machine and equals the median on a quiet one.
     ``vector_width``: channels are rounded up to it in the ``vflops_*`` features; None detects it for
     ``device`` (16 with AVX-512, 8 with AVX/AVX2 or on CUDA, 4 otherwise).
+    ``l2_kb``, ``llc_kb``: the per-core L2 and the last-level cache (KiB); None reads them for ``device``.
+    Operators cost more per byte once their data no longer fits there (``operators``).
     """
 
     device: str = "cpu"
@@ -67,6 +72,8 @@ class MeasurementProtocol:
     rounds: int = 1
     quantile: float = 0.5
     vector_width: int | None = None
+    l2_kb: int | None = None
+    llc_kb: int | None = None
 
     def __post_init__(self):
         set_field = functools.partial(object.__setattr__, self)
@@ -100,6 +107,17 @@ class MeasurementProtocol:
             set_field("vector_width", detect_vector_width(self.device))
         elif not _is_int(self.vector_width) or self.vector_width < 1:
             raise ValueError(f"vector_width must be a positive integer, got {self.vector_width!r}")
+        for name, level in (("l2_kb", 2), ("llc_kb", 3)):
+            value = getattr(self, name)
+            if value is None:
+                set_field(name, detect_cache_kb(self.device, level))
+            elif not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive integer (KiB), got {value!r}")
+
+    @property
+    def counting(self) -> Counting:
+        """How features are counted for this protocol's device (what a model fitted on its rows predicts with)."""
+        return Counting(self.vector_width, self.threads, self.l2_kb, self.llc_kb)
 
     @property
     def device_type(self) -> str:
@@ -137,7 +155,7 @@ class MeasurementProtocol:
         timing = timing if isinstance(timing, Mapping) else {}
         spec = data.get("spec") if isinstance(data.get("spec"), Mapping) else {}
         fallbacks = {"device": data.get("type"), "batch": spec.get("batch"),
-                     "vector_width": LEGACY_VECTOR_WIDTH, **{name: timing.get(name) for name in TIMING_FIELDS}}
+                     "vector_width": LEGACY_VECTOR_WIDTH, "l2_kb": LEGACY_L2_KB, "llc_kb": LEGACY_LLC_KB, **{name: timing.get(name) for name in TIMING_FIELDS}}
         values = {}
         for field in dataclasses.fields(cls):
             value = data.get(field.name)
@@ -162,6 +180,57 @@ def protocol_of(source: Any) -> MeasurementProtocol:
     if isinstance(device, Mapping) and not isinstance(source, Mapping):
         source = device
     return MeasurementProtocol.from_dict(source)
+
+
+@dataclass(frozen=True)
+class Counting:
+    """What feature counting needs to know of the device: its vector width, the thread count (ATen picks
+    convolution kernels by it), and its cache sizes (KiB). Built from a protocol (``protocol.counting``) or a
+    model (``LatencyModel.counting``), so that profiling and prediction count alike."""
+
+    vector_width: int = LEGACY_VECTOR_WIDTH
+    threads: int = 1
+    l2_kb: int = LEGACY_L2_KB
+    llc_kb: int = LEGACY_LLC_KB
+
+    @property
+    def l2_elements(self) -> int:
+        """fp32 elements that fit in the L2 caches of the threads in use."""
+        return self.l2_kb * 256 * self.threads
+
+    @property
+    def llc_elements(self) -> int:
+        """fp32 elements that fit in the last-level cache."""
+        return self.llc_kb * 256
+
+
+@functools.lru_cache(maxsize=None)
+def detect_cache_kb(device: str = "cpu", level: int = 2) -> int:
+    """The size (KiB) of cache ``level`` (2: one core's L2; 3: the last level) from ``/sys``; on CUDA the
+    device's L2 for both; the legacy Xeon's sizes where nothing can be read."""
+    if device.startswith("cuda"):
+        try:
+            import torch
+
+            size = int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0)) // 1024
+        except (ImportError, AttributeError, RuntimeError, AssertionError):
+            size = 0
+        return size or (LEGACY_L2_KB if level == 2 else LEGACY_LLC_KB)
+    found: dict[int, int] = {}
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            kind = (index / "type").read_text().strip()
+            text = (index / "size").read_text().strip().upper()
+            lvl = int((index / "level").read_text())
+        except (OSError, ValueError):
+            continue
+        if kind == "Instruction":
+            continue
+        number = int(re.sub(r"[^0-9]", "", text) or 0)
+        found[lvl] = number * (1024 if text.endswith("M") else 1)
+    if level == 2:
+        return found.get(2) or LEGACY_L2_KB
+    return found.get(max(found)) if found and max(found) >= 3 else found.get(2) or LEGACY_LLC_KB
 
 
 @functools.lru_cache(maxsize=None)

@@ -28,12 +28,13 @@ from sklearn.linear_model import LinearRegression
 from sklearn.utils.validation import check_is_fitted
 
 from .features import FEATURE_NAMES
+from .operators import OP_CLASSES, OP_FEATURE_NAMES, OVERHEAD_FEATURES
 
 _logger = logging.getLogger(__name__)
 _RANK_WARNING = getattr(np, "exceptions", np).RankWarning
 _HUBER_ITERATIONS = 30
 
-__all__ = ["TwoRegimeModel", "RelativeLinearModel", "FlopsModel", "MODEL_KINDS", "DEFAULT_KIND"]
+__all__ = ["OperatorCostModel", "TwoRegimeModel", "RelativeLinearModel", "FlopsModel", "MODEL_KINDS", "DEFAULT_KIND"]
 
 
 def _scaled_lstsq(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None,
@@ -44,6 +45,26 @@ def _scaled_lstsq(X: np.ndarray, y: np.ndarray, weights: np.ndarray | None = Non
     regression = LinearRegression(fit_intercept=False, positive=positive)
     regression.fit(X / scale, y, sample_weight=weights)
     return regression.coef_ / scale
+
+
+def _huber_lstsq(design: np.ndarray, y: np.ndarray, weights: np.ndarray | None, positive: bool,
+                 robust: float | None, floor: float = 0.0) -> np.ndarray:
+    """(Optionally weighted, non-negative) least squares, made robust by iteratively reweighting for the Huber
+    loss on relative error: a row missed by more than ``robust`` (timed during a burst of load on a shared
+    machine) counts linearly, not squared. Noise-free data is fitted exactly. ``floor`` keeps rows near 0 ms
+    from dominating the relative error."""
+    coef = _scaled_lstsq(design, y, weights, positive)
+    if not robust:
+        return coef
+    base = np.ones(len(y)) if weights is None else weights
+    scale = np.maximum(y, floor)
+    for _ in range(_HUBER_ITERATIONS):
+        relative = np.abs(design @ coef - y) / scale
+        updated = _scaled_lstsq(design, y, base / np.maximum(relative / robust, 1.0), positive)
+        if np.allclose(updated, coef, rtol=1e-6, atol=0.0):
+            break
+        coef = updated
+    return coef
 
 
 class _LatencyRegressor(RegressorMixin, BaseEstimator):
@@ -94,20 +115,7 @@ class _AffineRegressor(_LatencyRegressor):
         X, y = np.asarray(X, float), np.asarray(y, float)
         self._check_points(y)
         design = np.column_stack([X, np.ones(len(X))])
-        weights = self._sample_weights(y)
-        coef = _scaled_lstsq(design, y, weights, self.positive)
-        if self.robust:
-            # Iteratively reweighted least squares for the Huber loss on relative error: a row the fit misses
-            # by more than ``robust`` (a block timed during a burst of load on a shared machine) counts
-            # linearly, not squared. Noise-free data is fitted exactly, as before.
-            base = np.ones(len(y)) if weights is None else weights
-            for _ in range(_HUBER_ITERATIONS):
-                relative = np.abs(design @ coef - y) / y
-                huber = 1.0 / np.maximum(relative / self.robust, 1.0)
-                updated = _scaled_lstsq(design, y, base * huber, self.positive)
-                if np.allclose(updated, coef, rtol=1e-6, atol=0.0):
-                    break
-                coef = updated
+        coef = _huber_lstsq(design, y, self._sample_weights(y), self.positive, self.robust)
         self.coef_, self.intercept_ = coef[:-1], float(coef[-1])
         return self
 
@@ -292,7 +300,89 @@ class FlopsModel(_AffineRegressor):
         return model
 
 
+# A class needs this many calls in the profile to get weights of its own; fewer borrow its fallback's.
+MIN_OP_ROWS = 6
+# Per-call times below this (ms) are not trusted to a relative error: the timing's own resolution.
+OP_FLOOR_MS = 0.002
+
+
+class OperatorCostModel(_AffineRegressor):
+    """latency = the sum over a block's aten calls of each call's cost, plus per-call overheads: every operator
+    class (``operators.OP_CLASSES``) has non-negative weights on its own few features, fitted to the in-place
+    times of that class's calls (``fit_ops``), so operators that always travel together in the suite (a
+    depthwise conv with its 1x1 convs; bmm with softmax) no longer share one pool of time that a fit on block
+    totals splits wrongly. The dispatch overheads (per aten call, per free call, per module call) are then
+    fitted on what block totals leave over their operators' sums.
+
+    Given block totals only (``fit``), it fits the same columns on them, as ``relative_linear`` does.
+    The model stays affine in additive features, so networks, NAS tables and the loss sum it exactly.
+    """
+
+    kind = "op_linear"
+    feature_names = OP_FEATURE_NAMES
+    min_points = 8
+    positive = True
+    robust = 0.10
+
+    def _sample_weights(self, y):
+        return 1.0 / y**2
+
+    def fit(self, X, y):
+        super().fit(X, y)
+        self.sources_ = {name: "blocks" for name in OP_CLASSES}
+        return self
+
+    def fit_ops(self, ops: Mapping[str, tuple[np.ndarray, np.ndarray]], X, y) -> OperatorCostModel:
+        """Fit each class on its own calls (``ops[cls] = (features (n, len(class features)), ms (n,))``), then
+        the overheads on the blocks (``X`` over ``feature_names``, ``y`` their measured ms)."""
+        X, y = np.asarray(X, float), np.asarray(y, float)
+        self._check_points(y)
+        weights: dict[str, float] = {}
+        sources: dict[str, str] = {}
+        for name, op_class in OP_CLASSES.items():
+            features, times = ops.get(name, (np.zeros((0, len(op_class.features))), np.zeros(0)))
+            if len(times) >= max(MIN_OP_ROWS, len(op_class.features) + 1):
+                floor = np.maximum(times, OP_FLOOR_MS)
+                coef = _huber_lstsq(np.asarray(features, float), np.asarray(times, float), 1.0 / floor**2,
+                                    positive=True, robust=self.robust, floor=OP_FLOOR_MS)
+                weights.update({f"{name}.{f}": float(c) for f, c in zip(op_class.features, coef)})
+                sources[name] = f"{len(times)} calls"
+        for name, op_class in OP_CLASSES.items():  # classes the profile did not cover borrow a sibling's weights
+            lender, seen = op_class.fallback, {name}
+            while name not in sources and lender and lender not in seen:
+                if sources.get(lender, "").endswith(" calls"):  # fitted on calls of its own
+                    weights.update({f"{name}.{f}": weights.get(f"{lender}.{_borrowed(f)}", 0.0)
+                                    for f in op_class.features})
+                    sources[name] = f"as {lender}"
+                seen.add(lender)
+                lender = OP_CLASSES[lender].fallback
+            sources.setdefault(name, "none")
+        coef = np.array([weights.get(n, 0.0) for n in self.feature_names])
+        overhead = [self.feature_names.index(n) for n in OVERHEAD_FEATURES]
+        residual = y - X @ coef
+        coef[overhead] = _huber_lstsq(X[:, overhead], residual, 1.0 / y**2, positive=True, robust=None)
+        self.coef_, self.intercept_, self.sources_ = coef, 0.0, sources
+        return self
+
+    def get_state(self):
+        return {"weights": dict(zip(self.feature_names, map(float, self.coef_))), "intercept": self.intercept_,
+                "sources": dict(getattr(self, "sources_", {}))}
+
+    @classmethod
+    def from_state(cls, state):
+        model = cls()
+        model.coef_ = np.array([state["weights"][name] for name in model.feature_names], float)
+        model.intercept_ = float(state["intercept"])
+        model.sources_ = dict(state.get("sources") or {})
+        return model
+
+
+def _borrowed(feature: str) -> str:
+    # A GEMM-path conv borrowing a oneDNN kind's weights reads its FLOPs as that kind's padded FLOPs.
+    return {"flops": "vflops", "im2col": "elements"}.get(feature, feature)
+
+
 MODEL_KINDS: dict[str, type[_LatencyRegressor]] = {
-    cls.kind: cls for cls in (RelativeLinearModel, TwoRegimeModel, FlopsModel)
+    cls.kind: cls for cls in (OperatorCostModel, RelativeLinearModel, TwoRegimeModel, FlopsModel)
 }
-DEFAULT_KIND = "relative_linear"
+DEFAULT_KIND = "op_linear"

@@ -66,11 +66,12 @@ def _recorded_config(model_path: Path) -> Mapping[str, Any] | None:
 
 
 def check_resume(dataset: Path, model_path: Path, config: Mapping[str, Any], protocol: MeasurementProtocol,
-                 keys: Iterable[str]) -> set[str]:
-    """The keys of ``keys`` already measured in ``dataset``, after checking that this run (``config`` as a
-    dict, ``protocol``, the suite's block ``keys``) would resume it rather than measure something else."""
+                 keys: Iterable[str]) -> dict[str, list[dict]]:
+    """The rows of ``dataset`` by block key (read once, for the measuring loop to resume from), after checking
+    that this run (``config`` as a dict, ``protocol``, the suite's block ``keys``) would resume it rather than
+    measure something else."""
     if not dataset.exists():
-        return set()
+        return {}
     rows = list(read_jsonl(dataset))
     check_one_protocol(rows, dataset, "profile into a new --output-dir")
     check_same_machine(rows, protocol.device, dataset)
@@ -89,7 +90,11 @@ def check_resume(dataset: Path, model_path: Path, config: Mapping[str, Any], pro
         raise ValueError(f"{dataset} holds {len(foreign)} block(s) this config does not sample (e.g. {foreign[0]}): "
                          "it was profiled with another config; profile into a new --output-dir, or pass --force "
                          "to start a fresh dataset here (the old files are kept as microbench.<time>.jsonl)")
-    return measured & wanted
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        if "key" in row:
+            grouped.setdefault(row["key"], []).append(row)
+    return grouped
 
 
 def set_aside(paths: Iterable[Path]) -> list[Path]:

@@ -16,6 +16,23 @@ def _percent(value: float) -> str:
     return "n/a" if not np.isfinite(value) else f"{100 * value:.1f}%"
 
 
+def _op_lines(model) -> list[str]:
+    """How the operators' in-place times add up to their blocks, and where each class's costs come from."""
+    check = model.device.get("op_sums") or {}
+    lines = []
+    if check.get("blocks"):
+        verdict = "" if check.get("consistent", True) else (
+            "; more than a tenth of the blocks fall outside 0.8-1.25: the op-level times do not add up, so "
+            "profile again on a quiet machine")
+        lines.append(f"operators timed in place: their sum is a median {check['median_ratio']:.2f} of their block "
+                     f"over {check['blocks']} blocks ({_percent(check['outside_share'])} outside 0.8-1.25){verdict}")
+    sources = model.parameters.get("sources") or {}
+    if sources:
+        lines.append("operator classes fitted on their own calls: " + ", ".join(
+            f"{name} ({source})" for name, source in sources.items() if source not in ("none",)))
+    return lines
+
+
 def format_profile_summary(model, records: Sequence[dict], reference=None, seconds: float | None = None,
                            measured: int | None = None, reused: int | None = None) -> str:
     """The summary; ``measured``/``reused`` (a profiling run) say how many blocks this run measured and how
@@ -30,9 +47,14 @@ def format_profile_summary(model, records: Sequence[dict], reference=None, secon
     if seconds is not None:
         run = "" if measured is None else f" (measured {measured} blocks in this run, reused {reused or 0})"
         lines.append(f"profiled {len(records)} blocks in {seconds:.1f} s{run}")
+    lines.extend(_op_lines(model))
     lines.append("parameters:")
     entries = []  # (label, value); the feature list itself is left out: the weights name every feature
-    for name, value in model.parameters.items():
+    parameters = model.parameters
+    if "sources" in parameters:  # per operator class: only the weights that are not zero
+        parameters = {"weights": {k: v for k, v in parameters["weights"].items() if v}, "intercept":
+                      parameters["intercept"]}
+    for name, value in parameters.items():
         if isinstance(value, dict):
             entries.extend((f"{name}.{k}", v) for k, v in value.items())
         elif not isinstance(value, (list, tuple)):

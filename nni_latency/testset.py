@@ -22,7 +22,9 @@ from .blocks import ACTIVATIONS, FAMILIES, BlockSpec
 from .config import ProfileConfig, TimingConfig, config_from_dict
 from .features import run_counted
 from .fileio import ensure_writable_dir
-from .microbench import has_current_features, measure_specs, recount_features, round_channels, suite_specs
+from .dataset import has_current_features, recount_features
+from .profiling import measure_specs
+from .suite import round_channels, suite_specs
 from .model import LatencyModel
 from .protocol import MeasurementProtocol, protocol_of
 from .timing import measure_latency

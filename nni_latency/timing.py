@@ -242,7 +242,7 @@ def _protocol_with(protocol: Any, overrides: dict[str, Any]) -> MeasurementProto
     return (protocol or MeasurementProtocol()).replace(**overrides)
 
 
-def _clone(module: nn.Module) -> nn.Module:
+def clone_module(module: nn.Module) -> nn.Module:
     """A copy of ``module`` with tensors of its own: the structure ``copy.deepcopy`` gives, at a tenth of its
     cost (the rotate protocol makes up to ``max_copies`` of every block it times)."""
     clones: dict[int, nn.Module] = {}
@@ -260,7 +260,7 @@ def _clone(module: nn.Module) -> nn.Module:
     return clone(module)
 
 
-def _replicas(module: nn.Module, inputs: tuple[torch.Tensor, ...], protocol: str, working_set_bytes: int,
+def replicas(module: nn.Module, inputs: tuple[torch.Tensor, ...], protocol: str, working_set_bytes: int,
               max_copies: int) -> list[tuple[nn.Module, tuple[torch.Tensor, ...]]]:
     """``module`` and its inputs, plus copies whose weights and inputs together exceed ``working_set_bytes``
     (the rotate protocol: every call then finds its data out of the caches, as a block inside a network does).
@@ -275,7 +275,7 @@ def _replicas(module: nn.Module, inputs: tuple[torch.Tensor, ...], protocol: str
     generator = torch.Generator().manual_seed(1)  # the inputs of the copies; the caller's random state stays
     copies = [(module, inputs)]
     for _ in range(max(2, count) - 1):
-        copies.append((_clone(module), tuple(torch.randn(t.shape, generator=generator).to(t) for t in inputs)))
+        copies.append((clone_module(module), tuple(torch.randn(t.shape, generator=generator).to(t) for t in inputs)))
     return copies
 
 
@@ -303,7 +303,7 @@ def measure_latency(module: nn.Module, input_shape: Sequence[int] | Sequence[Seq
     try:
         if torch_device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # autotune per shape; the warm-up below pays for it
-        module = _clone(module).to(device=torch_device, dtype=torch_dtype).eval()
+        module = clone_module(module).to(device=torch_device, dtype=torch_dtype).eval()
         inputs = make_inputs(input_shape, device=torch_device, dtype=torch_dtype)
         with torch.no_grad():
             module(*inputs)  # warm-up: allocator, cudnn autotuning, lazy init
@@ -313,13 +313,13 @@ def measure_latency(module: nn.Module, input_shape: Sequence[int] | Sequence[Seq
             per_call = time.perf_counter() - started
             # The copies need no warm-up of their own: they share the first one's shapes, so its calls already
             # sized the allocator and built the kernels; their tensors were written (and paged in) when made.
-            replicas = _replicas(module, inputs, protocol.protocol, int(protocol.working_set_mb * 2**20), max_copies)
-            measurement = _timed(replicas, protocol, retries, per_call)
+            copies = replicas(module, inputs, protocol.protocol, int(protocol.working_set_mb * 2**20), max_copies)
+            measurement = _timed(copies, protocol, retries, per_call)
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark
     return LatencyMeasurement(times_ms=tuple(t * 1e3 for t in measurement.times),
                               number_per_run=measurement.number_per_run, protocol=protocol.protocol,
-                              copies=len(replicas), max_spread=protocol.max_spread, quantile=protocol.quantile)
+                              copies=len(copies), max_spread=protocol.max_spread, quantile=protocol.quantile)
 
 
 # Each timed run repeats the call until it lasts about this long, as torch.utils.benchmark sizes its blocks:

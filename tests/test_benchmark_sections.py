@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nni_latency.config import ProfileConfig, load_config, packaged_config
-from nni_latency.microbench import sample_specs
+from nni_latency.suite import sample_specs
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nni_latency import microbench
+from nni_latency import fit as fitting
 from nni_latency.blocks import BlockSpec
 from nni_latency.cli import main
 from nni_latency.features import extract_features
@@ -304,7 +304,7 @@ def test_fit_dataset_with_too_few_points(synthetic_dataset, tmp_path):
                                            "latency_ms": latency}) + "\n"
                                for spec, row, latency in list(zip(specs, rows, latencies))[:3]))
     result = _run(["fit", str(dataset), "--no-plot"])
-    _assert_one_line_error(result, "fit", f"only 3 measured point(s); fitting needs at least {microbench.MIN_POINTS}")
+    _assert_one_line_error(result, "fit", f"only 3 measured point(s); fitting needs at least {fitting.MIN_POINTS}")
     assert not (tmp_path / "device_model.json").exists()
 
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from nni_latency import DriftWarning, microbench, timing
+from nni_latency import DriftWarning, profiling, timing
 from nni_latency.config import ProfileConfig, load_config
 from nni_latency.drift import DRIFT_FLOOR, PROBE_BLOCKS, PROBE_ROUNDS, check_drift, probe_protocol, record_probe
 from nni_latency.protocol import MeasurementProtocol
@@ -117,10 +117,10 @@ def test_run_profile_records_the_probe_in_the_model(tiny_profile_config, tmp_pat
     def fake(module, shape, protocol=None, **_):
         return LatencyMeasurement((synthetic_latency(extract_features(module, shape)),), 1, "rotate", 1)
 
-    monkeypatch.setattr(microbench, "measure_latency", fake)
+    monkeypatch.setattr(profiling, "measure_latency", fake)
     monkeypatch.setattr(timing, "measure_latency", fake)
     config = load_config(tiny_profile_config, ProfileConfig)
-    result = microbench.run_profile(config, "cpu", tmp_path, progress=False)
+    result = profiling.run_profile(config, "cpu", tmp_path, progress=False)
     probe = result.model.device["probe"]
     assert [b["key"] for b in probe["blocks"]] == [s.key for s in PROBE_BLOCKS] and probe["spread"] == 0.0
     from nni_latency.model import LatencyModel

@@ -14,7 +14,7 @@ from nni_latency.evaluation import score_predictions
 from nni_latency.testset import BlockGroupConfig, FBNetLayersConfig, TestSetConfig, generate_testset, profiling_keys
 from nni_latency.fileio import read_jsonl
 from nni_latency.metrics import regression_metrics
-from nni_latency.microbench import sample_specs
+from nni_latency.suite import sample_specs
 
 SMOKE = packaged_config("testset_smoke.yaml")
 

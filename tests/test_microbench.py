@@ -12,13 +12,15 @@ import re
 import pytest
 import torch
 
-from nni_latency import microbench, timing
+from nni_latency import profiling, timing
 from nni_latency.blocks import FAMILIES, BlockSpec
 from nni_latency.config import ProfileConfig, TimingConfig
 from nni_latency.features import FEATURE_NAMES, extract_features
 from nni_latency.fileio import read_jsonl
 from nni_latency.fit import MIN_POINTS
-from nni_latency.microbench import load_records, measure_specs, sample_specs
+from nni_latency.dataset import load_records
+from nni_latency.profiling import measure_specs
+from nni_latency.suite import sample_specs
 from nni_latency.protocol import MeasurementProtocol
 from nni_latency.timing import AllocatorWarning, LatencyMeasurement
 
@@ -214,10 +216,10 @@ BAD_CONFIGS = {
 
 @pytest.mark.parametrize("changes,arguments,message", BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
 def test_run_profile_checks_the_config_before_measuring(tmp_path, monkeypatch, changes, arguments, message):
-    monkeypatch.setattr(microbench, "measure_latency", lambda *a, **k: pytest.fail("measured a block"))
+    monkeypatch.setattr(profiling, "measure_latency", lambda *a, **k: pytest.fail("measured a block"))
     config = _tiny_config(**({"count": max(MIN_POINTS, 14)} | changes))
     with pytest.raises(ValueError, match=re.escape(message)) as raised:
-        microbench.run_profile(config, "cpu", tmp_path / "out", progress=False, **arguments)
+        profiling.run_profile(config, "cpu", tmp_path / "out", progress=False, **arguments)
     assert "\n" not in str(raised.value)
     assert not (tmp_path / "out").exists()
 

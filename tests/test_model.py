@@ -334,7 +334,7 @@ def test_predict_module_counts_features_at_the_models_vector_width(synthetic_dat
     block = spec.build(seed=0)
     assert model.vector_width == width
     assert model.predict_module(block, spec.input_shape) == model.predict_one(
-        extract_features(block, spec.input_shape, vector_width=width))
+        extract_features(block, spec.input_shape, width))
 
 
 def test_relative_linear_is_not_pulled_by_a_block_timed_during_a_burst_of_load():

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from nni_latency import microbench
+from nni_latency import profiling
 from nni_latency.config import ProfileConfig, TimingConfig
 from nni_latency.fileio import read_jsonl
 from nni_latency.model import LatencyModel
@@ -96,11 +96,11 @@ def test_profiling_writes_the_same_protocol_into_every_row_and_the_model(tmp_pat
     def fake_measure(module, shape, protocol, **options):
         return LatencyMeasurement((0.1 + 1e-3 * sum(shape),), 10, protocol.protocol, 2)
 
-    monkeypatch.setattr(microbench, "measure_latency", fake_measure)
+    monkeypatch.setattr(profiling, "measure_latency", fake_measure)
     config = ProfileConfig(count=TINY_PROFILE_COUNT, channels=[8, 32], resolutions=[7, 14], batch=2,
                            timing=TimingConfig(protocol="hot", working_set_mb=4, min_run_time=0.01, max_run_time=0.05))
-    result = microbench.run_profile(config, "cpu", tmp_path, threads=1, progress=False)
-    expected = microbench.profile_protocol(config, "cpu", 1)
+    result = profiling.run_profile(config, "cpu", tmp_path, threads=1, progress=False)
+    expected = profiling.profile_protocol(config, "cpu", 1)
     rows = list(read_jsonl(tmp_path / "microbench.jsonl"))
     document = json.loads((tmp_path / "device_model.json").read_text())
     fields = expected.to_dict()

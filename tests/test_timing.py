@@ -316,7 +316,7 @@ def test_fp16_is_allowed_on_cuda_devices():
 
 
 def test_rotated_copies_have_tensors_of_their_own_and_fill_the_working_set():
-    from nni_latency.timing import _clone, _replicas
+    from nni_latency.timing import clone_module as _clone, replicas as _replicas
 
     block = nn.Sequential(nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
     copy_ = _clone(block)

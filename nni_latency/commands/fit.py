@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..fit import cross_validated_predictions, fit_records, reference_model
-    from ..microbench import load_records
+    from ..dataset import load_records
     from ..model import LatencyModel
     from ..plots import plot_fit
     from ..protocol import protocol_of

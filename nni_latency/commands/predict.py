@@ -57,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ..blocks import BlockSpec
-    from ..counting import count_features
     from ..model import LatencyModel
     from ..targets import input_hint, load_network, parse_input_shape
 
@@ -73,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         hint = f"the block takes {','.join(map(str, spec.input_shape))} (N,C,H,W from --batch, --c-in, --resolution)"
         shape = parse_input_shape(args.input_shape, dims=None) if args.input_shape else spec.input_shape
     try:
-        features = count_features(module, shape, model.vector_width, model.threads)
+        features = model.count(module, shape)  # the one path: the same features and warnings as predict_module
     except ValueError as error:
         raise ValueError(f"{error}; {hint}" if hint and "does not fit" in str(error) else str(error)) from None
     latency = model.predict_one(features)

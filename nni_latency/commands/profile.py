@@ -31,10 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import ProfileConfig, load_config, packaged_config
-    from ..fit import cross_validated_predictions
     from ..locking import folder_lock
     from ..outputs import PROFILE_OUTPUTS, check_profile_folder
-    from ..microbench import profile_protocol, run_profile
+    from ..hostload import watch_host
+    from ..profiling import profile_protocol, run_profile
     from ..plots import plot_fit
     from ..summary import format_profile_summary
     from ..timing import apply_allocator_policy, resolve_device
@@ -47,13 +47,14 @@ def run(args: argparse.Namespace) -> int:
         config = config.covering_batches(_batch_sizes(args.batches))
     check_threads(args.threads)
     check_threads(config.threads, "threads")
-    apply_allocator_policy(profile_protocol(config, args.device, args.threads))
+    protocol = profile_protocol(config, args.device, args.threads)  # built once, passed down
+    apply_allocator_policy(protocol)
     check_profile_folder(args.output_dir, PROFILE_OUTPUTS, {"--config": config_path})  # before any work
-    with folder_lock(args.output_dir, "nni-latency profile"):  # one writer per folder
-        result = run_profile(config, args.device, args.output_dir, threads=args.threads,
-                             progress=not args.no_progress, force=args.force)
-    held_out = cross_validated_predictions(result.records, result.model.kind)
-    plots = plot_fit(result.records, result.model, result.reference, result.output_dir / "fit", held_out)
+    with folder_lock(args.output_dir, "nni-latency profile"), watch_host("profiling") as host:  # one writer
+        result = run_profile(config, protocol, args.output_dir, progress=not args.no_progress, force=args.force,
+                             host_load=host.record)
+    plots = plot_fit(result.records, result.model, result.reference, result.output_dir / "fit",
+                     result.held_out[result.model.kind])
     print(format_profile_summary(result.model, result.records, result.reference, result.seconds,
                                  measured=result.measured, reused=result.reused))
     print(f"wrote {result.output_dir / 'device_model.json'}, {result.output_dir / 'microbench.jsonl'}, "

@@ -69,7 +69,7 @@ def load_device_model(config: LatencyConfig, output_dir: Path, progress: bool = 
     """The device model named in the config, or a fresh one profiled into ``output_dir/profile``."""
     if config.device_model is not None:
         return LatencyModel.load(config.device_model), str(config.device_model)
-    from ..microbench import run_profile
+    from ..profiling import run_profile
 
     _logger.info("profiling %s first (latency.device_model is not set)", config.profile)
     result = run_profile(_profile_config(config), config.profile, output_dir / "profile", progress=progress)
@@ -81,7 +81,7 @@ def latency_protocol(config: LatencyConfig) -> MeasurementProtocol:
     (what the command line sets the allocator policy from, before anything is measured)."""
     if config.device_model is not None:
         return protocol_of(LatencyModel.load(config.device_model))
-    from ..microbench import profile_protocol
+    from ..profiling import profile_protocol
 
     return profile_protocol(_profile_config(config), config.profile)
 

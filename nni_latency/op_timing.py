@@ -1,0 +1,136 @@
+"""Timing every aten call of a module in place: inside the module, with its caches as they are there.
+
+A ``TorchDispatchMode`` reads the clock around each call. Its own cost per call is measured on the calls that
+do no work (view, t, permute, expand: ``operators.FREE_OPS``) in the same passes, and removed from every call,
+so an operator's time is what its kernel and dispatch cost, not the mode's bookkeeping. The module runs under
+the protocol: its thread count, and for ``rotate`` a cycle of copies of its weights and inputs, as the block
+measurement does, so that an operator starts with the caches a network leaves it.
+
+The profile stores these times beside each block's total (``profiling``) and fits every operator class on its
+own calls (``regressors.OperatorCostModel``); ``analysis`` compares them with a model's per-class costs.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .features import make_inputs
+from .operators import FREE_OPS
+from .protocol import MeasurementProtocol
+from .timing import clone_module, replicas, resolve_device, resolve_dtype
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["OpTimes", "time_ops", "timing_overhead_ms"]
+
+# Calls that only make a new view of a tensor: their recorded time is the clock's own cost (``empty`` and its
+# kin are free of features too, but allocate).
+_VIEW_OPS = frozenset({"view", "_unsafe_view", "t", "transpose", "permute", "expand", "unsqueeze", "squeeze",
+                       "slice", "select", "detach", "alias", "as_strided", "_reshape_alias"})
+# Each op-timing pass runs the module this many times at least, and about this long in all.
+_MIN_CALLS, _MAX_CALLS, _PASS_SECONDS = 5, 40, 0.03
+
+
+class _Clock(TorchDispatchMode):
+    """Records (operator, seconds) for every aten call made while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[str, float]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        started = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        self.calls.append((func.overloadpacket.__name__, time.perf_counter() - started))
+        return out
+
+
+@dataclass(frozen=True)
+class OpTimes:
+    """In-place times of a module's aten calls that do work, in call order, with the clock's own cost removed.
+
+    ``ops``: operator names; ``ms``: each call's time (the protocol's quantile over the passes) less
+    ``overhead_ms``, the clock's cost per call (floored at 0); ``passes``: how many forward passes were timed.
+    """
+
+    ops: tuple[str, ...]
+    ms: tuple[float, ...]
+    overhead_ms: float
+    passes: int
+
+    @property
+    def total_ms(self) -> float:
+        return float(sum(self.ms))
+
+
+def _free_times(calls: Sequence[Sequence[tuple[str, float]]]) -> list[float]:
+    return [seconds for run in calls for name, seconds in run if name in _VIEW_OPS]
+
+
+@functools.lru_cache(maxsize=None)
+def timing_overhead_ms(threads: int = 1) -> float:
+    """The clock's cost per call in this process: the median time it records for calls that do no work."""
+    x = torch.zeros(8, 8)
+    clock = _Clock()
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        with torch.no_grad(), clock:
+            for _ in range(200):
+                x.t().unsqueeze(0).view(8, 8)
+    finally:
+        torch.set_num_threads(previous)
+    return 1e3 * float(np.median(_free_times([clock.calls])))
+
+
+def time_ops(module: nn.Module, input_shape, protocol: MeasurementProtocol,
+             passes: int | None = None) -> OpTimes | None:
+    """The in-place time of each aten call of ``module`` on ``input_shape`` under ``protocol``; None when the
+    passes do not run the same calls (data-dependent control flow), so no call can be told from another.
+
+    A copy of ``module`` is timed; the thread count is restored afterwards.
+    """
+    device = resolve_device(protocol.device)
+    dtype = resolve_dtype(protocol.dtype, device)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(protocol.threads)
+        module = clone_module(module).to(device=device, dtype=dtype).eval()
+        inputs = make_inputs(input_shape, device=device, dtype=dtype)
+        with torch.no_grad():
+            module(*inputs)  # warm-up
+            started = time.perf_counter()
+            module(*inputs)
+            per_call = time.perf_counter() - started
+            copies = replicas(module, inputs, protocol.protocol, int(protocol.working_set_mb * 2**20), 32)
+            count = passes or int(np.clip(round(_PASS_SECONDS / max(per_call, 1e-6)), _MIN_CALLS, _MAX_CALLS))
+            runs = []
+            for index in range(count):
+                replica, replica_inputs = copies[index % len(copies)]
+                clock = _Clock()
+                with clock:
+                    replica(*replica_inputs)
+                runs.append(clock.calls)
+    finally:
+        torch.set_num_threads(previous)
+    names = [name for name, _ in runs[0]]
+    if any([name for name, _ in run] != names for run in runs[1:]):
+        _logger.debug("%s runs different aten calls from pass to pass; no in-place op times", type(module).__name__)
+        return None
+    free = _free_times(runs)
+    overhead = 1e3 * float(np.median(free)) if len(free) >= 3 else timing_overhead_ms(protocol.threads)
+    times = np.array([[seconds for _, seconds in run] for run in runs]) * 1e3
+    per_op = np.quantile(times, protocol.quantile, axis=0)
+    working = [i for i, name in enumerate(names) if name not in FREE_OPS]
+    return OpTimes(ops=tuple(names[i] for i in working),
+                   ms=tuple(float(max(per_op[i] - overhead, 0.0)) for i in working),
+                   overhead_ms=overhead, passes=count)
