@@ -88,6 +88,8 @@ class ExpectedLatency(nn.Module):
         self.register_buffer("constant_ms", torch.tensor(self.constant, dtype=torch.float32))
         self._membership = {label: self._subsets(label) for label in self.multiple if label in self.labels}
         self._plans: dict[frozenset, tuple[list, torch.Tensor, torch.Tensor]] = {}
+        self._packed: dict[tuple, tuple] = {}
+        self._cast: dict[tuple, torch.Tensor] = {}
 
     def _subsets(self, label: str) -> tuple[torch.Tensor, torch.Tensor]:
         candidates, _ = self.multiple[label]
@@ -96,7 +98,8 @@ class ExpectedLatency(nn.Module):
 
     # -- probabilities ------------------------------------------------------------------------------
 
-    def probabilities(self, probs: Mapping[Any, Any]) -> tuple[dict[str, torch.Tensor], dict[tuple, torch.Tensor]]:
+    def probabilities(self, probs: Mapping[Any, Any], check: bool = True
+                      ) -> tuple[dict[str, torch.Tensor], dict[tuple, torch.Tensor]]:
         """(per label: its distribution over the table axis, per (op, input) pair: the joint), as tensors.
 
         Accepts per label a tensor or list (one entry per candidate; an InputChoice's per input) or NNI's
@@ -105,11 +108,12 @@ class ExpectedLatency(nn.Module):
         """
         joints = {key: value for key, value in probs.items() if isinstance(key, tuple)}
         covered = {label for key in joints for label in key}
-        missing = [label for label in self.required if label not in probs and label not in covered]
+        missing = [label for label in self.required if label not in probs and label not in covered] if check else []
         if missing:
             raise ValueError(f"probabilities lack label(s) {', '.join(missing)}; the latency depends on them "
                              "(build the profiler and the search on the same model space)")
-        vectors = {label: self._vector(label, probs[label]) for label in self.required if label in probs}
+        vectors = {label: self._vector(label, probs[label]) if check else self._to_axis(label, probs[label])
+                   for label in self.required if label in probs}
         checked = {}
         for (op_label, input_label), joint in joints.items():
             shape = (len(self.label_values[op_label]), len(self._candidates(input_label)))
@@ -163,6 +167,12 @@ class ExpectedLatency(nn.Module):
         order: list = list(self.labels) + sorted(joint_keys)
         offsets = dict(zip(order, itertools.accumulate([0] + [self._size(key) for key in order])))
         one = offsets[order[-1]] + self._size(order[-1]) if order else 0  # index of the trailing 1.0
+        plan = (order, *self._entries(offsets, joint_keys, one))
+        self._plans[joint_keys] = plan
+        return plan
+
+    def _entries(self, offsets: Mapping[Any, int], joint_keys, one: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every table entry as a row of indices into the probabilities laid out at ``offsets`` (``one``: a 1.0)."""
         rows, values = [], []
         for labels, table in self.terms:
             pairs = [key for key in joint_keys if key[0] in labels and key[1] in labels]
@@ -175,9 +185,7 @@ class ExpectedLatency(nn.Module):
                 values.append(table[index])
         width = max((len(row) for row in rows), default=1)
         index = torch.tensor([row + [one] * (width - len(row)) for row in rows], dtype=torch.long).reshape(-1, width)
-        plan = (order, index, torch.tensor(values, dtype=torch.float32))
-        self._plans[joint_keys] = plan
-        return plan
+        return index, torch.tensor(values, dtype=torch.float64)
 
     def _size(self, key) -> int:
         if isinstance(key, tuple):
@@ -191,14 +199,81 @@ class ExpectedLatency(nn.Module):
         device = parts[0].device if parts else self.constant_ms.device
         if index.device != device:  # the plan follows the probabilities to their device, once
             order, index, values = self._plans[frozenset(joints)] = (order, index.to(device), values.to(device))
-        flat = torch.cat(parts + [torch.ones(1, device=device)])
+        flat = torch.cat(parts + [torch.ones(1, device=device, dtype=parts[0].dtype if parts else torch.float32)])
+        return self._contract(flat, index, values)
+
+    def _contract(self, flat: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         # one gather for every entry of every table; index_select and column products are faster, forward and
         # backward, than advanced indexing and prod() (which checks its inputs for zeros)
         gathered = flat.index_select(0, index.reshape(-1)).view(index.shape)
-        weight = values
-        for column in range(gathered.shape[1]):
+        weight = gathered[:, 0]
+        for column in range(1, gathered.shape[1]):
             weight = weight * gathered[:, column]
-        return self.constant_ms.to(device) + weight.sum()
+        if values.dtype != flat.dtype:  # the tables are kept in float64; a float32 search gets a cached copy
+            key = (values.data_ptr(), flat.dtype)
+            if key not in self._cast:
+                self._cast[key] = values.to(flat.dtype)
+            values = self._cast[key]
+        return self.constant_ms.to(flat) + torch.dot(values, weight)
+
+    # -- the packed path: logits in, one softmax ------------------------------------------------------
+
+    def from_logits(self, logits: Mapping[str, torch.Tensor],
+                    joints: Mapping[tuple, torch.Tensor] | None = None) -> torch.Tensor:
+        """Expected latency of ``softmax(logits[label])`` per label (and of the ``joints`` of DARTS cells), with every
+        plain label's logits packed into one padded matrix: one softmax, one gather, one product, one dot.
+
+        Labels whose distribution is not a plain softmax (an InputChoice of several inputs, a cell's input given by
+        a joint, a loose-end count) are computed as in ``forward`` and appended; logits of labels the tables do not
+        know (a DARTS cell's edges) are ignored.
+        """
+        joints = dict(joints or {})
+        covered = {label for key in joints for label in key}
+        plain = tuple(label for label in self.required if label in logits and label not in covered
+                      and (label not in self.multiple or self.multiple[label][1] == 1))
+        extra = {label: torch.softmax(logits[label], -1) for label in self.required
+                 if label in logits and label not in covered and label not in plain}
+        layout = (plain, frozenset(joints))
+        if layout not in self._packed:
+            missing = [label for label in self.required if label not in plain and label not in extra
+                       and label not in covered]
+            if missing:
+                raise ValueError(f"logits lack label(s) {', '.join(missing)}; the latency depends on them "
+                                 "(build the profiler and the search on the same model space)")
+            for label in plain + tuple(extra):
+                if logits[label].shape != (len(self._candidates(label)),):
+                    raise ValueError(f"logits for {label!r} have shape {tuple(logits[label].shape)}, expected "
+                                     f"({len(self._candidates(label))},) for candidates {self._candidates(label)}")
+            self._packed[layout] = self._packed_plan(plain, joints, extra)
+        pad, width, order, index, values = self._packed[layout]
+        first = logits[plain[0]] if plain else next(iter(joints.values()))
+        if index.device != first.device:
+            pad, index, values = pad.to(first.device), index.to(first.device), values.to(first.device)
+            self._packed[layout] = (pad, width, order, index, values)
+        parts = []
+        if plain:
+            flat = torch.cat([logits[label] for label in plain] + [first.new_full((1,), -torch.inf)])
+            packed = torch.softmax(flat.index_select(0, pad).view(len(plain), width), dim=1)
+            parts.append(packed.reshape(-1))
+        if order:
+            rows = {label: packed[i] for i, label in enumerate(plain)} if plain else {}
+            vectors, checked = self.probabilities({**rows, **extra, **joints}, check=False)
+            parts += [vectors[key] if not isinstance(key, tuple) else checked[key].reshape(-1) for key in order]
+        return self._contract(torch.cat(parts + [first.new_ones(1)]), index, values)
+
+    def _packed_plan(self, plain: tuple, joints: Mapping, extra: Mapping) -> tuple:
+        width = max((len(self.label_values[label]) for label in plain), default=1)
+        sizes = [len(self.label_values[label]) for label in plain]
+        total = sum(sizes)
+        pad = torch.tensor([sum(sizes[:i]) + v if v < n else total for i, n in enumerate(sizes) for v in range(width)],
+                           dtype=torch.long)
+        offsets: dict[Any, int] = {label: i * width for i, label in enumerate(plain)}
+        order = [label for label in self.labels if label not in offsets] + sorted(joints)
+        position = len(plain) * width
+        for key in order:
+            offsets[key] = position
+            position += self._size(key)
+        return (pad, width, order, *self._entries(offsets, frozenset(joints), position))
 
 
 class FBNetLatencyLoss(nn.Module):
@@ -257,7 +332,15 @@ class FBNetLatencyLoss(nn.Module):
         return torch.log1p(ratio) ** self.beta if self.mode == "mul" else ratio ** self.beta
 
     def forward(self, loss: torch.Tensor, probs: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        latency_ms = self.expected_latency(probs)
+        return self._apply(loss, self.expected_latency(probs))
+
+    def forward_logits(self, loss: torch.Tensor, logits: Mapping[str, torch.Tensor],
+                       joints: Mapping[tuple, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``forward`` on ``softmax(logits)`` per label, packed into one softmax (``ExpectedLatency.from_logits``):
+        what an architecture step should call."""
+        return self._apply(loss, self.expected_latency.from_logits(logits, joints))
+
+    def _apply(self, loss: torch.Tensor, latency_ms: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         term = self.latency_term(latency_ms)
         if self.mode == "mul":
             factor = 1.0 + self.alpha * term if self.target_ms is not None else self.alpha * term

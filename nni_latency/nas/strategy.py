@@ -27,7 +27,7 @@ from .loss import FBNetLatencyLoss
 _logger = logging.getLogger(__name__)
 
 __all__ = ["FBNet", "FBNetLightningModule", "LatencyDARTS", "LatencyProxyless", "architecture_logits",
-           "architecture_probs", "cell_slot_probs", "attach_latency_loss"]
+           "architecture_probs", "architecture_joints", "cell_slot_probs", "attach_latency_loss"]
 
 
 def architecture_logits(modules) -> dict[str, nn.Parameter]:
@@ -50,25 +50,38 @@ def cell_slot_probs(cell: DifferentiableMixedCell) -> dict[tuple[str, str], torc
     chosen", and exports node ``i``'s slots as its largest (op, input) weights. A slot's pair therefore takes
     op ``o`` on input ``j`` with probability proportional to ``softmax(alpha_ij)[o]`` (the "not chosen" weight
     only makes edge ``j`` less likely), normalised over the node's edges; every slot of the node shares it.
+    All edges of the cell go through one softmax and one normalisation (a few ops per cell, not per edge).
     """
-    probs = {}
     count = len(cell.op_names)
-    for i in range(cell.num_predecessors, cell.num_predecessors + cell.num_nodes):
-        edges = [torch.softmax(cell._arch_alpha[f"{cell.label}/{i}_{j}"], dim=-1)[:count] for j in range(i)]
-        joint = torch.stack(edges, dim=1)
-        joint = joint / joint.sum()
+    nodes = range(cell.num_predecessors, cell.num_predecessors + cell.num_nodes)
+    edges = torch.softmax(torch.stack([cell._arch_alpha[f"{cell.label}/{i}_{j}"] for i in nodes for j in range(i)]),
+                          dim=-1)[:, :count]
+    owner = torch.tensor([n for n, i in enumerate(nodes) for _ in range(i)], device=edges.device)
+    totals = torch.zeros(len(nodes), dtype=edges.dtype, device=edges.device).index_add(0, owner, edges.sum(dim=1))
+    joint_rows = edges / totals.index_select(0, owner).unsqueeze(1)
+    probs, start = {}, 0
+    for i in nodes:
+        joint = joint_rows[start:start + i].t()
+        start += i
         for k in range(cell.num_ops_per_node):
             probs[(f"{cell.label}/op_{i}_{k}", f"{cell.label}/input_{i}_{k}")] = joint
     return probs
+
+
+def architecture_joints(modules) -> dict[tuple[str, str], torch.Tensor]:
+    """(op, input) -> joint of every DARTS cell's op slots (``cell_slot_probs``), differentiable."""
+    joints: dict = {}
+    for module in modules:
+        if isinstance(module, DifferentiableMixedCell):
+            joints.update(cell_slot_probs(module))
+    return joints
 
 
 def architecture_probs(modules) -> dict:
     """label -> softmax of its architecture logits, and (op, input) -> joint for DARTS cells; all differentiable."""
     modules = list(modules)
     probs: dict = {label: torch.softmax(alpha, dim=-1) for label, alpha in architecture_logits(modules).items()}
-    for module in modules:
-        if isinstance(module, DifferentiableMixedCell):
-            probs.update(cell_slot_probs(module))
+    probs.update(architecture_joints(modules))
     return probs
 
 
@@ -82,7 +95,9 @@ def attach_latency_loss(oneshot_module, latency_loss: FBNetLatencyLoss):
     oneshot_module.latency_loss = latency_loss  # a submodule: its tables move with the module's device
 
     def penalty(loss: torch.Tensor, _exported_floats: Any) -> tuple[torch.Tensor, dict]:
-        return oneshot_module.latency_loss(loss, architecture_probs(oneshot_module.supernet_modules()))
+        modules = list(oneshot_module.supernet_modules())
+        return oneshot_module.latency_loss.forward_logits(loss, architecture_logits(modules),
+                                                          architecture_joints(modules))
 
     oneshot_module.penalty = penalty
     return oneshot_module
