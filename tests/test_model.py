@@ -66,7 +66,7 @@ def test_two_regime_recovers_both_regimes(slope, offset, breakpoint):
     for name, value in {**TWO_REGIME, "slope": slope, "offset": offset}.items():
         assert params[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
     assert initial[low].max() < params["breakpoint"] <= initial[~low].min()
-    np.testing.assert_allclose(model.predict_many(rows), latencies, rtol=1e-6)
+    np.testing.assert_allclose(model.predict(rows), latencies, rtol=1e-6)
 
 
 def test_two_regime_on_single_regime_data_is_the_plain_linear_model():
@@ -81,7 +81,7 @@ def test_two_regime_on_single_regime_data_is_the_plain_linear_model():
     # Either no low regime at all (breakpoint None: -inf), or a low regime that is the identity.
     below = latencies < (-np.inf if params["breakpoint"] is None else params["breakpoint"])
     assert not below.any() or (params["slope"] == pytest.approx(1.0) and params["offset"] == pytest.approx(0.0))
-    np.testing.assert_allclose(model.predict_many(rows), latencies, rtol=1e-6)
+    np.testing.assert_allclose(model.predict(rows), latencies, rtol=1e-6)
 
 
 # ---- relative_linear: non-negative weights, squared relative error.
@@ -123,7 +123,7 @@ def test_relative_linear_with_multiplicative_noise_predicts_within_a_few_percent
     model = LatencyModel.fit(rows, noisy, kind="relative_linear")
 
     held_out = _random_rows(40, seed=8)
-    errors = np.abs(model.predict_many(held_out) / _relative_linear_latencies(held_out, weights, intercept) - 1)
+    errors = np.abs(model.predict(held_out) / _relative_linear_latencies(held_out, weights, intercept) - 1)
     assert np.median(errors) < 0.02
     assert errors.max() < 0.06
 
@@ -187,36 +187,36 @@ def fitted(request, synthetic_dataset):
     return LatencyModel.fit(rows, latencies, kind=request.param), rows
 
 
-def test_predict_many_on_an_array_equals_predict_per_row(fitted):
+def test_predict_on_an_array_equals_predict_one_per_row(fitted):
     model, rows = fitted
     array = np.array([[row.as_dict()[name] for name in FEATURE_NAMES] for row in rows])
-    batched = model.predict_many(array)
+    batched = model.predict(array)
     assert batched.shape == (len(rows),)
-    np.testing.assert_allclose(batched, [model.predict(row) for row in rows], rtol=1e-12)
-    np.testing.assert_allclose(batched, model.predict_many([row.as_dict() for row in rows]), rtol=1e-12)
+    np.testing.assert_allclose(batched, [model.predict_one(row) for row in rows], rtol=1e-12)
+    np.testing.assert_allclose(batched, model.predict([row.as_dict() for row in rows]), rtol=1e-12)
 
 
-def test_predict_module_equals_predict_of_its_features(fitted):
+def test_predict_module_equals_predict_one_of_its_features(fitted):
     model, _ = fitted
     spec = BlockSpec("mbconv", 16, 24, 14, stride=2, expansion=3)
     torch.manual_seed(0)
     block = spec.build()
-    assert model.predict_module(block, spec.input_shape) == model.predict(extract_features(block, spec.input_shape))
+    assert model.predict_module(block, spec.input_shape) == model.predict_one(extract_features(block, spec.input_shape))
 
 
 def test_breakdown_sums_to_the_prediction(fitted):
     model, rows = fitted
-    roles = model.breakdown_many(rows)
+    roles = model.breakdown(rows)
     assert set(roles) == {"compute", "memory", "overhead"}
-    np.testing.assert_allclose(sum(roles.values()), model.predict_many(rows), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sum(roles.values()), model.predict(rows), rtol=1e-9, atol=1e-12)
 
 
 def test_breakdown_of_two_regime_model_below_and_above_the_breakpoint():
     rows = _two_regime_rows()
     initial = _initial(rows)
     model = LatencyModel.fit(rows, np.where(initial < 1.0, 0.5 * initial + 0.1, initial), kind="two_regime")
-    roles = model.breakdown_many(rows)
-    np.testing.assert_allclose(sum(roles.values()), model.predict_many(rows), rtol=1e-9)
+    roles = model.breakdown(rows)
+    np.testing.assert_allclose(sum(roles.values()), model.predict(rows), rtol=1e-9)
     assert (initial < model.parameters["breakpoint"]).any() and (initial >= model.parameters["breakpoint"]).any()
 
 
@@ -226,8 +226,8 @@ def test_breakdown_sums_to_a_clamped_prediction():
     model = LatencyModel.fit(rows, [1e-8 * r["flops"] - 0.005 for r in rows], kind="flops")
     assert model.regressor.intercept_ < 0
     empty = {name: 0.0 for name in FEATURE_NAMES}  # e.g. an identity skip: no FLOPs at all
-    assert model.predict(empty) == 0.0
-    assert sum(v[0] for v in model.breakdown_many([empty]).values()) == pytest.approx(0.0)
+    assert model.predict_one(empty) == 0.0
+    assert sum(v[0] for v in model.breakdown([empty]).values()) == pytest.approx(0.0)
 
 
 def test_out_of_range_features_warn_once(synthetic_model, synthetic_dataset):
@@ -235,11 +235,11 @@ def test_out_of_range_features_warn_once(synthetic_model, synthetic_dataset):
     huge = {name: 1000.0 * value + 1e9 for name, value in rows[0].as_dict().items()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        synthetic_model.predict_many(rows)  # the training rows are in range
+        synthetic_model.predict(rows)  # the training rows are in range
         assert not [w for w in caught if issubclass(w.category, OutOfRangeWarning)]
-        synthetic_model.predict(huge)
-        synthetic_model.predict(huge)
-        synthetic_model.predict_many([huge, huge])
+        synthetic_model.predict_one(huge)
+        synthetic_model.predict_one(huge)
+        synthetic_model.predict([huge, huge])
     warned = [w for w in caught if issubclass(w.category, OutOfRangeWarning)]
     assert len(warned) == 1
     message = str(warned[0].message)
@@ -250,12 +250,12 @@ def test_features_far_below_the_range_warn(synthetic_model, synthetic_dataset):
     _, rows, _ = synthetic_dataset
     tiny = {name: value * 1e-4 for name, value in rows[0].as_dict().items()}
     with pytest.warns(OutOfRangeWarning):
-        synthetic_model.predict(tiny)
+        synthetic_model.predict_one(tiny)
 
 
 def test_synthetic_model_reproduces_the_synthetic_device(synthetic_model, synthetic_dataset):
     _, rows, latencies = synthetic_dataset
-    np.testing.assert_allclose(synthetic_model.predict_many(rows), latencies, rtol=1e-4)
+    np.testing.assert_allclose(synthetic_model.predict(rows), latencies, rtol=1e-4)
     assert synthetic_model.kind == "relative_linear"
     assert synthetic_model.device["name"] == "synthetic"
 
@@ -313,17 +313,6 @@ def test_predict_takes_many_rows_and_predict_one_one(fitted):
     assert isinstance(many, np.ndarray) and many.shape == (len(rows),)
     assert model.predict_one(rows[0]) == many[0]
     assert isinstance(model.predict_one(rows[0]), float)
-
-
-def test_old_prediction_names_still_work_with_a_deprecation_warning(fitted):
-    model, rows = fitted
-    with pytest.warns(DeprecationWarning, match="predict_one"):
-        single = model.predict(rows[0])
-    assert isinstance(single, float) and single == model.predict_one(rows[0])
-    with pytest.warns(DeprecationWarning, match="predict"):
-        np.testing.assert_array_equal(model.predict_many(rows), model.predict(rows))
-    with pytest.warns(DeprecationWarning, match="breakdown"):
-        assert set(model.breakdown_many(rows)) == {"compute", "memory", "overhead"}
 
 
 @pytest.mark.parametrize("width", [4, 8, 16])

@@ -36,7 +36,7 @@ def test_round_trip_keeps_predictions_and_metadata(model_of_each_kind, tmp_path)
     assert loaded.metrics == model.metrics
     assert loaded.notes == model.notes
     assert loaded.feature_ranges == model.feature_ranges
-    np.testing.assert_array_equal(loaded.predict_many(rows), model.predict_many(rows))
+    np.testing.assert_array_equal(loaded.predict(rows), model.predict(rows))
     assert loaded.to_dict() == model.to_dict()
 
 
@@ -57,7 +57,7 @@ def test_the_file_is_plain_versioned_json(model_of_each_kind, tmp_path):
 def test_dict_round_trip_without_a_file(model_of_each_kind):
     model, rows = model_of_each_kind
     again = LatencyModel.from_dict(json.loads(json.dumps(model.to_dict())))
-    np.testing.assert_array_equal(again.predict_many(rows), model.predict_many(rows))
+    np.testing.assert_array_equal(again.predict(rows), model.predict(rows))
 
 
 def test_save_replaces_an_existing_file_whole_and_leaves_no_temp_files(synthetic_model, tmp_path):
@@ -108,7 +108,7 @@ def test_one_regime_two_regime_model_round_trips(tmp_path):
     assert json.loads((tmp_path / "model.json").read_text())["parameters"]["breakpoint"] is None  # strict JSON
     loaded = LatencyModel.load(tmp_path / "model.json")
     assert loaded.regressor.breakpoint_ == -np.inf
-    np.testing.assert_allclose(loaded.predict_many(rows), model.predict_many(rows))
+    np.testing.assert_allclose(loaded.predict(rows), model.predict(rows))
 
 
 def _valid(synthetic_model) -> dict:
