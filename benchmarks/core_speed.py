@@ -26,14 +26,13 @@ def main() -> int:
     hostcheck.add_argument(parser)
     args = parser.parse_args()
     out = Path(args.output_dir)
-    if (out / "microbench.jsonl").exists():
-        (out / "microbench.jsonl").unlink()  # a fresh profile, not a resumed one
 
     host = hostcheck.start(args, "benchmarks/core_speed.py")
     # Profile in a child process so its wall time and peak memory are its own.
     started = time.perf_counter()
     child = subprocess.run([sys.executable, "-m", "nni_latency.cli", "profile", "--device", "cpu", "--threads",
-                            str(args.threads), "--output-dir", str(out), "--no-progress"],
+                            str(args.threads), "--output-dir", str(out), "--no-progress",
+                            "--force"],  # a fresh profile; an earlier one there is kept aside, never deleted
                            capture_output=True, text=True, check=True)
     profile_seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -5,15 +5,15 @@
 #
 #   bash benchmarks/gpu_check.sh                       # cuda, everything into runs/gpu_check and docs/
 #   bash benchmarks/gpu_check.sh --device cuda:1 --output-dir /tmp/gpu
-#   bash benchmarks/gpu_check.sh --device cpu --quick --results-dir /tmp/gpu/results --document /tmp/B.md
-#                                                      # the plumbing alone, tiny, on a machine without a GPU
+#   bash benchmarks/gpu_check.sh --device cpu --quick  # the plumbing alone, tiny, on a machine without a GPU:
+#                                                      # its figures go to the output dir, never to docs/
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEVICE=cuda
 OUTPUT="$REPO/runs/gpu_check"
-RESULTS="$REPO/docs/gpu"
-DOCUMENT="$REPO/docs/BENCHMARKS.md"
+RESULTS=""   # unset: docs/gpu for a full GPU run, <output dir>/results for --quick or a CPU run
+DOCUMENT=""  # unset: docs/BENCHMARKS.md for a full GPU run, a copy in the output dir for --quick or a CPU run
 QUICK=0
 PYTHON="${PYTHON:-python3}"
 # Networks scored whole: CNNs of every era, transformers, hybrids and NNI hub samples. Predicting counts the
@@ -71,7 +71,31 @@ else
     NETWORK_SET=(--rounds 3)
 fi
 
+# Only a full GPU run may write its figures into docs/: a quick or CPU run's figures would be labelled "on the GPU".
+SCRATCH=0
+[[ $QUICK == 1 || "$DEVICE" == cpu ]] && SCRATCH=1
 mkdir -p "$OUTPUT"
+if [[ $SCRATCH == 1 ]]; then
+    RESULTS="${RESULTS:-$OUTPUT/results}"
+    if [[ -z "$DOCUMENT" ]]; then
+        DOCUMENT="$OUTPUT/BENCHMARKS.md"
+        cp "$REPO/docs/BENCHMARKS.md" "$DOCUMENT"
+    fi
+    DOCS="$(cd "$REPO/docs" && pwd -P)"
+    for target in "$RESULTS" "$DOCUMENT"; do
+        mkdir -p "$(dirname "$target")"
+        resolved="$(cd "$(dirname "$target")" && pwd -P)/$(basename "$target")"
+        if [[ "$resolved/" == "$DOCS/"* ]]; then
+            echo "gpu_check.sh: a --quick or CPU run does not write into docs/ ($target): its figures are not GPU" \
+                 "figures; drop --results-dir/--document to keep them in $OUTPUT" >&2
+            exit 2
+        fi
+    done
+else
+    RESULTS="${RESULTS:-$REPO/docs/gpu}"
+    DOCUMENT="${DOCUMENT:-$REPO/docs/BENCHMARKS.md}"
+fi
+echo "gpu_check.sh: figures to $RESULTS and $DOCUMENT"
 STARTED=$SECONDS
 step() {  # step NAME COMMAND...: run it, say how long it took
     local name="$1" began=$SECONDS

@@ -21,7 +21,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from nni_latency import microbench, plots
+from nni_latency import plots
+
+try:  # where the profiling run lives (it moved from microbench)
+    from nni_latency import profiling
+except ImportError:
+    from nni_latency import microbench as profiling
 from nni_latency.config import apply_overrides, find_config
 from nni_latency.locking import folder_lock
 from nni_latency.outputs import file_kind
@@ -47,8 +52,8 @@ def synthetic_device(monkeypatch):
         latency = 0.01 + 1e-7 * math.prod(shape) * sum(p.numel() for p in module.parameters()) ** 0.5
         return LatencyMeasurement((latency,) * 3, 1, protocol.protocol, 1)
 
-    monkeypatch.setattr(microbench, "measure_latency", measure)
-    monkeypatch.setattr(microbench, "record_probe", lambda protocol: {})
+    monkeypatch.setattr(profiling, "measure_latency", measure)
+    monkeypatch.setattr(profiling, "record_probe", lambda protocol: {})
     monkeypatch.setattr(plots, "plot_fit", lambda *args, **kwargs: [])
 
 
@@ -144,13 +149,18 @@ def test_fit_only_selects_one_part_of_a_mixture(files):
     assert json.loads((files["tmp"] / "m.json").read_text())["metrics"]["points"] == 15
 
 
-def test_profile_keeps_a_model_found_without_its_rows(files):
+def test_profile_keeps_a_model_found_without_its_rows_before_measuring(files, monkeypatch):
     folder = files["tmp"] / "prof"
     folder.mkdir()
     original = files["model.json"].read_bytes()
     (folder / "device_model.json").write_bytes(original)
+
+    def measuring_starts(*args, **kwargs):
+        raise ValueError("measuring starts here")
+
+    monkeypatch.setattr(profiling, "run_profile", measuring_starts)
     result = _run(["profile", "--config", str(files["config"]), "--output-dir", str(folder), "--no-progress"])
-    assert result.code == 0, result.err
+    assert "measuring starts here" in result.err
     kept = [p for p in folder.glob("device_model.*.json")]
     assert len(kept) == 1 and kept[0].read_bytes() == original
 
@@ -308,3 +318,30 @@ def test_ctrl_c_turned_into_exit_by_lightning_is_still_an_interruption(files, mo
     result = _run(["fit", str(files["rows.jsonl"])])
     assert result.code == 130 and "fails to be executed" not in result.err + capfd.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# ---- benchmarks write only their own files
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GPU_CHECK = os.path.join(REPO, "benchmarks", "gpu_check.sh")
+
+
+@pytest.mark.parametrize("flags", [["--device", "cpu", "--quick"], ["--device", "cpu"]], ids=["quick", "cpu"])
+def test_a_cpu_gpu_check_refuses_to_write_into_docs(flags, tmp_path):
+    document = os.path.join(REPO, "docs", "BENCHMARKS.md")
+    before = open(document, "rb").read()
+    result = subprocess.run(["bash", GPU_CHECK, *flags, "--output-dir", str(tmp_path), "--document", document],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "does not write into docs/" in result.stderr
+    assert open(document, "rb").read() == before
+
+
+def test_a_quick_gpu_check_writes_its_figures_into_its_output_dir(tmp_path):
+    child = subprocess.Popen(["bash", GPU_CHECK, "--device", "cpu", "--quick", "--output-dir", str(tmp_path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        line = next((line for line in child.stdout if line.startswith("gpu_check.sh: figures to")), "")
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert line.strip() == f"gpu_check.sh: figures to {tmp_path}/results and {tmp_path}/BENCHMARKS.md"
