@@ -98,7 +98,7 @@ class ExpectedLatency(nn.Module):
 
     # -- probabilities ------------------------------------------------------------------------------
 
-    def probabilities(self, probs: Mapping[Any, Any], check: bool = True
+    def probabilities(self, probs: Mapping[Any, Any], check: bool = True, needed: set | None = None
                       ) -> tuple[dict[str, torch.Tensor], dict[tuple, torch.Tensor]]:
         """(per label: its distribution over the table axis, per (op, input) pair: the joint), as tensors.
 
@@ -122,10 +122,13 @@ class ExpectedLatency(nn.Module):
                 raise ValueError(f"joint probabilities for ({op_label!r}, {input_label!r}) have shape "
                                  f"{tuple(joint.shape)}, expected {shape} (ops x inputs)")
             checked[(op_label, input_label)] = joint
-            vectors.setdefault(op_label, joint.sum(dim=1))
-            vectors.setdefault(input_label, self._to_axis(input_label, joint.sum(dim=0)))
+            if needed is None or op_label in needed:  # marginals only where a table or a derived label reads them
+                vectors.setdefault(op_label, joint.sum(dim=1))
+            if needed is None or input_label in needed:
+                vectors.setdefault(input_label, self._to_axis(input_label, joint.sum(dim=0)))
         for label, derived in self.derived.items():  # a loose-end count: its exact law from its inputs' (``loose``)
-            vectors[label] = derived.distribution(vectors, self._laws[label])
+            if needed is None or label in needed:
+                vectors[label] = derived.distribution(vectors, self._laws[label])
         return vectors, checked
 
     def uniform(self) -> torch.Tensor:
@@ -257,7 +260,9 @@ class ExpectedLatency(nn.Module):
             parts.append(packed.reshape(-1))
         if order:
             rows = {label: packed[i] for i, label in enumerate(plain)} if plain else {}
-            vectors, checked = self.probabilities({**rows, **extra, **joints}, check=False)
+            needed = {key for key in order if not isinstance(key, tuple)}
+            needed |= {label for d in self.derived.values() if d.label in needed for label in d.inputs}
+            vectors, checked = self.probabilities({**rows, **extra, **joints}, check=False, needed=needed)
             parts += [vectors[key] if not isinstance(key, tuple) else checked[key].reshape(-1) for key in order]
         return self._contract(torch.cat(parts + [first.new_ones(1)]), index, values)
 
@@ -268,7 +273,9 @@ class ExpectedLatency(nn.Module):
         pad = torch.tensor([sum(sizes[:i]) + v if v < n else total for i, n in enumerate(sizes) for v in range(width)],
                            dtype=torch.long)
         offsets: dict[Any, int] = {label: i * width for i, label in enumerate(plain)}
-        order = [label for label in self.labels if label not in offsets] + sorted(joints)
+        pairs = {key for key in joints for labels, _ in self.terms if key[0] in labels and key[1] in labels}
+        used = {label for labels, _ in self.terms for label in labels if not any(label in key for key in pairs)}
+        order = [label for label in self.labels if label not in offsets and label in used] + sorted(pairs)
         position = len(plain) * width
         for key in order:
             offsets[key] = position

@@ -27,7 +27,8 @@ from .loss import FBNetLatencyLoss
 _logger = logging.getLogger(__name__)
 
 __all__ = ["FBNet", "FBNetLightningModule", "LatencyDARTS", "LatencyProxyless", "architecture_logits",
-           "architecture_probs", "architecture_joints", "cell_slot_probs", "attach_latency_loss"]
+           "architecture_probs", "architecture_joints", "ArchitectureParameters", "cell_slot_probs",
+           "attach_latency_loss"]
 
 
 def architecture_logits(modules) -> dict[str, nn.Parameter]:
@@ -69,12 +70,30 @@ def cell_slot_probs(cell: DifferentiableMixedCell) -> dict[tuple[str, str], torc
 
 
 def architecture_joints(modules) -> dict[tuple[str, str], torch.Tensor]:
-    """(op, input) -> joint of every DARTS cell's op slots (``cell_slot_probs``), differentiable."""
+    """(op, input) -> joint of every DARTS cell's op slots (``cell_slot_probs``), differentiable; cells sharing a
+    label (NDS: every normal cell) share their logits, so each label is computed once."""
     joints: dict = {}
+    seen = set()
     for module in modules:
-        if isinstance(module, DifferentiableMixedCell):
+        if isinstance(module, DifferentiableMixedCell) and module.label not in seen:
+            seen.add(module.label)
             joints.update(cell_slot_probs(module))
     return joints
+
+
+class ArchitectureParameters:
+    """The architecture logits and DARTS cells of a supernet, found once: a supernet of 8 NDS cells has thousands of
+    modules, and walking them costs 50x the latency term itself (the parameters stay the same objects in training)."""
+
+    def __init__(self, modules):
+        modules = list(modules)
+        self.logits = architecture_logits(modules)
+        labels = set()
+        self.cells = [m for m in modules if isinstance(m, DifferentiableMixedCell)
+                      and not (m.label in labels or labels.add(m.label))]
+
+    def joints(self) -> dict[tuple[str, str], torch.Tensor]:
+        return architecture_joints(self.cells)
 
 
 def architecture_probs(modules) -> dict:
@@ -93,11 +112,12 @@ def attach_latency_loss(oneshot_module, latency_loss: FBNetLatencyLoss):
     softmax is used (the distribution whose argmax is exported), never a Gumbel sample.
     """
     oneshot_module.latency_loss = latency_loss  # a submodule: its tables move with the module's device
+    found: list[ArchitectureParameters] = []
 
     def penalty(loss: torch.Tensor, _exported_floats: Any) -> tuple[torch.Tensor, dict]:
-        modules = list(oneshot_module.supernet_modules())
-        return oneshot_module.latency_loss.forward_logits(loss, architecture_logits(modules),
-                                                          architecture_joints(modules))
+        if not found:  # the supernet exists by the first architecture step
+            found.append(ArchitectureParameters(oneshot_module.supernet_modules()))
+        return oneshot_module.latency_loss.forward_logits(loss, found[0].logits, found[0].joints())
 
     oneshot_module.penalty = penalty
     return oneshot_module
