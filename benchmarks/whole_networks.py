@@ -124,7 +124,7 @@ def lut_latency(spec, regime: Regime, table_path: Path, timing: dict[str, Any], 
 def _profile_child(config_dict: dict, directory: str, threads: int, progress: bool) -> None:
     """Profile in this (fresh, spawned) process without touching the allocator: plain glibc."""
     from nni_latency.config import ProfileConfig, config_from_dict
-    from nni_latency.microbench import run_profile
+    from nni_latency.profiling import run_profile
 
     run_profile(config_from_dict(ProfileConfig, config_dict), "cpu", directory, threads=threads, progress=progress)
 
@@ -137,7 +137,7 @@ def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
     here, so a profile from the start of the run would mix that drift into every regime's error.
     """
     from nni_latency.config import ProfileConfig, config_to_dict, load_config, packaged_config
-    from nni_latency.microbench import load_records
+    from nni_latency.dataset import load_records
     from nni_latency.model import LatencyModel
 
     directory = args.cache_dir / "whole_networks" / regime.slug / "profile"
@@ -152,7 +152,7 @@ def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
             networks.in_fresh_process(_profile_child, (config_to_dict(config), str(directory), regime.threads,
                                                        not args.no_progress), "plain-glibc profiling")
         else:
-            from nni_latency.microbench import run_profile
+            from nni_latency.profiling import run_profile
 
             run_profile(config, "cpu", directory, threads=regime.threads, progress=not args.no_progress)
     model, records = LatencyModel.load(directory / "device_model.json"), load_records(directory / "microbench.jsonl")
@@ -265,6 +265,7 @@ def render(summaries: Sequence[dict], images: Path, image_dir: str = "img") -> s
 
 def main(argv: Sequence[str] | None = None) -> int:
     """This section alone, from an existing profile (``--profile-dir``) or a fresh one in the cache."""
+    import hostcheck
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"a short check: {QUICK_SELECTION}, short timings")
     parser.add_argument("--profile-dir", default=None, help="reuse this profile instead of profiling")
@@ -272,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default="runs/benchmarks/whole_networks.md", help="the markdown to write")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_arguments(parser)
+    hostcheck.add_argument(parser)
     args = parser.parse_args(argv)
     args.threads, args.seed, args.networks = 1, 100, 0
     args.cache_dir = Path(args.cache_dir or REPO / "runs" / "benchmarks" /
@@ -282,11 +284,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nni_latency.timing import apply_allocator_policy
 
     apply_allocator_policy(MeasurementProtocol(allocator="steady"))  # this process; glibc runs in a child
+    host = hostcheck.start(args, "benchmarks/whole_networks.py")
     profile = ensure_profile(args)
     timing = timing_settings(profile_timing(profile), 1, args.quick)
     output = Path(args.output)
     (output.parent / "img").mkdir(parents=True, exist_ok=True)
     text = render(run(args, profile, timing), output.parent / "img")
+    text = f"{hostcheck.header_line(host)}\n\n{text}"
     from nni_latency.fileio import atomic_write_text
 
     atomic_write_text(output, text)

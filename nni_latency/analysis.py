@@ -27,11 +27,12 @@ from .deprecation import deprecated_names
 from .drift import check_drift
 from .features import FEATURE_NAMES, ROLES, BlockFeatures
 from .measuring import measure_modules
+from .op_classes import OpClassRow, format_op_classes, op_class_rows
 from .model import CostTerms, LatencyModel, dominant_role
 from .network import (Shapes, attribute_features, block_features, record_calls, runnable_blocks, select_blocks,
                       sum_features)
 from .parts import PARTS, auto_blocks, classified_modules, owner
-from .protocol import MeasurementProtocol, protocol_of
+from .protocol import Counting, MeasurementProtocol, protocol_of
 
 _logger = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ class LatencyReport:
     total_predicted_ms: float
     measurement: dict[str, Any] | None = None
     model_protocol: MeasurementProtocol | None = None  # how the model's blocks were measured, if it says
+    op_classes: list[OpClassRow] | None = None  # measured and predicted time per operator class (``op_classes``)
 
     @property
     def bottlenecks(self) -> list[BlockRow]:
@@ -141,6 +143,7 @@ class LatencyReport:
                          for part, ms in self.parts.items()}},
             "measurement": self.measurement,
             "blocks": [row.to_dict() for row in self.blocks],
+            **({"op_classes": [row.to_dict() for row in self.op_classes]} if self.op_classes is not None else {}),
         }
 
     def format_table(self) -> str:
@@ -192,6 +195,9 @@ class LatencyReport:
                        f"measured blocks sum to {m['blocks_sum_ms']:.3f} ms")
             if m.get("drift"):
                 out.append(f"drift: {m['drift']['message']}")
+        if self.op_classes is not None:
+            out += ["", "by operator class (every aten call timed in place; largest error first):",
+                    format_op_classes(self.op_classes)]
         return "\n".join(out)
 
 
@@ -263,7 +269,7 @@ def _measure(network: nn.Module, modules: Mapping[str, nn.Module], rows: Sequenc
 
 
 def _choose_blocks(module: nn.Module, depth: int | None, blocks: Sequence[str] | None, input_shape: tuple[int, ...],
-                   width: int, threads: int) -> tuple[list[tuple[str, nn.Module]], str]:
+                   counting: Counting) -> tuple[list[tuple[str, nn.Module]], str]:
     """The blocks to report and how they were chosen: named, ``depth`` levels down, or (depth None) the
     encoder blocks of a transformer and the modules around them (``parts.auto_blocks``), else depth 1."""
     if blocks or depth is not None:
@@ -274,18 +280,18 @@ def _choose_blocks(module: nn.Module, depth: int | None, blocks: Sequence[str] |
         chosen = select_blocks(module, 1)
         return chosen, f"depth 1 ({len(chosen)})"
     everything = [(name, sub) for name, sub in module.named_modules() if name]
-    _, calls = record_calls(module, everything, input_shape, width, strict=False, threads=threads)
+    _, calls = record_calls(module, everything, input_shape, counting, strict=False)
     chosen = runnable_blocks(module, rows, calls)
     kept = sum(1 for name, _ in chosen if name in encoders)
     return chosen, f"{kept} encoder blocks and {len(chosen) - kept} others"
 
 
-def _split_parts(module: nn.Module, input_shape: tuple[int, ...], width: int, threads: int, terms: CostTerms,
+def _split_parts(module: nn.Module, input_shape: tuple[int, ...], counting: Counting, terms: CostTerms,
                  rows: list[BlockRow]) -> None:
     """Fill each row's ``parts``: the ms its attention and MLP modules cost inside the network (counted in one
     pass, priced with the same cost terms as the rows), and the rest of the row as other."""
     classified = classified_modules(module)
-    counted = (attribute_features(module, input_shape, [(n, m) for n, m, _ in classified], width, threads)
+    counted = (attribute_features(module, input_shape, [(n, m) for n, m, _ in classified], counting)
                if classified else {})
     named = {row.name: row for row in rows if row.name != REST}
     for row in rows:
@@ -309,7 +315,8 @@ def _split_parts(module: nn.Module, input_shape: tuple[int, ...], width: int, th
 def analyze_network(module: nn.Module, input_shape: Sequence[int], model: LatencyModel, depth: int | None = None,
                     blocks: Sequence[str] | None = None, measure: bool = False, *, top: int | None = None,
                     bottleneck_share: float = 0.5, device: str | None = None, threads: int | None = None,
-                    measure_options: Mapping[str, Any] | None = None, progress: bool = False) -> LatencyReport:
+                    measure_options: Mapping[str, Any] | None = None, progress: bool = False,
+                    ops: bool = False) -> LatencyReport:
     """Rank the blocks of ``module`` on ``input_shape`` by the latency ``model`` predicts for them.
 
     Blocks are the children ``depth`` levels down, or the qualified ``blocks`` names; by default, a
@@ -318,24 +325,28 @@ def analyze_network(module: nn.Module, input_shape: Sequence[int], model: Latenc
     ``top`` heaviest rows, or else the heaviest rows that make up ``bottleneck_share`` of the time.
     With ``measure``, every block and the whole network are also timed with ``measure_latency`` under the
     model's protocol (``device``/``threads`` replace the model's; ``measure_options`` go to
-    ``measure_latency``, e.g. ``min_run_time``). The allocator policy is the caller's to set
-    (``timing.apply_allocator_policy``).
+    ``measure_latency``, e.g. ``min_run_time``). With ``measure`` and ``ops``, every aten call is also timed in
+    place and compared with what the model charges it, per operator class (``op_classes``). The allocator
+    policy is the caller's to set (``timing.apply_allocator_policy``).
     """
+    if ops and not measure:
+        raise ValueError("the per-operator view compares measured with predicted time: ask for measure=True too "
+                         "(--measure on the command line)")
     if top is not None and top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
     if not 0 < bottleneck_share <= 1:
         raise ValueError(f"bottleneck_share must be in (0, 1], got {bottleneck_share}")
     input_shape = tuple(int(d) for d in input_shape)
-    width, counting_threads = model.vector_width, model.threads  # features as the model's device counts them
-    chosen, split = _choose_blocks(module, depth, blocks, input_shape, width, counting_threads)
-    whole, calls = record_calls(module, chosen, input_shape, width, threads=counting_threads)
+    counting = model.counting  # features as the model's device counts them
+    chosen, split = _choose_blocks(module, depth, blocks, input_shape, counting)
+    whole, calls = record_calls(module, chosen, input_shape, counting)
     whole_features = whole.as_dict()
     terms = model.cost_terms(whole_features)
 
     cache: dict[tuple[int, Shapes], BlockFeatures] = {}
     rows, counted = [], []
     for name, block in chosen:
-        per_call = block_features(name, block, calls[name], cache, width, counting_threads)
+        per_call = block_features(name, block, calls[name], cache, counting)
         counted.extend(per_call)
         features = sum_features(per_call)
         standalone = float(model.predict(per_call).sum()) if per_call else 0.0
@@ -363,7 +374,7 @@ def analyze_network(module: nn.Module, input_shape: Sequence[int], model: Latenc
     if not math.isclose(total, whole_ms, rel_tol=1e-6, abs_tol=1e-9):
         warnings.warn(f"rows sum to {total:.4g} ms but the model predicts {whole_ms:.4g} ms for the whole network "
                       "(the model clips negative predictions to 0)", stacklevel=2)
-    _split_parts(module, input_shape, width, counting_threads, terms, rows)
+    _split_parts(module, input_shape, counting, terms, rows)
     ranked = _rank(rows, total, top, bottleneck_share)
     report = LatencyReport(network=type(module).__name__, input_shape=input_shape, model_kind=model.kind,
                            model_device=dict(model.device), split=split, blocks=ranked, total_predicted_ms=total,
@@ -377,6 +388,9 @@ def analyze_network(module: nn.Module, input_shape: Sequence[int], model: Latenc
         report.measurement = _measure(module, modules, rows, input_shape, protocol, measure_options or {}, progress)
         report.measurement["error"] = (total - report.measurement["total_ms"]) / report.measurement["total_ms"]
         report.measurement["drift"] = drift.to_dict() if drift is not None else None
+        if ops:
+            report.op_classes = op_class_rows(module, input_shape, model, protocol,
+                                              whole_ms=report.measurement["total_ms"])
     _logger.debug("analyzed %s: %d blocks, %.3f ms predicted", report.network, len(chosen), total)
     return report
 

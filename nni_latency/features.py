@@ -130,11 +130,13 @@ _FEATURE_SET = frozenset(FEATURE_NAMES)
 
 @dataclass(frozen=True)
 class OpRecord:
-    """One aten call of a forward pass: its operator, class (``operators.OP_CLASSES``) and that class's features."""
+    """One aten call of a forward pass: its operator, class (``operators.OP_CLASSES``), that class's features,
+    and what the call adds to the block's features (``FEATURE_NAMES``: any model kind can price it alone)."""
 
     op: str
     cls: str
     features: dict[str, float]
+    adds: dict[str, float]
 
 
 class BlockFeatures:
@@ -312,20 +314,19 @@ class _FeatureCounter(TorchDispatchMode):
             self.totals["overhead.free_ops"] += 1
             return out
         cls, op_features = classified
-        self.ops.append(OpRecord(name, cls, op_features))
-        self.totals.update({f"{cls}.{feature}": value for feature, value in op_features.items()})
-        self.totals["overhead.ops"] += 1
+        delta: Counter[str] = Counter({f"{cls}.{feature}": value for feature, value in op_features.items()})
+        delta["overhead.ops"] += 1
         self.op_counts[name] += 1
         if name in CONV_OPS:
-            self.totals.update(_conv_features(args, out, self.vector_width))
-            self.totals["conv_ops"] += 1
+            delta.update(_conv_features(args, out, self.vector_width))
+            delta["conv_ops"] += 1
         elif name in MATMUL_OPS:
-            self.totals.update(_matmul_features(name, args, out, self.vector_width))
-            self.totals["conv_ops"] += 1
+            delta.update(_matmul_features(name, args, out, self.vector_width))
+            delta["conv_ops"] += 1
         else:
             elements = _numel(args) + _numel(out)
             if name in ATTENTION_OPS:
-                self.totals.update(_attention_features(args, self.vector_width))
+                delta.update(_attention_features(args, self.vector_width))
             else:
                 category = memory_class(name)
                 if category is None:
@@ -334,12 +335,14 @@ class _FeatureCounter(TorchDispatchMode):
                 if category == "window":
                     # pool(input, kernel_size, ...) -> output (or (output, indices)); work = outputs x window
                     result = out[0] if isinstance(out, (tuple, list)) else out
-                    self.totals[_WINDOW_FEATURE[name]] += result.numel() * math.prod(args[1])
+                    delta[_WINDOW_FEATURE[name]] += result.numel() * math.prod(args[1])
                 else:
-                    self.totals[f"elements_{category}"] += elements
-                self.totals[f"ops_{category}"] += 1
-            self.totals["mem_elements"] += elements
-            self.totals["mem_ops"] += 1
+                    delta[f"elements_{category}"] += elements
+                delta[f"ops_{category}"] += 1
+            delta["mem_elements"] += elements
+            delta["mem_ops"] += 1
+        self.totals.update(delta)
+        self.ops.append(OpRecord(name, cls, op_features, dict(delta)))
         return out
 
 

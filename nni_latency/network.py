@@ -11,7 +11,8 @@ from typing import Sequence
 from torch import nn
 
 from .errors import did_you_mean
-from .features import DEFAULT_VECTOR_WIDTH, FEATURE_NAMES, BlockFeatures, extract_features, run_counted
+from .features import FEATURE_NAMES, BlockFeatures, extract_features, run_counted
+from .protocol import Counting
 
 _logger = logging.getLogger(__name__)
 
@@ -68,8 +69,7 @@ def _check_disjoint(blocks: Sequence[tuple[str, nn.Module]]) -> None:
 
 
 def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], input_shape: Sequence[int],
-                 vector_width: int = DEFAULT_VECTOR_WIDTH, strict: bool = True,
-                 threads: int = 1) -> tuple[BlockFeatures, dict[str, list[Shapes] | None]]:
+                 counting: Counting | None = None, strict: bool = True) -> tuple[BlockFeatures, dict[str, list[Shapes] | None]]:
     """Count the whole network in one forward pass, recording the input shapes of every block call.
 
     A block called with keyword or non-tensor arguments cannot be predicted alone: an error, or with
@@ -88,7 +88,7 @@ def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], in
 
     handles = [module.register_forward_pre_hook(recorder(name), with_kwargs=True) for name, module in blocks]
     try:
-        whole = extract_features(network, input_shape, vector_width, threads)
+        whole = extract_features(network, input_shape, counting)
     finally:
         for handle in handles:
             handle.remove()
@@ -102,16 +102,14 @@ def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], in
 
 
 def block_features(name: str, module: nn.Module, calls: Sequence[Shapes],
-                   cache: dict[tuple[int, Shapes], BlockFeatures],
-                   vector_width: int = DEFAULT_VECTOR_WIDTH, threads: int = 1) -> list[BlockFeatures]:
+                   cache: dict[tuple[int, Shapes], BlockFeatures], counting: Counting | None = None) -> list[BlockFeatures]:
     """The block's features alone, once per recorded call (``cache`` shares them between identical calls)."""
     features = []
     for shapes in calls:
         key = (id(module), shapes)
         if key not in cache:
             try:
-                cache[key] = extract_features(module, shapes[0] if len(shapes) == 1 else list(shapes),
-                                              vector_width, threads)
+                cache[key] = extract_features(module, shapes[0] if len(shapes) == 1 else list(shapes), counting)
             except ValueError as error:
                 raise ValueError(f"block {name!r} cannot be run alone on its recorded input ({error})") from None
         features.append(cache[key])
@@ -162,7 +160,7 @@ class _Call(nn.Module):
 
 
 def attribute_features(network: nn.Module, input_shape: Sequence[int], modules: Sequence[tuple[str, nn.Module]],
-                       vector_width: int = DEFAULT_VECTOR_WIDTH, threads: int = 1) -> dict[str, BlockFeatures]:
+                       counting: Counting | None = None) -> dict[str, BlockFeatures]:
     """The features each of ``modules`` (disjoint) adds inside one forward pass of ``network``, whatever its
     arguments: each call is counted by a counter of its own, nested in the whole network's."""
     counted: dict[str, BlockFeatures] = {}
@@ -170,7 +168,7 @@ def attribute_features(network: nn.Module, input_shape: Sequence[int], modules: 
 
     def counting(name: str, original):
         def forward(*args, **kwargs):
-            features, output = run_counted(_Call(original, kwargs), args, vector_width, threads)
+            features, output = run_counted(_Call(original, kwargs), args, counting)
             counted[name] = counted[name] + features if name in counted else features
             return output
         return forward
@@ -179,7 +177,7 @@ def attribute_features(network: nn.Module, input_shape: Sequence[int], modules: 
         for name, module in modules:
             patched.append((module, module.__dict__.get("forward")))
             module.forward = counting(name, module.forward)
-        extract_features(network, input_shape, vector_width, threads)
+        extract_features(network, input_shape, counting)
     finally:
         for module, own in patched:
             if own is None:

@@ -131,7 +131,7 @@ OP_CLASSES: dict[str, OpClass] = {c.name: c for c in (
     OpClass("conv_gemm", "convolutions ATen runs as im2col + matrix multiply (1x1 and small ones on one thread)",
             ("calls", "flops", "im2col", "elements", "stream", "copied"), "conv_pointwise"),
     OpClass("conv_dense", "ungrouped convolutions with a spatial kernel, on oneDNN/cuDNN", _CONV, "conv_pointwise"),
-    OpClass("conv_pointwise", "ungrouped 1x1 convolutions on oneDNN/cuDNN", _CONV, "conv_dense"),
+    OpClass("conv_pointwise", "ungrouped 1x1 convolutions on oneDNN/cuDNN", _CONV, "conv_gemm"),
     OpClass("conv_grouped", "grouped, not depthwise, convolutions", _CONV, "conv_dense"),
     OpClass("conv_depthwise", "depthwise convolutions (groups == channels)", _CONV, "conv_grouped"),
     OpClass("addmm", "matrix multiplies with a bias (linear layers)", _MATMUL, "mm"),

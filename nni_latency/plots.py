@@ -251,3 +251,28 @@ def plot_report(report, path: str | os.PathLike) -> Path:
     figure.tight_layout()
     target = Path(path)
     return save_figure(figure, target, (target.suffix or ".png",))[0]
+
+
+def plot_op_classes(rows, path: str | os.PathLike, title: str = "") -> Path:
+    """Measured (in place) against predicted time per operator class, largest error on top; written atomically.
+    ``rows`` are ``op_classes.OpClassRow``s."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 1.4 + 0.32 * len(rows)))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    positions = np.arange(len(rows))[::-1]
+    axes.barh(positions + 0.2, [r.measured_ms for r in rows], height=0.4, color="tab:gray", label="measured in place")
+    axes.barh(positions - 0.2, [r.predicted_ms for r in rows], height=0.4, color="tab:blue", label="predicted")
+    for position, row in zip(positions, rows):
+        ratio = "" if row.ratio is None else f" x{row.ratio:.2f}"
+        axes.annotate(ratio, (max(row.measured_ms, row.predicted_ms), position), va="center", fontsize=7)
+    axes.set_yticks(positions, [f"{r.cls} ({r.calls})" for r in rows], fontsize=8)
+    axes.set_xlabel("time per forward pass (ms)")
+    axes.set_title(f"{title}: time per operator class, predicted / measured".strip(": "), fontsize=9)
+    axes.legend(loc="lower right", fontsize=8)
+    axes.margins(x=0.15)
+    figure.tight_layout()
+    target = Path(path)
+    return save_figure(figure, target, (target.suffix or ".png",))[0]

@@ -28,7 +28,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.utils.validation import check_is_fitted
 
 from .features import FEATURE_NAMES
-from .operators import OP_CLASSES, OP_FEATURE_NAMES, OVERHEAD_FEATURES
+from .operators import OP_CLASSES, OP_FEATURE_NAMES, OVERHEAD_FEATURES, OpClass
 
 _logger = logging.getLogger(__name__)
 _RANK_WARNING = getattr(np, "exceptions", np).RankWarning
@@ -351,7 +351,7 @@ class OperatorCostModel(_AffineRegressor):
             lender, seen = op_class.fallback, {name}
             while name not in sources and lender and lender not in seen:
                 if sources.get(lender, "").endswith(" calls"):  # fitted on calls of its own
-                    weights.update({f"{name}.{f}": weights.get(f"{lender}.{_borrowed(f)}", 0.0)
+                    weights.update({f"{name}.{f}": weights.get(f"{lender}.{_borrowed(f, OP_CLASSES[lender])}", 0.0)
                                     for f in op_class.features})
                     sources[name] = f"as {lender}"
                 seen.add(lender)
@@ -377,9 +377,11 @@ class OperatorCostModel(_AffineRegressor):
         return model
 
 
-def _borrowed(feature: str) -> str:
-    # A GEMM-path conv borrowing a oneDNN kind's weights reads its FLOPs as that kind's padded FLOPs.
-    return {"flops": "vflops", "im2col": "elements"}.get(feature, feature)
+def _borrowed(feature: str, lender: OpClass) -> str:
+    # A GEMM-path conv and a oneDNN kind read each other's FLOPs as their own (padded or not).
+    if feature in lender.features:
+        return feature
+    return {"flops": "vflops", "vflops": "flops", "im2col": "elements"}.get(feature, feature)
 
 
 MODEL_KINDS: dict[str, type[_LatencyRegressor]] = {

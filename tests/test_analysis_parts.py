@@ -137,8 +137,8 @@ def test_parts_partition_every_row_and_the_network(vit_report):
 def test_parts_are_priced_with_the_models_own_cost_terms(vit_report, fitted_model):
     network = tiny_vit()
     counted = attribute_features(network, IMAGE, [("blocks.0.attn", network.blocks[0].attn)],
-                                 fitted_model.vector_width)
-    whole, _ = record_calls(network, [], IMAGE, fitted_model.vector_width)
+                                 fitted_model.counting)
+    whole, _ = record_calls(network, [], IMAGE, fitted_model.counting)
     expected = fitted_model.cost_terms(whole.as_dict()).predict(counted["blocks.0.attn"].as_dict(),
                                                                 include_intercept=False)
     row = next(row for row in vit_report.blocks if row.name == "blocks.0")

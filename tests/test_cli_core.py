@@ -15,11 +15,13 @@ import pytest
 import torch
 
 from nni_latency import fit as fitting
+from nni_latency import profiling
 from nni_latency.blocks import BlockSpec
 from nni_latency.cli import main
 from nni_latency.features import extract_features
 from nni_latency.fileio import read_jsonl
 from nni_latency.model import LatencyModel
+from nni_latency.operators import OP_CLASSES
 
 HAS_GPU = torch.cuda.is_available()
 
@@ -48,7 +50,7 @@ def no_measuring(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a block was measured")
 
-    monkeypatch.setattr(microbench, "measure_latency", refuse)
+    monkeypatch.setattr(profiling, "measure_latency", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -78,20 +80,27 @@ def test_profile_dataset_has_one_row_per_block(profiled):
     assert len(keys) == len(set(keys)) == profiled.count
     rows = list(read_jsonl(profiled.dir / "microbench.jsonl"))
     assert all(row["latency_ms"] > 0 and row["device"] == "cpu" for row in rows)
+    # every block also carries the in-place time of each aten call it made, aligned with its counted calls
+    for row in rows:
+        assert row["ops"] and row["op_overhead_ms"] > 0
+        assert all(ms >= 0 and cls in OP_CLASSES for _, cls, ms, _ in row["ops"])
+        assert len(row["ops"]) == row["features"]["overhead.ops"]
 
 
 def test_profile_model_describes_the_device_and_protocol(profiled):
     model = LatencyModel.load(profiled.dir / "device_model.json")
-    assert model.kind == "relative_linear"
+    assert model.kind == "op_linear"
     assert model.device["type"] == "cpu" and model.device["threads"] == 1
+    assert model.device["op_sums"]["blocks"] == profiled.count and model.device["op_sums"]["median_ratio"] > 0
     assert model.device["protocol"] == "rotate" and model.device["dtype"] == "fp32"
     assert model.metrics["points"] == profiled.count
-    assert set(model.metrics["cv"]) == {"relative_linear", "two_regime", "flops"}
+    assert set(model.metrics["cv"]) == {"op_linear", "relative_linear", "two_regime", "flops"}
 
 
 def test_profile_prints_the_summary(profiled):
     out = profiled.result.out
-    assert "device model: relative_linear on " in out
+    assert "device model: op_linear on " in out
+    assert "operators timed in place: their sum is a median" in out
     assert f"profiled {profiled.count} blocks" in out
     assert "parameters:" in out and "cross-validated fit" in out and "-bound" in out
     assert "wrote " in out and "device_model.json" in out and "fit.svg" in out
@@ -151,7 +160,7 @@ def model_file(synthetic_model, tmp_path):
 
 
 def _expected_ms(model_path, module, shape) -> float:
-    return LatencyModel.load(model_path).predict(extract_features(module, shape))
+    return LatencyModel.load(model_path).predict_module(module, shape)
 
 
 def test_predict_a_block_from_flags(model_file):
@@ -173,7 +182,7 @@ def test_predict_json(model_file):
     assert data["block"] == spec.key and data["input_shape"] == [2, 16, 14, 14]
     features = extract_features(spec.build(), spec.input_shape)
     assert data["features"] == features.as_dict()
-    assert data["predicted_ms"] == pytest.approx(LatencyModel.load(model_file).predict(features), rel=1e-12)
+    assert data["predicted_ms"] == pytest.approx(LatencyModel.load(model_file).predict_one(features), rel=1e-12)
 
 
 def test_predict_a_module_from_a_python_file(model_file, tmp_path):
@@ -321,7 +330,7 @@ def test_profile_batches_cover_every_size_asked_for(tiny_profile_config, tmp_pat
         timed.append(shape[0])
         return LatencyMeasurement(times_ms=(0.1 * shape[0],), number_per_run=1, protocol="rotate", copies=2)
 
-    monkeypatch.setattr(microbench, "measure_latency", fake_measure)
+    monkeypatch.setattr(profiling, "measure_latency", fake_measure)
     result = _run(["profile", "--config", str(tiny_profile_config), "--batches", "1,4", "--output-dir",
                    str(tmp_path / "run"), "--no-progress"])
     assert result.code == 0, result.err

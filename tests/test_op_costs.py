@@ -155,6 +155,7 @@ def test_a_class_without_calls_borrows_its_fallbacks_weights():
     assert model.sources_["conv_grouped"] == "as conv_pointwise"  # conv_dense has no calls either: next in line
     assert model.sources_["conv_dense"] == "as conv_pointwise"
     assert weights["conv_dense.vflops"] == weights["conv_pointwise.vflops"]
+    assert model.sources_["conv_gemm"] == "as conv_pointwise"
     assert weights["conv_gemm.flops"] == weights["conv_pointwise.vflops"]  # FLOPs read as padded FLOPs
     assert model.sources_["transcendental"] == "none"
 
@@ -239,3 +240,26 @@ def fitted_model():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return LatencyModel(regressor, device={**MeasurementProtocol().to_dict(), "name": "test", "batches": [1]})
+
+
+def test_the_predict_command_and_predict_module_agree_in_number_and_warnings(fitted_model, tmp_path):
+    import contextlib
+    import io
+    import re
+
+    from nni_latency.cli import main
+    from nni_latency.coverage import CoverageWarning
+
+    path = tmp_path / "model.json"
+    fitted_model.save(path)
+    network = tmp_path / "net.py"
+    network.write_text("from torch import nn\n\ndef build():\n    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())\n")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(["predict", f"{network}:build", "--input-shape", "4,3,16,16", "--model", str(path)]) == 0
+    printed = float(re.search(r"([0-9.]+) ms predicted", out.getvalue()).group(1))
+    assert "fitted at batch 1; batch 4 lies outside" in err.getvalue()
+    model = LatencyModel.load(path)
+    with pytest.warns(CoverageWarning, match="batch 4 lies outside"):
+        direct = model.predict_module(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), (4, 3, 16, 16))
+    assert printed == pytest.approx(direct, abs=5e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 from . import INPUT_SHAPE_HELP, TARGET_HELP
 
@@ -26,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="device for --measure (unset: the one the model was profiled on)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for --measure (unset: the model's)")
+    parser.add_argument("--ops", action="store_true",
+                        help="with --measure: also time every aten call in place and compare it, operator class by "
+                             "class (depthwise convs, bmm, softmax, ...), with what the model charges it; the "
+                             "classes that cost the most error come first")
+    parser.add_argument("--ops-plot", default=None, metavar="OUT.png",
+                        help="with --ops: draw measured against predicted time per operator class")
     parser.add_argument("--json", default=None, metavar="OUT", help="also write the report as JSON")
     parser.add_argument("--plot", default=None, metavar="OUT.png", help="also draw the ranked blocks as a bar chart")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar of --measure")
@@ -36,11 +43,9 @@ def _check_runnable(network, input_shape, model, target: str) -> None:
     large to run here is refused before analyze allocates it block by block."""
     import warnings
 
-    from ..counting import count_features
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        count_features(network, input_shape, model.vector_width, model.threads)
+        model.count(network, input_shape)
     large = [w for w in caught if "too large to run here" in str(w.message)]
     if large:
         raise ValueError(f"{target} on {','.join(map(str, input_shape))} is too large for analyze, which runs every "
@@ -51,9 +56,10 @@ def _check_runnable(network, input_shape, model, target: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis import analyze_network
     from ..fileio import atomic_write_json
+    from ..hostload import watch_host
     from ..model import LatencyModel
     from ..outputs import Output, check_outputs, keep_previous
-    from ..plots import plot_report
+    from ..plots import plot_op_classes, plot_report
     from ..protocol import protocol_of
     from ..targets import input_hint, load_network
     from ..timing import apply_allocator_policy
@@ -69,8 +75,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--blocks is empty: give qualified module names such as layer1,layer2")
     check_not_a_directory(args.json, "--json", "report.json")
     check_not_a_directory(args.plot, "--plot", "report.png")
+    check_not_a_directory(args.ops_plot, "--ops-plot", "ops.png")
+    if (args.ops or args.ops_plot) and not args.measure:
+        raise ValueError("--ops compares measured with predicted time per operator class: add --measure")
+    if args.ops_plot and not args.ops:
+        raise ValueError("--ops-plot draws the per-operator view: add --ops")
     check_outputs([Output(p, kind, flag) for p, kind, flag in ((args.json, "report", "--json"),
-                                                               (args.plot, "plot", "--plot")) if p],
+                                                               (args.plot, "plot", "--plot"),
+                                                               (args.ops_plot, "plot", "--ops-plot")) if p],
                   {"--model": args.model, "network file": args.target.rpartition(":")[0] or None})
     model = LatencyModel.load(args.model)
     network, input_shape = load_network(args.target, args.input_shape)
@@ -78,14 +90,16 @@ def run(args: argparse.Namespace) -> int:
         apply_allocator_policy(protocol_of(model))
     try:
         _check_runnable(network, input_shape, model, args.target)
-        report = analyze_network(network, input_shape, model, depth=args.depth, blocks=blocks, measure=args.measure,
-                                 top=args.top, device=args.device, threads=args.threads,
-                                 progress=not args.no_progress)
+        with watch_host("measuring the network") if args.measure else contextlib.nullcontext() as host:
+            report = analyze_network(network, input_shape, model, depth=args.depth, blocks=blocks,
+                                     measure=args.measure, top=args.top, device=args.device, threads=args.threads,
+                                     progress=not args.no_progress, ops=args.ops)
     except ValueError as error:
         hint = input_hint(network, args.target) if "does not fit" in str(error) else None
         raise ValueError(f"{error}; {hint}" if hint else str(error)) from None
     print(report.format_table())
     if args.measure:
+        report.measurement["host_load"] = host.record()  # how busy other processes kept the host meanwhile
         from ..timing import allocator_advice
 
         advice = allocator_advice(protocol_of(model))
@@ -98,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         written.append(args.json)
     if args.plot:
         written.append(str(plot_report(report, args.plot)))
+    if args.ops_plot:
+        written.append(str(plot_op_classes(report.op_classes, args.ops_plot, title=report.network)))
     if written:
         print(f"wrote {', '.join(written)}")
     return 0
