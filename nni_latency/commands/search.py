@@ -4,6 +4,7 @@ term is the device model's prediction."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,7 @@ def _quiet_after_import(verbose: bool) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..search.config import load_search_config
+    from ..search.engine import SearchInterrupted
     from ..search.run import latency_protocol, run_search
     from ..locking import folder_lock
     from ..timing import apply_allocator_policy
@@ -44,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
     apply_allocator_policy(latency_protocol(config.latency))
     progress = config.trainer.progress and not args.no_progress
     with folder_lock(config.output_dir, "nni-latency search"):  # one writer per folder
-        result = run_search(config, progress=progress)
+        try:
+            result = run_search(config, progress=progress)
+        except SearchInterrupted as interrupted:  # NNI's engine: its manager and trials are stopped; how to resume
+            print(f"nni-latency search: {interrupted}", file=sys.stderr)
+            return 130
     if result.is_main_process:
         print(result.summary())
     return 0

@@ -175,7 +175,8 @@ class ExecutionConfig:
     The other keys are NNI's experiment-config keys, under NNI's names (``nni_latency.search.engine`` turns
     them into a ``NasExperimentConfig``); ``training_service`` is NNI's training-service section verbatim
     (``local``, or a mapping such as ``{platform: remote, machine_list: [...]}``). ``multi_trial.trials`` is
-    NNI's ``max_trial_number``. ``resume`` is the id of an interrupted experiment to continue.
+    NNI's ``max_trial_number``. ``resume: true`` continues an interrupted search in the same ``output_dir`` from the
+    trials it recorded (``trials.jsonl``), on either engine.
     """
 
     engine: str = "in_process"
@@ -186,7 +187,7 @@ class ExecutionConfig:
     experiment_working_directory: str | None = None  # None: <output_dir>/nni-experiments
     nni_manager_ip: str | None = None
     port: int = 8080
-    resume: str | None = None
+    resume: bool = False
 
 
 @dataclass
@@ -294,9 +295,8 @@ class SearchConfig:
                "set execution.engine in_process or strategy.name evolution or random")
         _check(execution.trial_concurrency >= 1 and execution.trial_gpu_number >= 0,
                "execution.trial_concurrency must be at least 1 and execution.trial_gpu_number at least 0")
-        _check(execution.engine == "nni" or (execution.trial_concurrency == 1 and execution.resume is None),
-               "execution.trial_concurrency and execution.resume need execution.engine nni (in_process runs one "
-               "trial at a time)")
+        _check(execution.engine == "nni" or execution.trial_concurrency == 1,
+               "execution.trial_concurrency above 1 needs execution.engine nni (in_process runs one trial at a time)")
         _check(1 <= execution.port <= 65534, f"execution.port must be in 1..65534, got {execution.port}")
 
 
@@ -320,6 +320,16 @@ def _space_section(section: Any) -> Any:
     return {**{key: section[key] for key in _SPACE_KEYS if key in section}, "arguments": arguments}
 
 
+def _switched_space(yaml_space: dict, section: Any, overrides: Sequence[str]) -> Any:
+    """``section`` after the overrides; when ``--set space.name`` picked another space than the YAML's, the YAML's
+    arguments of its own space (``width_mult`` of fbnet) are dropped: only those given with ``--set`` apply."""
+    name = yaml_space.get("name", SpaceConfig.name)
+    if not isinstance(section, dict) or section.get("name", SpaceConfig.name) == name:
+        return section
+    typed = {o.partition("=")[0].strip().split(".")[1] for o in overrides if o.strip().startswith("space.")}
+    return {key: value for key, value in section.items() if key in _SPACE_KEYS[:3] or key in typed}
+
+
 def resolve_config_path(path: str | os.PathLike | None) -> Path:
     """A file path as given, else a config shipped in ``nni_latency/configs``; None is the default config."""
     if path is None:
@@ -341,8 +351,9 @@ def load_search_config(path: str | os.PathLike | None = None, overrides: Sequenc
     if data.get("retrain") is False:  # `retrain: off` in YAML
         data["retrain"] = {"epochs": 0}
     try:
+        yaml_space = dict(data.get("space") or {}) if isinstance(data.get("space"), dict) else {}
         apply_overrides(data, overrides)
-        data["space"] = _space_section(data.get("space") or {})
+        data["space"] = _space_section(_switched_space(yaml_space, data.get("space") or {}, overrides))
         config = config_from_dict(SearchConfig, data)
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None

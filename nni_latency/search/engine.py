@@ -52,17 +52,18 @@ def _training_service(value: Any):
     return service
 
 
-def nni_experiment_config(config: SearchConfig, output_dir: Path | None = None):
-    """NNI's ``NasExperimentConfig`` for ``config.execution``, validated by NNI (errors become one-line ValueErrors)."""
+def nni_experiment_config(config: SearchConfig, max_trials: int | None = None):
+    """NNI's ``NasExperimentConfig`` for ``config.execution`` (``max_trials`` defaults to ``multi_trial.trials``),
+    validated by NNI; what NNI rejects becomes a one-line ValueError."""
     from nni.nas.experiment import NasExperimentConfig
 
     execution = config.execution
-    directory = execution.experiment_working_directory or str(Path(output_dir or config.output_dir) / "nni-experiments")
+    directory = execution.experiment_working_directory or str(Path(config.output_dir) / "nni-experiments")
     try:
         nni_config = NasExperimentConfig(
             "ts", "simplified", training_service=_training_service(execution.training_service),
             experiment_name=f"nni-latency {config.space.name} {config.strategy.name}",
-            trial_concurrency=execution.trial_concurrency, max_trial_number=config.multi_trial.trials,
+            trial_concurrency=execution.trial_concurrency, max_trial_number=max_trials or config.multi_trial.trials,
             trial_gpu_number=execution.trial_gpu_number, max_experiment_duration=execution.max_experiment_duration,
             nni_manager_ip=execution.nni_manager_ip, experiment_working_directory=str(Path(directory).resolve()))
         nni_config.canonical_copy()  # NNI's own validation
@@ -170,40 +171,31 @@ def _failure_reporter(experiment) -> Callable[[Any], None]:
     return report
 
 
-def run_experiment(config: SearchConfig, space, profiler, reward: Callable[[float, float], float],
-                   path: Path | None) -> tuple[list, str]:
-    """Run the multi-trial search as an NNI experiment; returns (every recorded trial, the strategy's name)."""
+def run_experiment(config: SearchConfig, space, strategy, records, max_trials: int) -> None:
+    """Run ``strategy`` (chained with ``records``, a ``multitrial.TrialRecords``) for ``max_trials`` trials as an NNI
+    experiment on the configured training service; the trials land in ``records``.
+
+    NNI 3.0's own resume cannot run here (its checkpoint load trips torch's ``weights_only`` default, and its
+    Python channel does not know the manager's ImportData command), so an interrupted search resumes as a new
+    experiment that starts from the recorded trials (``execution.resume``)."""
     from nni.nas.evaluator import FunctionalEvaluator
     from nni.nas.experiment import NasExperiment
 
-    from .multitrial import TrialRecords, build_trial_strategy
     from .trial import run_trial, trial_arguments
 
     execution = config.execution
-    output_dir = Path(config.output_dir)
-    nni_config = nni_experiment_config(config, output_dir)
+    nni_config = nni_experiment_config(config, max_trials=max_trials)
     platform = getattr(nni_config.training_service, "platform", "")
     check_node_runtime()
     check_port(execution.port, platform)
     threads = trial_threads(nni_config.canonical_copy())
-    if execution.resume is None and path is not None and path.exists():
-        path.unlink()  # a new experiment: earlier records are not its own
     evaluator = FunctionalEvaluator(run_trial, **trial_arguments(config, threads))
-    records = TrialRecords(profiler.profile, reward, path)
-    strategy, name = build_trial_strategy(config, profiler, records)
-    experiment = NasExperiment(space, evaluator, strategy, nni_config, id=execution.resume)
+    experiment = NasExperiment(space, evaluator, strategy, nni_config)
     records.on_failure = _failure_reporter(experiment)
-    _logger.info("NNI experiment %s: %s, %d trial(s), %d at a time on %s; files in %s", experiment.id, name,
-                 config.multi_trial.trials, execution.trial_concurrency, platform,
-                 nni_config.experiment_working_directory)
+    _logger.info("NNI experiment %s: %d trial(s), %d at a time on %s; its files in %s", experiment.id, max_trials,
+                 execution.trial_concurrency, platform, nni_config.experiment_working_directory)
     try:
-        if execution.resume is not None:
-            if not experiment.has_checkpoint():
-                raise ValueError(f"execution.resume: no NNI experiment {execution.resume!r} to resume (see "
-                                 "`nnictl experiment list --all`); unset execution.resume to start a new one")
-            finished = experiment.resume(execution.port)
-        else:
-            finished = experiment.run(execution.port)
+        finished = experiment.run(execution.port)
         if finished is not None:
             if records.wait_running(_REPORT_WAIT_S):
                 _logger.warning("NNI's engine finished before every trial's report reached this process; "
@@ -217,8 +209,6 @@ def run_experiment(config: SearchConfig, space, profiler, reward: Callable[[floa
     finally:
         if experiment.port is not None:  # NNI stops itself on Ctrl-C only; a finished or failed run is ours to stop
             experiment.stop()
-    if finished is None:  # NNI's run() caught Ctrl-C, stopped its manager and its trials
+    if finished is None:  # NNI's run() caught Ctrl-C and stopped its manager, which stops its trials
         raise SearchInterrupted(f"interrupted: NNI experiment {experiment.id} stopped with {len(records.trials)} "
-                                f"trial(s) done; resume it with the same command and --set "
-                                f"execution.resume={experiment.id}")
-    return records.trials, name
+                                "trial(s) done; resume with the same command and --set execution.resume=true")

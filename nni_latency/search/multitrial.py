@@ -28,7 +28,8 @@ from .data import DataSplits
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["Trial", "run_trials", "mnasnet_reward", "build_trial_strategy", "TrialRecords", "TRIALS_FILE"]
+__all__ = ["Trial", "run_trials", "mnasnet_reward", "build_trial_strategy", "TrialRecords", "TRIALS_FILE", "sample_key",
+           "read_trials"]
 
 TRIALS_FILE = "trials.jsonl"  # one Trial per line, appended as trials finish (what a resumed search starts from)
 
@@ -155,23 +156,43 @@ def read_trials(path: Path) -> list[Trial]:
     return [Trial(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def sample_key(sample: dict[str, Any]) -> str:
+    """One string per architecture, the same before and after a JSON round trip (tuples become lists)."""
+    return json.dumps(sample, sort_keys=True, default=str)
+
+
 def build_trial_strategy(config: SearchConfig, profiler, records: TrialRecords):
-    """The configured strategy chained with the budget filter (``latency: filter``) and ``records``; and its name."""
+    """The configured strategy chained with the budget filter (``latency: filter``) and ``records``; and its name.
+
+    When ``records`` already holds trials (a resumed search), architectures it holds are filtered out before
+    they train, and an evolution starts from them as its population."""
     from nni.nas.oneshot.pytorch.profiler import RangeProfilerFilter
     from nni.nas.strategy import Random, RegularizedEvolution
+    from nni.nas.strategy.evolution import Individual
     from nni.nas.strategy.middleware import Chain, Filter
 
     trials = config.multi_trial
     if config.strategy.name == "evolution":
         strategy = RegularizedEvolution(population_size=trials.population_size, sample_size=trials.sample_size,
                                         mutation_prob=trials.mutation_prob, seed=config.trainer.seed)
+        finished = [t for t in records.trials if math.isfinite(t.reward)]
+        if finished:
+            state = strategy.state_dict()
+            state.update(population=[Individual(t.sample, t.reward) for t in finished[-trials.population_size:]],
+                         individual_counter=len(records.trials))
+            strategy.load_state_dict(state)
     else:
         strategy = Random(seed=config.trainer.seed)
-    if trials.latency != "filter":
-        return Chain(strategy, records), f"{config.strategy.name} (latency as a second objective)"
-    budget = RangeProfilerFilter(profiler, max=config.latency.target_ms)
-    return (Chain(strategy, Filter(lambda model: budget(model.sample)), records),
-            f"{config.strategy.name} (latency budget {config.latency.target_ms:g} ms as a filter)")
+    middlewares = []
+    if records.trials:
+        done = {sample_key(t.sample) for t in records.trials}
+        middlewares.append(Filter(lambda model: sample_key(dict(model.sample)) not in done))
+    name = f"{config.strategy.name} (latency as a second objective)"
+    if trials.latency == "filter":
+        budget = RangeProfilerFilter(profiler, max=config.latency.target_ms)
+        middlewares.append(Filter(lambda model: budget(model.sample)))
+        name = f"{config.strategy.name} (latency budget {config.latency.target_ms:g} ms as a filter)"
+    return Chain(strategy, *middlewares, records), name
 
 
 def _reward(config: SearchConfig, profiler) -> Callable[[float, float], float]:
@@ -196,24 +217,36 @@ def run_trials(config: SearchConfig, space, splits: DataSplits, profiler,
 
     reward = _reward(config, profiler)
     path = None if output_dir is None else output_dir / TRIALS_FILE
-    if config.execution.engine == "nni":
+    if path is not None and path.exists() and not config.execution.resume:
+        path.unlink()  # a new search: earlier records are not its own
+    if config.execution.resume and (path is None or not path.exists()):
+        raise ValueError(f"execution.resume: {path} does not exist, so there is no interrupted search to resume in "
+                         "this output_dir; unset execution.resume to start a new one")
+    records = TrialRecords(profiler.profile, reward, path)
+    remaining = config.multi_trial.trials - len(records.trials)
+    if records.trials:
+        _logger.info("resuming: %d trial(s) recorded in %s, %d to go", len(records.trials), path, max(remaining, 0))
+    strategy, name = build_trial_strategy(config, profiler, records)
+    if remaining > 0 and config.execution.engine == "nni":
         from .engine import run_experiment
 
-        trials, name = run_experiment(config, space, profiler, reward, path)
-    else:
+        run_experiment(config, space, strategy, records, remaining)
+    elif remaining > 0:
         from nni.nas.execution import SequentialExecutionEngine
         from nni.nas.space import RawFormatModelSpace
 
-        if path is not None and path.exists():
-            path.unlink()  # a fresh in-process search: earlier records are not its own
-        records = TrialRecords(profiler.profile, reward, path)
         arguments = trial_arguments(config)
         remember_splits(arguments["data"], arguments["input_size"], splits)
-        strategy, name = build_trial_strategy(config, profiler, records)
-        strategy(RawFormatModelSpace.from_model(space, FunctionalEvaluator(run_trial, **arguments)),
-                 SequentialExecutionEngine(max_model_count=config.multi_trial.trials))
+        try:
+            strategy(RawFormatModelSpace.from_model(space, FunctionalEvaluator(run_trial, **arguments)),
+                     SequentialExecutionEngine(max_model_count=remaining))
+        except KeyboardInterrupt:
+            from .engine import SearchInterrupted
+
+            raise SearchInterrupted(f"interrupted with {len(records.trials)} trial(s) done; resume with the same "
+                                    "command and --set execution.resume=true") from None
         records.detach()
-        trials = records.trials
+    trials = records.trials
     finished = [t for t in trials if math.isfinite(t.reward)]
     if not finished:
         raise ValueError(f"no architecture within latency.target_ms={config.latency.target_ms} ms was found; raise "
