@@ -28,8 +28,13 @@ SHAPE = (1, 3, 16, 16)
 pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.OutOfRangeWarning")
 
 
+# The synthetic device, written by what each role means: arithmetic, elements moved, op calls (and a fixed cost).
+DEVICE_ROLES = {"compute": lambda f: 1e-6 * f["flops"], "memory": lambda f: 2e-6 * f["mem_elements"],
+                "overhead": lambda f: 0.01 * (f["conv_ops"] + f["mem_ops"]) + 0.02}
+
+
 def _synthetic_latency(f):
-    return 1e-6 * f["flops"] + 2e-6 * f["mem_elements"] + 0.01 * (f["conv_ops"] + f["mem_ops"]) + 0.02
+    return sum(cost(f) for cost in DEVICE_ROLES.values())
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +98,7 @@ def test_rows_partition_the_whole_network_prediction(kind, depth):
     report = analyze_network(network, SHAPE, model, depth=depth)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        whole = model.predict(extract_features(network, SHAPE))
+        whole = model.predict_one(extract_features(network, SHAPE))
     assert math.isclose(sum(r.predicted_ms for r in report.blocks), whole, rel_tol=1e-9)
     assert math.isclose(report.total_predicted_ms, whole, rel_tol=1e-9)
     assert math.isclose(sum(r.share for r in report.blocks), 1.0, rel_tol=1e-9)
@@ -130,7 +135,7 @@ def test_block_called_twice_sums_its_calls(fitted_model):
     single = extract_features(ConvBNAct(8, 8, 3), (1, 8, 16, 16)).as_dict()
     assert len(shared.calls) == 2 and shared.input_shape == (1, 8, 16, 16)
     assert shared.features == {name: 2 * single[name] for name in FEATURE_NAMES}
-    assert math.isclose(shared.standalone_ms, 2 * fitted_model.predict(single))
+    assert math.isclose(shared.standalone_ms, 2 * fitted_model.predict_one(single))
 
 
 @pytest.mark.parametrize("depth, names", [
@@ -181,13 +186,35 @@ def test_cost_terms_split_features_into_roles(kind):
     assert terms.split(dict.fromkeys(FEATURE_NAMES, 0.0), include_intercept=True)["overhead"] == terms.intercept
 
 
-@pytest.mark.parametrize("feature, role", [
-    ("flops", "compute"), ("flops_depthwise", "compute"), ("acts", "memory"), ("inp", "memory"),
-    ("weights", "memory"), ("mem_elements", "memory"), ("conv_ops", "overhead"), ("mem_ops", "overhead"),
-    ("intercept", "overhead"),
-])
-def test_feature_roles_table(feature, role):
-    assert TERM_ROLES[feature] == role
+@pytest.mark.parametrize("kind,feature", [(kind, feature) for kind, model in MODELS.items()
+                                           for feature in model.regressor.feature_names])
+def test_a_term_moves_only_its_roles_share_of_the_breakdown(kind, feature):
+    model = MODELS[kind]
+    row = extract_features(ConvBNAct(8, 16, 3), (1, 8, 16, 16)).as_dict()
+    raised = row | {feature: row[feature] + 1e3}  # small enough to stay in two_regime's piece
+    before, after = ({role: float(values[0]) for role, values in model.breakdown([r]).items()} for r in (row, raised))
+    moved = {role: after[role] - before[role] for role in ROLES}
+    assert moved.pop(TERM_ROLES[feature]) == pytest.approx(model.predict_one(raised) - model.predict_one(row))
+    assert moved == {role: 0.0 for role in moved}
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_a_block_without_ops_costs_only_overhead(kind):
+    empty = dict.fromkeys(FEATURE_NAMES, 0.0)
+    split = {role: float(values[0]) for role, values in MODELS[kind].breakdown([empty]).items()}
+    assert split == {"compute": 0.0, "memory": 0.0, "overhead": pytest.approx(MODELS[kind].predict_one(empty))}
+
+
+@pytest.mark.parametrize("spec", [BlockSpec("mbconv", 24, 40, 14, expansion=6), BlockSpec("basic", 16, 16, 28),
+                                  BlockSpec("dw_separable", 64, 64, 7)], ids=lambda spec: spec.family)
+def test_a_fitted_model_splits_a_new_block_by_role_as_the_device_does(fitted_model, spec):
+    # The device's costs are written by role (DEVICE_ROLES) and the model learns them from block totals alone:
+    # each role's share of a block it never saw comes back within 5 points.
+    features = extract_features(spec.build(seed=0), spec.input_shape).as_dict()
+    truth = {role: cost(features) for role, cost in DEVICE_ROLES.items()}
+    split = {role: float(values[0]) for role, values in fitted_model.breakdown([features]).items()}
+    for role in ROLES:
+        assert split[role] / sum(split.values()) == pytest.approx(truth[role] / sum(truth.values()), abs=0.05), role
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
@@ -195,7 +222,7 @@ def test_cost_terms_reproduce_the_model(kind):
     model = MODELS[kind]
     features = extract_features(ConvBNAct(8, 16, 3), (1, 8, 16, 16)).as_dict()
     terms = model.cost_terms(features)
-    assert terms.predict(features) == pytest.approx(model.predict(features), rel=1e-9)
+    assert terms.predict(features) == pytest.approx(model.predict_one(features), rel=1e-9)
 
 
 @pytest.mark.parametrize("kind", ["relative_linear", "flops"])
