@@ -339,15 +339,15 @@ class FBNetLatencyLoss(nn.Module):
         return torch.log1p(ratio) ** self.beta if self.mode == "mul" else ratio ** self.beta
 
     def forward(self, loss: torch.Tensor, probs: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return self._apply(loss, self.expected_latency(probs))
+        return self._penalised(loss, self.expected_latency(probs))
 
     def forward_logits(self, loss: torch.Tensor, logits: Mapping[str, torch.Tensor],
                        joints: Mapping[tuple, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``forward`` on ``softmax(logits)`` per label, packed into one softmax (``ExpectedLatency.from_logits``):
         what an architecture step should call."""
-        return self._apply(loss, self.expected_latency.from_logits(logits, joints))
+        return self._penalised(loss, self.expected_latency.from_logits(logits, joints))
 
-    def _apply(self, loss: torch.Tensor, latency_ms: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _penalised(self, loss: torch.Tensor, latency_ms: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         term = self.latency_term(latency_ms)
         if self.mode == "mul":
             factor = 1.0 + self.alpha * term if self.target_ms is not None else self.alpha * term
