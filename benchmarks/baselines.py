@@ -18,6 +18,7 @@ from nni_latency.model import LatencyModel, features_matrix
 # Row names used in every table of docs/BENCHMARKS.md, in display order.
 PUBLISHED = "published (seed) model"
 DEFAULT = "default model"
+PREVIOUS = "block-total fit (relative_linear)"
 FLOPS = "FLOPs"
 FOREST = "random forest"
 LUT = "LUT"
@@ -54,8 +55,13 @@ def fit_predictors(records: Sequence[dict], default_model: LatencyModel, seed: i
     rows = [r["features"] for r in records]
     y = np.array([r["latency_ms"] for r in records], float)
     predictors = {}
-    for name, kind in ((PUBLISHED, "two_regime"), (DEFAULT, default_model.kind), (FLOPS, "flops")):
-        model, seconds = _timed(lambda kind=kind: LatencyModel.fit(rows, y, kind=kind))
+    from nni_latency.fit import fit_kind
+
+    kinds = [(PUBLISHED, "two_regime"), (DEFAULT, default_model.kind), (FLOPS, "flops")]
+    if default_model.kind != "relative_linear":  # the previous default, fitted to block totals: before and after
+        kinds.insert(2, (PREVIOUS, "relative_linear"))
+    for name, kind in kinds:
+        model, seconds = _timed(lambda kind=kind: fit_kind(records, kind))
         if name == DEFAULT:
             model = default_model  # the saved model; the refit above only times the fit
         predictors[name] = Predictor(name, kind, _quiet(model), seconds)

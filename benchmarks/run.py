@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, als
 import baselines  # noqa: E402
 from common import REPO, Profile, ensure_profile, profile_timing, timing_settings  # noqa: E402
 import networks  # noqa: E402
+import op_classes  # noqa: E402
 import gpu_section  # noqa: E402
 import hostcheck  # noqa: E402
 import report  # noqa: E402
@@ -199,15 +200,13 @@ PROFILER_ROW = "default model (NNI LatencyProfiler)"
 MODULE_ROW = "default model (predict_module, whole network)"
 
 
-def _block_features(blocks, cache: dict) -> list[dict]:
-    from nni_latency.features import extract_features
-
+def _block_features(blocks, cache: dict, model) -> list[dict]:
     rows = []
     for block in blocks:
         if block.signature not in cache:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                cache[block.signature] = extract_features(block.module, block.shape_argument).as_dict()
+                cache[block.signature] = model.count(block.module, block.shape_argument).as_dict()
         rows.append(cache[block.signature])
     return rows
 
@@ -260,9 +259,9 @@ def run_space(kind: str, args, profile: Profile, predictors: dict, timing: dict[
             append_jsonl(args.cache_dir / f"{kind}_networks.jsonl", record)
         measured.append(record["measured_ms"])
         blocks = networks.network_blocks(network)
-        block_rows = _block_features(blocks, feature_cache)
+        block_rows = _block_features(blocks, feature_cache, profile.model)
         rows[PROFILER_ROW].append(profiler.profile(sample))
-        rows[MODULE_ROW].append(float(predictors[baselines.DEFAULT].predict([_network_features(network)])[0]))
+        rows[MODULE_ROW].append(float(predictors[baselines.DEFAULT].predict([_network_features(network, profile.model)])[0]))
         for name, predictor in predictors.items():
             rows[name].append(float(np.sum(predictor.predict(block_rows))))
         lut_total = 0.0
@@ -278,13 +277,12 @@ def run_space(kind: str, args, profile: Profile, predictors: dict, timing: dict[
                        samples)
 
 
-def _network_features(network) -> dict:
-    """Features of the whole network: one counted forward pass (includes functional code between blocks)."""
-    from nni_latency.features import extract_features
-
+def _network_features(network, model) -> dict:
+    """Features of the whole network, counted as the model counts: one forward pass (includes functional code
+    between blocks)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return extract_features(network, networks.NETWORK_INPUT).as_dict()
+        return model.count(network, networks.NETWORK_INPUT).as_dict()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -372,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     testset = run_testset(args, profile, predictors, timing)
     spaces = {kind: run_space(kind, args, profile, predictors, timing) for kind in networks.SPACES}
     allocator = run_allocator(args, profile, timing, spaces["fbnet"].samples[0], spaces["proxylessnas"].samples[0])
+    ops_section = op_classes.render(op_classes.run(args, profile))  # beside the whole-network tables
     zoo_section = whole_networks.render(whole_networks.run(args, profile, timing), images)
     spaces_section = run_search_spaces(args, profile, timing)
     per_entry = spaces["fbnet"].entry_seconds / max(spaces["fbnet"].lut_distinct, 1)
@@ -382,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          testset=testset, spaces=spaces, allocator=allocator, width_spaces=width_spaces,
                          per_entry_seconds=per_entry, plots=plots, targets=TARGETS,
                          seconds=time.perf_counter() - started, output=output, host_line=hostcheck.header_line(host),
-                         sections={"zoo": "\n\n".join([zoo_section, spaces_section]), "gpu": gpu_section.render()})
+                         sections={"zoo": "\n\n".join([ops_section, zoo_section, spaces_section]), "gpu": gpu_section.render()})
     from nni_latency.fileio import atomic_write_text
 
     atomic_write_text(output, text)

@@ -34,8 +34,9 @@ _logger = logging.getLogger("benchmarks.whole_networks")
 
 SELECTION = "all,hub:mobilenetv3:5,hub:proxylessnas:5,hub:shufflenet:5"
 QUICK_SELECTION = "squeezenet1_1,mobilenet_v3_small,levit_128s,hub:proxylessnas:1"
-ROWS = (baselines.DEFAULT, baselines.PUBLISHED, baselines.FLOPS, baselines.LUT)
+ROWS = (baselines.DEFAULT, baselines.PREVIOUS, baselines.PUBLISHED, baselines.FLOPS, baselines.LUT)
 FLOOR = "repeat floor (same networks, measured twice)"
+HF_SELECTION, QUICK_HF = "hf:all", "hf:MobileNetV2,hf:LeViT"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Regime:
     batch: int = 1
     image_size: int | None = None
     allocator: str = "steady"
+    profile_slug: str | None = None  # another regime's profile, when this one measures under the same setting
 
 
 REGIMES = (
@@ -54,6 +56,7 @@ REGIMES = (
     Regime("2 threads, batch 1", "t2_b1", threads=2),
     Regime("plain glibc (fresh process), 1 thread, batch 1", "glibc_t1_b1", allocator="default"),
 )
+HF_REGIME = Regime("HF transformers implementations, 1 thread, batch 1", "hf_t1_b1", profile_slug="t1_b1")
 
 
 def _protocol(model, regime: Regime, timing: dict[str, Any], rounds: int):
@@ -104,13 +107,10 @@ def repeat_floor(rows: Sequence[dict]) -> dict[str, float] | None:
 
 
 def _features(spec, regime: Regime, model, spaces: dict) -> dict[str, float]:
-    from nni_latency.features import extract_features
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # uncovered operators are reported by `nni-latency evaluate --networks`
         network = spec.build(regime.image_size, spaces)
-        return extract_features(network, spec.input_shape(regime.batch, regime.image_size), model.vector_width,
-                                model.threads).as_dict()
+        return model.count(network, spec.input_shape(regime.batch, regime.image_size)).as_dict()
 
 
 def lut_latency(spec, regime: Regime, table_path: Path, timing: dict[str, Any], spaces: dict) -> float:
@@ -140,7 +140,7 @@ def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
     from nni_latency.dataset import load_records
     from nni_latency.model import LatencyModel
 
-    directory = args.cache_dir / "whole_networks" / regime.slug / "profile"
+    directory = args.cache_dir / "whole_networks" / (regime.profile_slug or regime.slug) / "profile"
     if not (directory / "device_model.json").exists():
         overrides = ["count=60", "chains.count=10", "timing.min_run_time=0.02", "timing.max_run_time=0.1"] \
             if args.quick else []
@@ -177,6 +177,8 @@ def run_regime(regime: Regime, specs, args, profile, timing: dict[str, Any], spa
     measured = [rows[spec.name] for spec in specs]
     scores = {FLOOR: repeat_floor(measured)}
     for name in ROWS[:-1]:
+        if name not in predictors:
+            continue
         predicted = predictors[name].predict(features)
         scores[name] = score_networks([{"name": s.name, "kind": s.kind, "measured_ms": r["latency_ms"],
                                         "predicted_ms": float(p)} for s, r, p in zip(specs, measured, predicted)])
@@ -207,7 +209,15 @@ def run(args, profile, timing: dict[str, Any]) -> list[dict[str, Any]]:
     spaces: dict = {}
     specs = select_networks(args.zoo_selection, seed=args.seed, spaces=spaces)
     _logger.info("whole networks: %d networks in %d regimes", len(specs), len(REGIMES))
-    return [run_regime(regime, specs, args, profile, timing, spaces) for regime in REGIMES]
+    summaries = [run_regime(regime, specs, args, profile, timing, spaces) for regime in REGIMES]
+    try:  # real implementations: a second test set, beside the zoo, at the first regime's setting
+        import transformers  # noqa: F401
+    except ImportError:
+        _logger.info("transformers is not installed: the HF implementations are left out")
+        return summaries
+    hf_specs = select_networks(QUICK_HF if args.quick else HF_SELECTION, seed=args.seed, spaces=spaces)
+    summaries.append(run_regime(HF_REGIME, hf_specs, args, profile, timing, spaces))
+    return summaries
 
 
 def render(summaries: Sequence[dict], images: Path, image_dir: str = "img") -> str:

@@ -20,7 +20,7 @@ from .model import MODEL_KINDS, LatencyModel, features_matrix
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["fit_records", "fit_with_cv", "cross_validated_predictions", "cross_validated_metrics", "reference_model", "MIN_POINTS",
+__all__ = ["fit_records", "fit_kind", "fit_with_cv", "cross_validated_predictions", "cross_validated_metrics", "reference_model", "MIN_POINTS",
            "CV_FOLDS"]
 
 CV_FOLDS = 5
@@ -76,6 +76,15 @@ def _row_batch(record: dict) -> int | None:
     return batch if batch is not None else record.get("batch")
 
 
+def fit_kind(records: Sequence[dict], kind: str, device: dict[str, Any] | None = None,
+             notes: str = "") -> LatencyModel:
+    """A ``kind`` model fitted on measured rows (on their operators' times where the kind costs operators),
+    with the feature ranges of the rows and no cross-validation."""
+    X = features_matrix([r["features"] for r in records])
+    ranges = {name: (float(X[:, i].min()), float(X[:, i].max())) for i, name in enumerate(FEATURE_NAMES)}
+    return LatencyModel(_fitted(records, kind), device=device, feature_ranges=ranges, notes=notes)
+
+
 def fit_with_cv(records: Sequence[dict], kind: str, device: dict[str, Any] | None = None,
                 notes: str = "") -> tuple[LatencyModel, dict[str, np.ndarray]]:
     """Fit ``kind`` on measured rows; return it with every kind's cross-validated predictions of the rows (what
@@ -89,10 +98,7 @@ def fit_with_cv(records: Sequence[dict], kind: str, device: dict[str, Any] | Non
     batches = sorted({int(b) for b in map(_row_batch, records) if b is not None})
     if batches:
         device = {**(device or {}), "batches": batches}
-    regressor = _fitted(records, kind)
-    X = features_matrix([r["features"] for r in records])
-    ranges = {name: (float(X[:, i].min()), float(X[:, i].max())) for i, name in enumerate(FEATURE_NAMES)}
-    model = LatencyModel(regressor, device=device, feature_ranges=ranges, notes=notes)
+    model = fit_kind(records, kind, device, notes)
     held_out = {k: cross_validated_predictions(records, k) for k in MODEL_KINDS}
     y = _latencies(records)
     model.metrics = {"points": len(records), "cv_folds": CV_FOLDS,

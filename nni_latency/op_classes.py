@@ -16,12 +16,12 @@ from torch import nn
 
 from .features import BlockFeatures
 from .model import LatencyModel
-from .op_timing import time_ops
+from .op_timing import OpTimes, time_ops
 from .protocol import MeasurementProtocol
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["OpClassRow", "op_class_rows", "format_op_classes", "OVERHEAD_ROW"]
+__all__ = ["OpClassRow", "op_class_rows", "class_rows", "time_calls", "format_op_classes", "OVERHEAD_ROW"]
 
 # The row for what no operator accounts for: dispatch of every call, module calls, the model's intercept.
 OVERHEAD_ROW = "(dispatch and modules)"
@@ -49,21 +49,43 @@ class OpClassRow:
         return {**asdict(self), "ratio": self.ratio, "error_ms": self.error_ms}
 
 
-def op_class_rows(module: nn.Module, input_shape: Sequence[int], model: LatencyModel,
-                  protocol: MeasurementProtocol | None = None, *, features: BlockFeatures | None = None,
-                  whole_ms: float | None = None) -> list[OpClassRow]:
-    """Per-class rows for ``module`` on ``input_shape``, largest absolute error first; the overhead row (what
-    ``whole_ms``, the network measured whole, leaves over its operators' sum) comes last when it is given.
+def _aligned(counted: Sequence[str], timed: OpTimes) -> OpTimes | None:
+    """``timed`` matched with the ``counted`` calls: a counted call that the timed (warm) passes never make
+    (a cache a module fills on its first call after ``eval()``, as LeViT's attention biases) gets 0 ms; None
+    when the timed calls are not a subsequence of the counted ones."""
+    ms, position = [], 0
+    for op in counted:
+        if position < len(timed.ops) and timed.ops[position] == op:
+            ms.append(timed.ms[position])
+            position += 1
+        else:
+            ms.append(0.0)
+    if position < len(timed.ops):
+        return None
+    return OpTimes(tuple(counted), tuple(ms), timed.overhead_ms, timed.passes)
 
-    Raises ``ValueError`` when the network runs different calls from pass to pass (data-dependent control flow),
-    so that no call can be matched with its time.
+
+def time_calls(module: nn.Module, input_shape: Sequence[int], model: LatencyModel,
+               protocol: MeasurementProtocol) -> tuple[BlockFeatures, OpTimes]:
+    """``module``'s calls counted as ``model`` counts them, and their in-place times, matched one by one.
+
+    Raises ``ValueError`` when the timed calls cannot be matched with the counted ones (data-dependent control
+    flow), so that no call can be matched with its time.
     """
-    protocol = protocol or model.protocol or MeasurementProtocol()
-    features = features if features is not None else model.count(module, input_shape)
+    features = model.count(module, input_shape)
     timed = time_ops(module, input_shape, protocol)
-    if timed is None or list(timed.ops) != [record.op for record in features.ops]:
+    matched = _aligned([record.op for record in features.ops], timed) if timed is not None else None
+    if matched is None:
         raise ValueError(f"{type(module).__name__} runs different aten calls from one forward pass to the next "
                          "(data-dependent control flow), so its calls cannot be timed one by one")
+    return features, matched
+
+
+def class_rows(features: BlockFeatures, timed: OpTimes, model: LatencyModel,
+               whole_ms: float | None = None) -> list[OpClassRow]:
+    """Per-class rows from counted calls and their in-place times (``time_calls``), priced by ``model``'s cost
+    terms, largest absolute error first; the overhead row (what ``whole_ms``, the network measured whole, leaves
+    over its operators' sum) comes last when it is given."""
     terms = model.cost_terms(features.as_dict())
     rows: dict[str, OpClassRow] = {}
     for record, measured in zip(features.ops, timed.ms):
@@ -77,6 +99,14 @@ def op_class_rows(module: nn.Module, input_shape: Sequence[int], model: LatencyM
         ranked.append(OpClassRow(OVERHEAD_ROW, int(features["overhead.ops"] + features["overhead.free_ops"]),
                                  max(whole_ms - timed.total_ms, 0.0), terms.predict(features.as_dict()) - predicted_ops))
     return ranked
+
+
+def op_class_rows(module: nn.Module, input_shape: Sequence[int], model: LatencyModel,
+                  protocol: MeasurementProtocol | None = None, *, whole_ms: float | None = None) -> list[OpClassRow]:
+    """Per-class rows for ``module`` on ``input_shape``: its calls counted as ``model`` counts them, timed in
+    place under ``protocol`` (the model's by default), priced by ``model`` (``class_rows``)."""
+    features, timed = time_calls(module, input_shape, model, protocol or model.protocol or MeasurementProtocol())
+    return class_rows(features, timed, model, whole_ms)
 
 
 def format_op_classes(rows: Sequence[OpClassRow]) -> str:

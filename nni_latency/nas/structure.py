@@ -95,14 +95,14 @@ def shapes_of(args: Any) -> tuple:
     return tuple(tuple(a.shape) if isinstance(a, torch.Tensor) else repr(a) for a in flat), repr(spec)
 
 
-def counting_of(model) -> tuple[int, int]:
-    """How a device model's features are counted: (vector width, threads), ``run_counted``'s arguments after the
-    inputs, as ``LatencyModel.predict_module`` counts them."""
-    return model.vector_width, model.threads
+def counting_of(model) -> tuple:
+    """How a device model's features are counted, as ``run_counted``'s arguments after the inputs: the model's
+    ``Counting`` (vector width, threads, cache sizes), as ``LatencyModel.predict_module`` counts them."""
+    return (model.counting,)
 
 
 def feature_row(features: BlockFeatures) -> np.ndarray:
-    return np.array([getattr(features, name) for name in FEATURE_NAMES], float)
+    return np.array([features[name] for name in FEATURE_NAMES], float)
 
 
 def count_with_parts(module: nn.Module, args: tuple, parts: Sequence[nn.Module], counting: tuple[int, int],
