@@ -46,7 +46,8 @@ class Profile:
 def ensure_profile(args: argparse.Namespace) -> Profile:
     from nni_latency.config import ProfileConfig, load_config, packaged_config
     from nni_latency.fit import fit_records
-    from nni_latency.microbench import load_records, run_profile
+    from nni_latency.dataset import load_records
+    from nni_latency.profiling import run_profile
     from nni_latency.model import LatencyModel
 
     directory = Path(args.profile_dir) if args.profile_dir else args.cache_dir / "profile"
