@@ -16,8 +16,8 @@ from .fileio import atomic_write_json
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA_VERSION", "FORMAT", "NULLABLE", "envelope", "require", "check_envelope", "check_finite", "check_sections",
-           "check_ranges", "write_document", "read_document"]
+__all__ = ["SCHEMA_VERSION", "FORMAT", "NULLABLE", "envelope", "require", "check_envelope", "check_finite",
+           "check_sections", "check_ranges", "write_document", "read_document"]
 
 SCHEMA_VERSION = 1
 # Parameters whose null means something: two_regime's breakpoint (-inf, written as null: no memory-bound regime).

@@ -17,6 +17,8 @@ from typing import Any, Iterator, Sequence
 
 from torch import nn
 
+from .forward_checks import SHAPE_SEPARATOR, forward_inputs
+
 from .errors import first_line
 
 _logger = logging.getLogger(__name__)
@@ -217,7 +219,10 @@ def load_network(spec: str, shape_text: str | None) -> tuple[nn.Module, tuple[in
     tokens B,N,C; the network says whether it fits), else a zoo or HF network's own shape."""
     if _named_entry(spec) is None:
         _split(spec)  # a malformed target is named before a missing shape
-    shape = parse_input_shape(shape_text, dims=None) if shape_text else default_input_shape(spec)
+    if shape_text and SHAPE_SEPARATOR in shape_text:  # one shape per input of a forward that takes several
+        shape = tuple(parse_input_shape(part, dims=None) for part in shape_text.split(SHAPE_SEPARATOR))
+    else:
+        shape = parse_input_shape(shape_text, dims=None) if shape_text else default_input_shape(spec)
     if shape is None:
         raise ValueError("give --input-shape, e.g. 1,3,224,224 for an image or 1,196,192 for tokens")
     return load_module_target(spec, shape), shape
@@ -225,5 +230,8 @@ def load_network(spec: str, shape_text: str | None) -> tuple[nn.Module, tuple[in
 
 def input_hint(module: nn.Module, spec: str | None = None) -> str | None:
     """``"Net takes an image N,3,H,W (...)"``, to follow a "does not fit" error; None when unknown."""
+    takes = forward_inputs(module)  # several inputs or a dict: what to give, before any guess from its layers
+    if takes:
+        return f"{type(module).__name__}'s {takes}"
     expected = expected_input(module, spec)
     return f"{type(module).__name__} takes {expected}" if expected else None

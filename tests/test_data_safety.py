@@ -82,6 +82,13 @@ def files(tmp_path, synthetic_model, synthetic_dataset, tiny_profile_config):
     write("dup.yaml", "seed: 0\ncount: 14\ncount: 20\n")
     write("afile", "")
     write("net.py", "from torch import nn\n\ndef tiny():\n    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())\n")
+    write("multi.py", "from torch import nn\n\n"
+                      "class Two(nn.Module):\n"
+                      "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(16, 8)\n"
+                      "    def forward(self, x, y):\n        return self.fc(x) + self.fc(y)\n\n"
+                      "class Batch(nn.Module):\n"
+                      "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(16, 8)\n"
+                      "    def forward(self, batch: dict):\n        return self.fc(batch['tokens'])\n")
     write("other/microbench.jsonl", "".join(json.dumps({**r, "device_name": "Another CPU @ 1 GHz"}) + "\n"
                                             for r in measured[:3]))
     return paths
@@ -125,6 +132,10 @@ REFUSED = {
                                     "seed must be int, got '*x'", []),
     "model-null-weight": (["predict", "--model", "{null.json}"], "is null, expected a finite number", ["null.json"]),
     "input-shape-negative-attached": (["predict", *M, "--input-shape=-1,3,8,8"], "give positive integers", []),
+    "forward-takes-two-inputs": (["predict", *M, "{multi.py}:Two", "--input-shape", "1,4,16"],
+                                 "forward(x, y) takes 2 inputs: give one shape per input, separated by ';'", []),
+    "forward-takes-a-dict": (["predict", *M, "{multi.py}:Batch", "--input-shape", "1,4,16"],
+                             "forward(batch) takes a dict", []),
     "input-shape-negative-separate": (["predict", *M, "--input-shape", "-1,3,8,8"], "give positive integers", []),
 }
 
@@ -345,3 +356,54 @@ def test_a_quick_gpu_check_writes_its_figures_into_its_output_dir(tmp_path):
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
     assert line.strip() == f"gpu_check.sh: figures to {tmp_path}/results and {tmp_path}/BENCHMARKS.md"
+
+
+# ---- --set on the search config
+
+SEARCH_SETS = {
+    "another-space-drops-the-yaml-space-arguments": (["space.name=darts"], "darts", "width_mult", False),
+    "a-typed-argument-of-the-new-space-stays": (["space.name=darts", "space.width=4"], "darts", "width", True),
+    "the-same-space-keeps-them": (["space.input_size=16"], "fbnet", "width_mult", True),
+}
+
+
+@pytest.mark.parametrize("overrides, name, argument, present", SEARCH_SETS.values(), ids=SEARCH_SETS.keys())
+def test_switching_the_space_from_the_command_line(overrides, name, argument, present):
+    from nni_latency.search.config import load_search_config
+
+    config = load_search_config(None, overrides)
+    assert config.space.name == name and (argument in config.space.arguments) == present
+
+
+@pytest.mark.parametrize("value", ["...", "*x"])
+def test_a_search_model_path_yaml_cannot_parse_is_taken_as_given(value):
+    from nni_latency.search.config import load_search_config
+
+    assert load_search_config(None, [f"latency.device_model={value}"]).latency.device_model == value
+
+
+def test_a_forward_of_two_inputs_takes_one_shape_per_input(files):
+    result = _run(["predict", "--model", str(files["model.json"]), f"{files['multi.py']}:Two",
+                   "--input-shape", "1,4,16;1,4,16"])
+    assert result.code == 0, result.err
+    assert "ms predicted" in result.out
+
+
+# ---- honest counting
+
+BRANCHES = {
+    "same-path": (["conv", "relu", "add"], ["conv", "relu", "add"], None),
+    "another-operator": (["conv", "relu", "add"], ["conv", "sigmoid", "add"], "call 2 is relu in one and sigmoid"),
+    "an-early-exit": (["conv", "relu", "add"], ["conv"], "3 vs 1 calls; call 2 is relu in one and the end"),
+}
+
+
+@pytest.mark.parametrize("first, second, word", BRANCHES.values(), ids=BRANCHES.keys())
+def test_a_data_dependent_forward_is_said_to_cover_the_branch_taken(first, second, word):
+    from nni_latency.forward_checks import branch_note
+
+    note = branch_note(first, second)
+    if word is None:
+        assert note is None
+    else:
+        assert word in note and "covers the branch this input took" in note and "\n" not in note
