@@ -39,7 +39,7 @@ from .timing import LatencyMeasurement, measure_latency, resolve_device, resolve
 _logger = logging.getLogger(__name__)
 
 __all__ = ["run_profile", "ProfileResult", "measure_specs", "profile_protocol", "validate_profile_config",
-           "device_description", "MAX_COUNT", "OP_SUM_RANGE"]
+           "device_description", "op_check", "MAX_COUNT", "OP_SUM_RANGE"]
 
 # The largest suite a config may ask for (``count``): far beyond what a fit needs, and sampled in minutes.
 MAX_COUNT = 2000
@@ -154,7 +154,7 @@ def profile_protocol(config: ProfileConfig, device: str = "cpu", threads: int | 
                                protocol=timing.protocol, allocator=timing.allocator).with_timing(timing)
 
 
-def _op_check(records: Sequence[dict]) -> dict[str, Any]:
+def op_check(records: Sequence[dict]) -> dict[str, Any]:
     """How well the operators' in-place times add up to their blocks: the median ratio and the share of blocks
     outside ``OP_SUM_RANGE`` (recorded in the model, printed by the summary)."""
     ratios = op_sum_ratios(records)
@@ -199,7 +199,7 @@ def run_profile(config: ProfileConfig, protocol: MeasurementProtocol | str = "cp
                         "timed in place"),
         "noisy_points": sum(bool(r.get("noisy")) for r in records), "config": config_to_dict(config),
         "probe": record_probe(protocol),  # the device's speed now, for the drift check of later measurements
-        "op_sums": _op_check(records),
+        "op_sums": op_check(records),
         **({"host_load": host_load()} if host_load else {}),  # how busy the host was (hostload.HostLoad)
     }
     model, held_out = fit_with_cv(records, config.model_kind, device=device_info)

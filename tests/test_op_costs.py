@@ -263,3 +263,33 @@ def test_the_predict_command_and_predict_module_agree_in_number_and_warnings(fit
     with pytest.warns(CoverageWarning, match="batch 4 lies outside"):
         direct = model.predict_module(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), (4, 3, 16, 16))
     assert printed == pytest.approx(direct, abs=5e-5)
+
+
+def test_a_profile_whose_ops_do_not_add_up_says_so():
+    from nni_latency.profiling import op_check
+    from nni_latency.summary import format_profile_summary
+
+    records = _synthetic_blocks(count=20)
+    assert op_check(records)["consistent"]  # synthetic ops add up to their block but for the overheads
+    for record in records[:4]:  # a fifth of the blocks: their calls account for a third of their time
+        record["ops"] = [[op, cls, ms / 3, f] for op, cls, ms, f in record["ops"]]
+    check = op_check(records)
+    assert not check["consistent"] and check["outside_share"] >= 0.2
+    X = features_matrix([r["features"] for r in records], OP_FEATURE_NAMES)
+    regressor = OperatorCostModel().fit_ops(op_rows(records), X, [r["latency_ms"] for r in records])
+    model = LatencyModel(regressor, device={**MeasurementProtocol().to_dict(), "name": "test", "op_sums": check})
+    summary = format_profile_summary(model, records)
+    line = next(line for line in summary.splitlines() if line.startswith("operators timed in place"))
+    assert "do not add up" in line and "quiet machine" in line
+
+
+def test_an_unknown_operator_is_data_movement_with_one_warning():
+    from nni_latency.features import UncoveredOperatorWarning
+
+    class Odd(nn.Module):
+        def forward(self, x):
+            return torch.special.bessel_j0(x)
+
+    with pytest.warns(UncoveredOperatorWarning, match=r"aten\.special_bessel_j0.*Odd"):
+        features = extract_features(Odd(), (1, 4, 4), COUNTING)
+    assert [record.cls for record in features.ops] == ["move"]

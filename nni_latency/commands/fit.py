@@ -7,9 +7,10 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="a microbench.jsonl written by `nni-latency profile`")
-    parser.add_argument("--kind", default="relative_linear",
-                        help="model kind: relative_linear (the default, best on held-out blocks), "
-                             "two_regime (the published model) or flops (FLOPs-only proxy)")
+    parser.add_argument("--kind", default="op_linear",
+                        help="model kind: op_linear (the default: each operator class fitted on the in-place times "
+                             "of its own calls), relative_linear (fitted to block totals), two_regime (the published "
+                             "model) or flops (FLOPs-only proxy)")
     parser.add_argument("--output", default=None,
                         help="device model to write (default: device_model.json beside the dataset; a model of "
                              "another kind or fitted on other rows there is kept aside, renamed with the time)")
@@ -21,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..fit import cross_validated_predictions, fit_records, reference_model
+    from ..fit import fit_with_cv, reference_model
+    from ..profiling import op_check
     from ..dataset import load_records
     from ..model import LatencyModel
     from ..plots import plot_fit
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     protocol = protocol_of({**previous, **first})
     device = {**previous, "name": first.get("device_name", protocol.device), "type": protocol.device_type,
               **protocol.to_dict()}
-    model = fit_records(records, args.kind, device=device)
+    model, held_out = fit_with_cv(records, args.kind, device={**device, "op_sums": op_check(records)})
     if replaced is not None and (replaced.kind != model.kind or replaced.metrics.get("points") != len(records)):
         # Another kind, or other rows: never replace a good model silently, keep it beside the new one.
         kept = set_aside([output])[0]
@@ -63,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
     print(format_profile_summary(model, records, reference))
     written = [str(output)]
     if not args.no_plot:
-        held_out = cross_validated_predictions(records, model.kind)
-        written += [str(p) for p in plot_fit(records, model, reference, output.with_name("fit"), held_out)]
+        written += [str(p) for p in plot_fit(records, model, reference, output.with_name("fit"), held_out[model.kind])]
     print("wrote " + ", ".join(written))
     return 0
