@@ -101,3 +101,8 @@ def allocator_never_enabled(monkeypatch):
     """A process that has not enabled the steady allocator policy, where enabling it fails the test."""
     monkeypatch.setattr(timing, "_steady_allocator_state", None)
     monkeypatch.setattr(timing, "use_steady_allocator", lambda: pytest.fail("the allocator policy was enabled"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "engine: runs NNI's experiment engine (node manager, trial processes; about a "
+                                       "minute); deselect with -m 'not engine'")
