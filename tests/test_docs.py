@@ -138,3 +138,16 @@ def test_a_doc_block_runs_as_written(block, workspace):
     result = _run(*FOUND[block], workspace)
     assert result.returncode == 0, f"{block}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     assert "Traceback" not in result.stderr
+
+
+def test_the_darts_smoke_example_profiles_the_pooling_its_cells_use():
+    from collections import Counter
+
+    from nni_latency.config import ProfileConfig, load_config, packaged_config
+    from nni_latency.search.config import load_search_config
+    from nni_latency.suite import suite_specs
+
+    search = load_search_config(REPO / "examples" / "darts_search" / "smoke.yaml")
+    suite = load_config(packaged_config(search.latency.profile_config), ProfileConfig, search.latency.profile_set)
+    families = Counter(spec.family for spec in suite_specs(suite))
+    assert families["maxpool"] >= 2 and families["avgpool"] >= 2, families
