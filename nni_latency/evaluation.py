@@ -54,13 +54,14 @@ class EvaluationResult:
     paths: list[Path]
 
 
-def evaluate_model(model_path: str | Path, config: TestSetConfig, output_dir: str | Path,
+def evaluate_model(model_path: str | Path | LatencyModel, config: TestSetConfig, output_dir: str | Path,
                    threads: int | None = None, dataset: str | Path | None = None, progress: bool = True,
                    config_source: str = "", host_load: Callable[[], dict] | None = None) -> EvaluationResult:
     """Generate (or load), measure and predict the test set; write metrics.json, predictions.jsonl and the plot
-    (``host_load()``, e.g. the command's ``HostLoad.record``, goes into metrics.json as ``host_load``)."""
+    (``host_load()``, e.g. the command's ``HostLoad.record``, goes into metrics.json as ``host_load``).
+    ``model_path`` is a device model file or a loaded model (the command loads it once)."""
     started = time.perf_counter()
-    model = LatencyModel.load(model_path)
+    model = model_path if isinstance(model_path, LatencyModel) else LatencyModel.load(model_path)
     out = ensure_writable_dir(output_dir)
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be at least 1, got {threads}")
@@ -84,7 +85,7 @@ def evaluate_model(model_path: str | Path, config: TestSetConfig, output_dir: st
     metrics = score_predictions(records, predicted, config.threshold_ms)
     protocol = measurement_protocol(model, threads, config.timing)
     metrics.update({
-        "model": {"path": str(model_path), "kind": model.kind, "device": model.device.get("name", "unknown"),
+        "model": {"path": model.source or str(model_path), "kind": model.kind, "device": model.device.get("name", "unknown"),
                   "batch": protocol_of(model).batch},
         "testset": {"config": config_source, "seed": config.seed, "blocks": len(records),
                     "source": str(dataset) if dataset is not None else str(out / "testset.jsonl"),

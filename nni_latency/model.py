@@ -122,6 +122,7 @@ class LatencyModel:
         self.feature_ranges = {k: (float(v[0]), float(v[1])) for k, v in (feature_ranges or {}).items()}
         self.metrics = dict(metrics or {})
         self.notes = notes
+        self.source = ""  # the file it was loaded from, if any
         self._warned_out_of_range = False
         # Parsed once: how this model's features are counted, and how its rows were measured.
         self._protocol = protocol_of(self.device)
@@ -289,7 +290,9 @@ class LatencyModel:
     @classmethod
     def load(cls, path) -> LatencyModel:
         """Load and validate a device-model JSON file; a ``ValueError`` explains any problem in one line."""
-        return cls.from_dict(schema.read_document(path), str(path))
+        model = cls.from_dict(schema.read_document(path), str(path))
+        model.source = str(path)
+        return model
 
     def __repr__(self) -> str:
         where = self.device.get("name", "unknown device")

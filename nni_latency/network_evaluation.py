@@ -187,7 +187,7 @@ def evaluate_networks(model: LatencyModel | str | Path, selection: str, output_d
     metrics = score_networks(rows)
     metrics.update({
         "noisy_networks": sum(r["noisy"] for r in rows),
-        "model": {"path": model_path, "kind": model.kind, "device": model.device.get("name", "unknown"),
+        "model": {"path": model_path or model.source or None, "kind": model.kind, "device": model.device.get("name", "unknown"),
                   "batch": protocol_of(model).batch, "threads": protocol_of(model).threads},
         "networks": {"selection": selection, "seed": seed, "batch": batch, "image_size": image_size,
                      "rounds": protocol.rounds, "source": str(dataset),

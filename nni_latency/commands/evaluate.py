@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 _NETWORK_ONLY = ("batch", "image_size", "device", "rounds")
 _BLOCK_ONLY = ("config", "dataset")
@@ -28,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     networks = parser.add_argument_group("whole networks")
     networks.add_argument("--networks", default=None, metavar="SELECTION",
                           help="measure whole networks instead of blocks: all, cnn, transformer, hybrid, zoo names "
-                               "or hub:SPACE:N (N random architectures of mobilenetv3, proxylessnas or shufflenet), "
-                               "comma-separated, e.g. cnn,hub:proxylessnas:5")
+                               "hub:SPACE:N (N random architectures of mobilenetv3, proxylessnas or shufflenet), "
+                               "hf:NAME or hf:all / hf:cnn / hf:transformer / hf:hybrid (HF transformers "
+                               "implementations, docs/HF_NETWORKS.md), comma-separated, e.g. cnn,hub:proxylessnas:5")
     networks.add_argument("--batch", type=int, default=None, help="batch size (default: the model's)")
     networks.add_argument("--image-size", type=int, default=None, metavar="PX",
                           help="input resolution of every network (default: each network's own, 224 for most)")
@@ -87,17 +89,21 @@ def _run_blocks(args: argparse.Namespace) -> int:
     from ..config import find_config, load_config, packaged_config
     from ..evaluation import evaluate_model, format_metrics
     from ..testset import TestSetConfig, measurement_protocol
+    from ..hostload import watch_host
     from ..model import LatencyModel
     from ..timing import apply_allocator_policy
 
     config_path = find_config(args.config) if args.config else packaged_config("testset_cpu.yaml")
     config = load_config(config_path, TestSetConfig, args.overrides)
     measuring = args.dataset is None and (args.threads is None or args.threads >= 1)
-    protocol = measurement_protocol(LatencyModel.load(args.model), args.threads, config.timing) if measuring else None
+    model = LatencyModel.load(args.model)  # loaded once, passed down
+    protocol = measurement_protocol(model, args.threads, config.timing) if measuring else None
     if protocol is not None:
         apply_allocator_policy(protocol)
-    result = evaluate_model(args.model, config, args.output_dir, threads=args.threads,
-                            dataset=args.dataset, progress=not args.no_progress, config_source=str(config_path))
+    with watch_host("measuring the test set") if measuring else contextlib.nullcontext() as host:
+        result = evaluate_model(model, config, args.output_dir, threads=args.threads, dataset=args.dataset,
+                                progress=not args.no_progress, config_source=str(config_path),
+                                host_load=host.record if measuring else None)
     print(f"device model {result.metrics['model']['kind']} on {result.metrics['model']['device']}, "
           f"test set {config_path}")
     print(format_metrics(result.metrics))
@@ -110,16 +116,20 @@ def _run_blocks(args: argparse.Namespace) -> int:
 
 
 def _run_networks(args: argparse.Namespace) -> int:
+    from ..hostload import watch_host
     from ..model import LatencyModel
     from ..network_evaluation import DEFAULT_ROUNDS, evaluate_networks, format_networks, network_protocol
     from ..timing import apply_allocator_policy
 
     rounds = DEFAULT_ROUNDS if args.rounds is None else args.rounds
-    protocol = network_protocol(LatencyModel.load(args.model), args.threads, args.device, rounds)
+    model = LatencyModel.load(args.model)  # loaded once, passed down
+    protocol = network_protocol(model, args.threads, args.device, rounds)
     apply_allocator_policy(protocol)
-    result = evaluate_networks(args.model, args.networks, args.output_dir,
-                               batch=args.batch, image_size=args.image_size, threads=args.threads,
-                               device=args.device, rounds=rounds, progress=not args.no_progress)
+    with watch_host("measuring the networks") as host:
+        result = evaluate_networks(model, args.networks, args.output_dir,
+                                   batch=args.batch, image_size=args.image_size, threads=args.threads,
+                                   device=args.device, rounds=rounds, progress=not args.no_progress,
+                                   host_load=host.record)
     print(f"device model {result.metrics['model']['kind']} on {result.metrics['model']['device']}, "
           f"networks {args.networks} on {protocol.device} ({protocol.threads} thread(s))")
     print(format_networks(result))
