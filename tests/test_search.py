@@ -224,13 +224,37 @@ def test_probability_table_and_heat_map(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
 
 
-def test_curves_plot_with_and_without_retraining(tmp_path):
-    history = {"steps": [{"step": i, "loss": 2.0 - 0.1 * i} for i in range(5)],
-               "epochs": [{"epoch": i, "predicted_latency_ms": 1.0 - 0.1 * i, "temperature": 5.0 - i}
-                          for i in range(3)]}
-    assert plot_curves(history, tmp_path / "a.png").stat().st_size > 0
-    history["retrain"] = [{"epoch": 0, "val_acc": 0.5}, {"epoch": 1, "val_acc": 0.7}]
-    assert plot_curves(history, tmp_path / "b.png").stat().st_size > 0
+CURVES = {"steps": [{"step": i, "loss": 2.0 - 0.1 * i} for i in range(5)],
+          "epochs": [{"epoch": i, "predicted_latency_ms": 1.0 - 0.1 * i, "temperature": 5.0 - i} for i in range(3)],
+          "retrain": [{"epoch": 0, "val_acc": 0.5}, {"epoch": 1, "val_acc": 0.7}]}
+# y label -> (x label, x, y) of the one line it shows; epochs are counted from 1
+CURVE_PANELS = {
+    "loss": ("step", [0, 1, 2, 3, 4], [2.0, 1.9, 1.8, 1.7, 1.6]),
+    "predicted latency (ms)": ("epoch", [1, 2, 3], [1.0, 0.9, 0.8]),
+    "gumbel temperature": ("", [1, 2, 3], [5.0, 4.0, 3.0]),  # a second y axis on the latency panel's x axis
+    "val top-1": ("epoch", [1, 2], [0.5, 0.7]),
+}
+
+
+@pytest.mark.parametrize("retrain", [False, True], ids=["search_only", "with_retraining"])
+def test_curves_plot_with_and_without_retraining(retrain, tmp_path, monkeypatch):
+    import nni_latency.search.report as report
+
+    figures = []
+    save_figure = report.save_figure
+    monkeypatch.setattr(report, "save_figure",
+                        lambda figure, *args: figures.append(figure) or save_figure(figure, *args))
+    history = CURVES if retrain else {key: CURVES[key] for key in ("steps", "epochs")}
+    assert plot_curves(history, tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    (figure,) = figures
+    panels = {axes.get_ylabel(): axes for axes in figure.axes}
+    assert set(panels) == set(CURVE_PANELS) - ({"val top-1"} if not retrain else set())
+    for ylabel, axes in panels.items():
+        xlabel, x, y = CURVE_PANELS[ylabel]
+        (line,) = axes.get_lines()
+        assert axes.get_xlabel() == xlabel, ylabel
+        np.testing.assert_allclose(line.get_xdata(), x, err_msg=ylabel)
+        np.testing.assert_allclose(line.get_ydata(), y, err_msg=ylabel)
 
 
 def test_result_needs_its_keys(tmp_path):
