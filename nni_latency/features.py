@@ -40,7 +40,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import first_line
 from .operators import ATTENTION_OPS, CONV_OPS, FREE_OPS, MATMUL_OPS, MEMORY_CLASSES, OP_FEATURE_NAMES, WINDOW_OPS, \
-    classify_op, conv_path, memory_class, op_feature_doc
+    classify_op, conv_path, input_padded, memory_class, numel, op_feature_doc, vector_padded
 from .protocol import LEGACY_VECTOR_WIDTH, Counting
 
 _logger = logging.getLogger(__name__)
@@ -206,23 +206,6 @@ def _rebuild(values, op_counts, uncovered, ops) -> BlockFeatures:
 _WINDOW_FEATURE = {op: "maxpool_work" if op.startswith("max") else "avgpool_work" for op in WINDOW_OPS}
 
 
-def _vector_padded(channels: int, width: int) -> int:
-    return -(-channels // width) * width
-
-
-def _input_padded(channels: int, width: int) -> int:
-    # An RGB-like input (C_in <= 4) gets a kernel of its own that loops over channels unvectorised.
-    return channels if channels <= 4 else _vector_padded(channels, width)
-
-
-def _numel(x: Any) -> int:
-    if isinstance(x, torch.Tensor):
-        return x.numel()
-    if isinstance(x, (list, tuple)):
-        return sum(_numel(v) for v in x)
-    return 0
-
-
 def _conv_features(args: Sequence[Any], out: torch.Tensor, width: int) -> dict[str, float]:
     # convolution(input[N,Cin,*S], weight[Cout,Cin/g,*K] or [Cin,Cout/g,*K] if transposed, bias, stride,
     #             padding, dilation, transposed, output_padding, groups) -> [N,Cout,*S']
@@ -239,11 +222,11 @@ def _conv_features(args: Sequence[Any], out: torch.Tensor, width: int) -> dict[s
     flops = 2.0 * macs
     if groups > 1 and groups == c_in:
         kind = "depthwise"
-        vector_macs = positions * _vector_padded(max(c_in, c_out), width) * kernel
+        vector_macs = positions * vector_padded(max(c_in, c_out), width) * kernel
     else:
         kind = "grouped" if groups > 1 else ("pointwise" if kernel == 1 else "dense")
-        vector_macs = (positions * groups * _input_padded(c_in // groups, width)
-                       * _vector_padded(c_out // groups, width) * kernel)
+        vector_macs = (positions * groups * input_padded(c_in // groups, width)
+                       * vector_padded(c_out // groups, width) * kernel)
     features = {"acts": out.numel(), "inp": x.numel(), "flops": flops, f"flops_{kind}": flops,
                 "weights": weight.numel(), "conv_weights": weight.numel(), f"vflops_{kind}": 2.0 * vector_macs,
                 f"convs_{kind}": 1}
@@ -263,7 +246,7 @@ def _matmul_features(name: str, args: Sequence[Any], out: torch.Tensor, width: i
     a, b = (args[1], args[2]) if name in ("addmm", "baddbmm") else (args[0], args[1])
     inner, cols = a.shape[-1], out.shape[-1]
     flops = 2.0 * out.numel() * inner
-    vector_flops = 2.0 * (out.numel() // cols) * _vector_padded(inner, width) * _vector_padded(cols, width)
+    vector_flops = 2.0 * (out.numel() // cols) * vector_padded(inner, width) * vector_padded(cols, width)
     features = Counter({"acts": out.numel(), "inp": a.numel(), "flops": flops, "flops_pointwise": flops,
                         "weights": b.numel(), "matmul_weights": b.numel(), "vflops_matmul": vector_flops, "matmuls": 1})
     for operand in (a, b):  # BLAS reads a matrix or its transpose in place; any other layout is copied first
@@ -285,8 +268,8 @@ def _attention_features(args: Sequence[Any], width: int) -> dict[str, float]:
     query, key, value = args[0], args[1], args[2]
     heads = math.prod(query.shape[:-2])  # batch x heads
     queries, keys, dim, value_dim = query.shape[-2], key.shape[-2], query.shape[-1], value.shape[-1]
-    padded = heads * queries * _vector_padded(keys, width) * (_vector_padded(dim, width)
-                                                              + _vector_padded(value_dim, width))
+    padded = heads * queries * vector_padded(keys, width) * (vector_padded(dim, width)
+                                                              + vector_padded(value_dim, width))
     flops = 2.0 * heads * queries * keys * (dim + value_dim)
     return {"flops": flops, "vflops_attention": 2.0 * padded, "attention_scores": heads * queries * keys,
             "attentions": 1}
@@ -324,7 +307,7 @@ class _FeatureCounter(TorchDispatchMode):
             delta.update(_matmul_features(name, args, out, self.vector_width))
             delta["conv_ops"] += 1
         else:
-            elements = _numel(args) + _numel(out)
+            elements = numel(args) + numel(out)
             if name in ATTENTION_OPS:
                 delta.update(_attention_features(args, self.vector_width))
             else:

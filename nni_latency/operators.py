@@ -26,7 +26,7 @@ _logger = logging.getLogger(__name__)
 
 __all__ = ["FREE_OPS", "CONV_OPS", "MATMUL_OPS", "ATTENTION_OPS", "WINDOW_OPS", "MEMORY_CLASSES", "MEMORY_OPS",
            "memory_class", "conv_path", "OpClass", "OP_CLASSES", "OP_FEATURE_NAMES", "OVERHEAD_FEATURES",
-           "classify_op", "op_class_of_feature"]
+           "classify_op", "op_class_of_feature", "numel", "vector_padded", "input_padded"]
 
 # Operators that only change tensor metadata (or are bookkeeping): free, never warned about.
 FREE_OPS = frozenset({
@@ -141,7 +141,7 @@ OP_CLASSES: dict[str, OpClass] = {c.name: c for c in (
     OpClass("attention", "fused attention (scaled_dot_product_attention)", ("calls", "vflops", "scores"), "bmm"),
     OpClass("batch_norm", "batch norm at inference (a scale and shift per channel)", _MEMORY, "simple"),
     OpClass("simple", "one arithmetic op per element, out of place (add, mul, relu, clamp, ...)", _MEMORY),
-    OpClass("inplace", "one arithmetic op per element, in place (relu_, hardtanh_, add_, ...): half the bytes",
+    OpClass("inplace", "one arithmetic op per element, in place (relu_, hardtanh_, add_, ...): no new tensor",
             _MEMORY, "simple"),
     OpClass("transcendental", "a polynomial per element (sigmoid, SiLU, GELU, tanh, exp)", _MEMORY, "simple"),
     OpClass("softmax", "softmax over rows: a max, an exp and a sum per row", _MEMORY, "transcendental"),
@@ -179,16 +179,24 @@ def op_class_of_feature(name: str) -> str:
     return name.partition(".")[0]
 
 
-def _numel(x: Any) -> int:
+def numel(x: Any) -> int:
+    """Elements of a tensor, or of all tensors in a (nested) list or tuple; 0 for anything else."""
     if isinstance(x, torch.Tensor):
         return x.numel()
     if isinstance(x, (list, tuple)):
-        return sum(_numel(v) for v in x)
+        return sum(numel(v) for v in x)
     return 0
 
 
-def _padded(channels: int, width: int) -> int:
+def vector_padded(channels: int, width: int) -> int:
+    """``channels`` rounded up to a multiple of the vector width (how oneDNN blocks channels)."""
     return -(-channels // width) * width
+
+
+def input_padded(channels: int, width: int) -> int:
+    """Input channels as a convolution kernel loops over them: an RGB-like input (C_in <= 4) gets a kernel of
+    its own that loops over channels unvectorised; anything wider is vector-padded."""
+    return channels if channels <= 4 else vector_padded(channels, width)
 
 
 def _strided(tensor: Any) -> bool:
@@ -208,12 +216,10 @@ def _conv(args: Sequence[Any], out: torch.Tensor, counting: Counting) -> tuple[s
     flops = 2.0 * (x.numel() * weight.shape[1] if transposed else out.numel() * weight.shape[1]) * kernel
     width = counting.vector_width
     if groups > 1 and groups == c_in:
-        kind, vmacs = "depthwise", positions * _padded(max(c_in, c_out), width) * kernel
+        kind, vmacs = "depthwise", positions * vector_padded(max(c_in, c_out), width) * kernel
     else:
         kind = "grouped" if groups > 1 else ("pointwise" if kernel == 1 else "dense")
-        per_group_in = c_in // groups
-        padded_in = per_group_in if per_group_in <= 4 else _padded(per_group_in, width)  # RGB: unvectorised
-        vmacs = positions * groups * padded_in * _padded(c_out // groups, width) * kernel
+        vmacs = positions * groups * input_padded(c_in // groups, width) * vector_padded(c_out // groups, width) * kernel
     common = {"calls": 1.0, "elements": float(x.numel() + out.numel()),
               "stream": float(max(weight.numel() - counting.llc_elements, 0)),
               "copied": float(x.numel() if not x.is_contiguous() else 0)}
@@ -228,7 +234,7 @@ def _matmul(name: str, args: Sequence[Any], out: torch.Tensor, counting: Countin
     a, b = (args[1], args[2]) if name in ("addmm", "baddbmm") else (args[0], args[1])
     width = counting.vector_width
     inner, cols = a.shape[-1], out.shape[-1]
-    vflops = 2.0 * (out.numel() // cols) * _padded(inner, width) * _padded(cols, width)
+    vflops = 2.0 * (out.numel() // cols) * vector_padded(inner, width) * vector_padded(cols, width)
     weights = b.numel() if b.dim() == 2 else 0  # a batched right operand is an activation, not a weight
     kind = {"addmm": "addmm", "mm": "mm", "bmm": "bmm", "baddbmm": "bmm"}.get(name, "mm")
     return kind, {"calls": 1.0, "vflops": vflops, "elements": float(a.numel() + b.numel() + out.numel()),
@@ -241,8 +247,8 @@ def _attention(args: Sequence[Any], counting: Counting) -> tuple[str, dict[str, 
     query, key, value = args[0], args[1], args[2]
     heads = math.prod(query.shape[:-2])
     queries, keys, width = query.shape[-2], key.shape[-2], counting.vector_width
-    padded = heads * queries * _padded(keys, width) * (_padded(query.shape[-1], width)
-                                                       + _padded(value.shape[-1], width))
+    padded = heads * queries * vector_padded(keys, width) * (vector_padded(query.shape[-1], width)
+                                                       + vector_padded(value.shape[-1], width))
     return "attention", {"calls": 1.0, "vflops": 2.0 * padded, "scores": float(heads * queries * keys)}
 
 
@@ -255,23 +261,23 @@ def _memory(name: str, args: Sequence[Any], out: Any, counting: Counting) -> tup
     if name in ("_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm",
                 "batch_norm", "_batch_norm_impl_index"):
         cls = "batch_norm"
-        elements = inputs[0].numel() + _numel(out[0] if isinstance(out, (tuple, list)) else out)
+        elements = inputs[0].numel() + numel(out[0] if isinstance(out, (tuple, list)) else out)
     elif category == "window":
         result = out[0] if isinstance(out, (tuple, list)) else out
         cls = "maxpool" if name.startswith("max") else "avgpool"
-        elements = _numel(args[0]) + result.numel()
+        elements = numel(args[0]) + result.numel()
         features = {"calls": 1.0, "work": float(result.numel() * math.prod(args[1])), "elements": float(elements),
                     "beyond_l2": float(max(elements - counting.l2_elements, 0))}
         return cls, features
     elif name.endswith("_") and category == "simple":
-        cls, elements = _INPLACE, _numel(args) + _numel(out)
+        cls, elements = _INPLACE, numel(args) + numel(out)
     elif name in ("_softmax", "_safe_softmax", "softmax", "_log_softmax", "log_softmax"):
-        cls, elements = "softmax", _numel(args) + _numel(out)
+        cls, elements = "softmax", numel(args) + numel(out)
     elif category == "move" and name in ("clone", "copy_", "contiguous", "_to_copy") and any(
             not t.is_contiguous() for t in inputs):
-        cls, elements = "transpose_copy", _numel(args) + _numel(out)
+        cls, elements = "transpose_copy", numel(args) + numel(out)
     else:
-        cls, elements = category, _numel(args) + _numel(out)
+        cls, elements = category, numel(args) + numel(out)
     return cls, {"calls": 1.0, "elements": float(elements),
                  "beyond_l2": float(max(elements - counting.l2_elements, 0))}
 
