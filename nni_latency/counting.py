@@ -22,12 +22,18 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .features import BlockFeatures, as_counting, extract_features, first_line, run_counted
+from .features import (BlockFeatures, as_counting, extract_features, first_line, make_inputs, module_device_dtype,
+                       run_counted)
+from .forward_checks import branch_note
 from .protocol import Counting
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["count_features", "LARGE_FLOPS", "LARGE_BYTES"]
+__all__ = ["count_features", "BranchWarning", "LARGE_FLOPS", "LARGE_BYTES"]
+
+
+class BranchWarning(UserWarning):
+    """Two forward passes on different random inputs ran different operators: the prediction covers one branch."""
 
 # Beyond these, a real pass takes many seconds of arithmetic or gigabytes of memory: count on meta.
 LARGE_FLOPS = 5e10
@@ -118,4 +124,26 @@ def count_features(module: nn.Module | Callable[[], nn.Module], input_shape: Seq
                           f"{traffic / 2**30:.1f} GiB of tensors on {_text(shapes)}): its features were counted "
                           "on meta tensors, without running it", stacklevel=2)
             return features
-    return extract_features(module if built else module(), input_shape, counting)
+    module = module if built else module()
+    features = extract_features(module, input_shape, counting)
+    _check_branches(module, shapes, features, counting)
+    return features
+
+
+def _check_branches(module: nn.Module, shapes: list[tuple[int, ...]], features: BlockFeatures,
+                    counting: Counting) -> None:
+    """A second pass on other random inputs: when it runs other operators (control flow that depends on the
+    data), say in one line that the prediction covers the branch the first input took."""
+    if not _surely_small(module, shapes):
+        return  # a second pass of a large module costs seconds; its ops do not depend on its values in practice
+    device, dtype = module_device_dtype(module)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the first pass warned about what it found
+            again, _ = run_counted(module, make_inputs([list(s) for s in shapes], device, dtype, seed=1), counting)
+    except Exception as error:  # noqa: BLE001 -- another input failing is itself data-dependent behaviour
+        _logger.debug("second counted pass failed (%s)", error)
+        return
+    note = branch_note([record.op for record in features.ops], [record.op for record in again.ops])
+    if note:
+        warnings.warn(f"{type(module).__name__}: {note}", BranchWarning, stacklevel=3)

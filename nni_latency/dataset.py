@@ -22,6 +22,7 @@ from .fileio import read_jsonl
 from .measuring import combine_rounds
 from .operators import OP_CLASSES
 from .protocol import protocol_of
+from .rowcheck import check_one_protocol, select_rows
 
 _logger = logging.getLogger(__name__)
 
@@ -75,13 +76,18 @@ def combined_rows(rows: Iterable[dict]) -> list[dict]:
     return combined
 
 
-def load_records(path: str | Path) -> list[dict]:
+def load_records(path: str | Path, only: str | None = None) -> list[dict]:
     """Measured rows of a JSONL dataset, one per block; rows with NaN/inf/non-positive latency are dropped with
-    a warning, rows from an older feature set are recounted from their block spec."""
+    a warning, rows from an older feature set are recounted from their block spec.
+
+    Rows measured on several machines or under several protocols are refused, naming the first difference;
+    ``only`` (``FIELD=VALUE``, e.g. ``threads=1``) keeps one part (``rowcheck``)."""
     if not Path(path).exists():
         raise ValueError(f"dataset {str(path)!r} does not exist; create one with `nni-latency profile`")
+    rows = select_rows(list(read_jsonl(path)), only, path)
+    check_one_protocol(rows, path)
     records, dropped = [], 0
-    for record in combined_rows(read_jsonl(path)):
+    for record in combined_rows(rows):
         latency = record.get("latency_ms")
         if not isinstance(latency, (int, float)) or not math.isfinite(latency) or latency <= 0:
             dropped += 1

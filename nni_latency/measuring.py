@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .fileio import append_jsonl, read_jsonl
 from .progress import progress_bar
 from .protocol import MeasurementProtocol, protocol_of
+from .rowcheck import check_one_protocol
 from .timing import LatencyMeasurement, measure_latency
 
 _logger = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ def protocol_mismatch(rows: Iterable[dict], protocol: MeasurementProtocol) -> tu
 
 
 def check_resumable(existing: Mapping[str, Sequence[dict]], protocol: MeasurementProtocol, dataset: Path) -> None:
-    """Rows already in ``dataset`` must have been measured under the same protocol as this run."""
+    """Rows already in ``dataset`` must come from one machine and one protocol, the same as this run's."""
+    check_one_protocol([row for rows in existing.values() for row in rows], dataset, "use another --output-dir")
     mismatch = protocol_mismatch((row for rows in existing.values() for row in rows), protocol)
     if mismatch:
         key, recorded, wanted = mismatch

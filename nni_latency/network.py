@@ -166,7 +166,7 @@ def attribute_features(network: nn.Module, input_shape: Sequence[int], modules: 
     counted: dict[str, BlockFeatures] = {}
     patched = []
 
-    def counting(name: str, original):
+    def counted_forward(name: str, original):
         def forward(*args, **kwargs):
             features, output = run_counted(_Call(original, kwargs), args, counting)
             counted[name] = counted[name] + features if name in counted else features
@@ -176,7 +176,7 @@ def attribute_features(network: nn.Module, input_shape: Sequence[int], modules: 
     try:
         for name, module in modules:
             patched.append((module, module.__dict__.get("forward")))
-            module.forward = counting(name, module.forward)
+            module.forward = counted_forward(name, module.forward)
         extract_features(network, input_shape, counting)
     finally:
         for module, own in patched:

@@ -113,8 +113,8 @@ class ProfileResult:
     reference: LatencyModel  # the published two-regime model, fitted on the same rows (for the plot)
     output_dir: Path
     seconds: float
-    measured: int = 0  # blocks measured by this run
-    reused: int = 0  # blocks whose measurements this run found in the dataset (a resumed run)
+    measured: int = 0  # measurements (block x round) taken by this run
+    reused: int = 0  # measurements this run found in the dataset (a resumed run)
     held_out: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> cross-validated predictions per row
 
 
@@ -189,7 +189,8 @@ def run_profile(config: ProfileConfig, protocol: MeasurementProtocol | str = "cp
     name = device_description(torch.device(protocol.device))
     records = measure_specs(specs, dataset, protocol, progress=progress, device_name=name, existing=existing)
     records = [r for r in records if math.isfinite(r["latency_ms"]) and r["latency_ms"] > 0]
-    reused = len({key for key in existing if key in {spec.key for spec in specs}})
+    keys = {spec.key for spec in specs}
+    reused = sum(min(len(rows), protocol.rounds) for key, rows in existing.items() if key in keys)
     device_info = {
         "name": name, "type": protocol.device_type, **protocol.to_dict(), "torch": torch.__version__,
         "date": datetime.date.today().isoformat(),
@@ -207,4 +208,4 @@ def run_profile(config: ProfileConfig, protocol: MeasurementProtocol | str = "cp
     model.metrics["profile_seconds"] = round(time.perf_counter() - started, 2)
     model.save(model_path)
     return ProfileResult(model, records, reference, out, time.perf_counter() - started,
-                         measured=len(specs) - reused, reused=reused, held_out=held_out)
+                         measured=protocol.rounds * len(specs) - reused, reused=reused, held_out=held_out)

@@ -45,7 +45,8 @@ def format_profile_summary(model, records: Sequence[dict], reference=None, secon
     lines = [f"device model: {model.kind} on {model.device.get('name', 'an unknown device')} "
              f"({protocol.threads} thread(s), {protocol.dtype}, batch {protocol.batch}, protocol {protocol.protocol})"]
     if seconds is not None:
-        run = "" if measured is None else f" (measured {measured} blocks in this run, reused {reused or 0})"
+        run = "" if measured is None else (f" (this run took {measured} measurements and reused {reused or 0} from "
+                                           f"the dataset; {protocol.rounds} round(s) per block)")
         lines.append(f"profiled {len(records)} blocks in {seconds:.1f} s{run}")
     lines.extend(_op_lines(model))
     lines.append("parameters:")

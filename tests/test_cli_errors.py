@@ -17,10 +17,7 @@ import pytest
 
 from nni_latency import fileio
 
-try:  # where the profiling run lives (it moved from microbench)
-    from nni_latency import profiling
-except ImportError:
-    from nni_latency import microbench as profiling
+from nni_latency import profiling
 from nni_latency.cli import main
 from nni_latency.errors import describe_error
 

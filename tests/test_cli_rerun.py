@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from nni_latency import fileio, microbench, plots
+from nni_latency import fileio, plots, profiling
 from nni_latency.cli import main
 from nni_latency.fileio import atomic_write_json, atomic_write_text
 from nni_latency.plots import pyplot, save_figure
@@ -41,8 +41,8 @@ def synthetic_device(monkeypatch):
         latency = 0.01 + 1e-7 * math.prod(shape) * sum(p.numel() for p in module.parameters()) ** 0.5
         return LatencyMeasurement((latency,) * 3, 1, protocol.protocol, 1)
 
-    monkeypatch.setattr(microbench, "measure_latency", measure)
-    monkeypatch.setattr(microbench, "record_probe", lambda protocol: {})
+    monkeypatch.setattr(profiling, "measure_latency", measure)
+    monkeypatch.setattr(profiling, "record_probe", lambda protocol: {})
     monkeypatch.setattr(plots, "plot_fit", lambda *args, **kwargs: [])
     return measured
 
@@ -66,7 +66,7 @@ def test_a_rerun_with_another_config_is_refused_and_the_model_kept(tiny_profile_
                                                                     umask_022):
     first = _profile(tiny_profile_config, tmp_path)
     assert first.code == 0, first.err
-    assert "(measured 14 blocks in this run, reused 0)" in first.out
+    assert "(this run took 14 measurements and reused 0 from the dataset; 1 round(s) per block)" in first.out
     model, dataset = (tmp_path / "device_model.json").read_bytes(), (tmp_path / "microbench.jsonl").read_bytes()
     for name in ("device_model.json", "microbench.jsonl"):
         assert _mode(tmp_path / name) == 0o644, name
@@ -82,7 +82,7 @@ def test_a_rerun_with_another_config_is_refused_and_the_model_kept(tiny_profile_
     measured = len(synthetic_device)
     again = _profile(tiny_profile_config, tmp_path)  # the same config resumes, measuring nothing
     assert again.code == 0, again.err
-    assert "(measured 0 blocks in this run, reused 14)" in again.out and len(synthetic_device) == measured
+    assert "(this run took 0 measurements and reused 14 from the dataset; 1 round(s) per block)" in again.out and len(synthetic_device) == measured
 
 
 def test_a_rerun_of_an_interrupted_run_with_another_config_is_refused(tiny_profile_config, tmp_path,
@@ -98,7 +98,7 @@ def test_force_starts_afresh_and_keeps_the_old_files_aside(tiny_profile_config, 
     old_model = (tmp_path / "device_model.json").read_bytes()
     forced = _profile(tiny_profile_config, tmp_path, "--set", "seed=1", "--force")
     assert forced.code == 0, forced.err
-    assert "(measured 14 blocks in this run, reused 0)" in forced.out
+    assert "(this run took 14 measurements and reused 0 from the dataset; 1 round(s) per block)" in forced.out
     kept = sorted(p.name for p in tmp_path.iterdir() if p.name.count(".") == 2)
     assert [name.split(".")[0] for name in kept] == ["device_model", "microbench"], kept
     assert (tmp_path / kept[0]).read_bytes() == old_model
@@ -148,6 +148,6 @@ def test_refitting_another_kind_keeps_the_profiled_model_aside(tiny_profile_conf
     profiled = (tmp_path / "device_model.json").read_bytes()
     refit = _run(["fit", str(tmp_path / "microbench.jsonl"), "--kind", "flops", "--no-plot"])
     assert refit.code == 0, refit.err
-    assert "kept the previous relative_linear model (14 points) as" in refit.out
+    assert "kept the previous op_linear model (14 points) as" in refit.out
     kept = [p for p in tmp_path.glob("device_model.*.json")]
     assert len(kept) == 1 and kept[0].read_bytes() == profiled

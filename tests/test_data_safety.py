@@ -23,10 +23,7 @@ import pytest
 
 from nni_latency import plots
 
-try:  # where the profiling run lives (it moved from microbench)
-    from nni_latency import profiling
-except ImportError:
-    from nni_latency import microbench as profiling
+from nni_latency import profiling
 from nni_latency.config import apply_overrides, find_config
 from nni_latency.locking import folder_lock
 from nni_latency.outputs import file_kind

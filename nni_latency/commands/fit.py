@@ -30,7 +30,6 @@ def run(args: argparse.Namespace) -> int:
     from ..protocol import protocol_of
     from ..outputs import Output, check_outputs
     from ..resume import set_aside
-    from ..rowcheck import check_one_protocol, select_rows
     from ..summary import format_profile_summary
     from . import check_not_a_directory
 
@@ -39,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else Path(args.dataset).with_name("device_model.json")
     plots = [] if args.no_plot else [Output(output.with_name(f"fit.{e}"), "plot", "--output") for e in ("png", "svg")]
     check_outputs([Output(output, "model", "--output"), *plots], {"dataset": args.dataset})
-    records = select_rows(load_records(args.dataset), args.only, args.dataset)
-    check_one_protocol(records, args.dataset)
+    records = load_records(args.dataset, args.only)  # one machine and one protocol, or --only selects one
     previous: dict = {}
     replaced = None
     if output.exists():  # refitting beside a profiled model keeps the rest of its device description
