@@ -45,6 +45,8 @@ BLOCKS = {
     "docs/ANALYZE.md: nni-latency analyze examples/analyze/networks.py:resnet18_style --input-shape 1,3,224,224 "
     "--model runs/cpu/device_model.json --json resnet.json --plot resnet.png": RUN,
     "docs/ANALYZE.md: nni-latency analyze zoo:deit_tiny --model runs/cpu/device_model.json": RUN,
+    "docs/ANALYZE.md: nni-latency analyze zoo:mobilenet_v2 --model runs/cpu/device_model.json --measure --ops "
+    "--ops-plot ops.png": "times MobileNetV2 whole and every one of its aten calls (a minute on one thread)",
     "docs/NAS.md: import torch": "trains a supernet on digits for several epochs (minutes)",
     "docs/NAS.md: profiler = LatencyProfiler(space, (1, 3, 32, 32), \"device_model.json\")":
         "a fragment: it continues the search script above it (space, LatencyDARTS)",
