@@ -140,7 +140,7 @@ OP_CLASSES: dict[str, OpClass] = {c.name: c for c in (
             "mm"),
     OpClass("attention", "fused attention (scaled_dot_product_attention)", ("calls", "vflops", "scores"), "bmm"),
     OpClass("batch_norm", "batch norm at inference (a scale and shift per channel)", _MEMORY, "simple"),
-    OpClass("simple", "one arithmetic op per element, out of place (add, mul, relu, clamp, ...)", _MEMORY),
+    OpClass("simple", "one arithmetic op per element, out of place (add, mul, relu, clamp, ...)", _MEMORY, "inplace"),
     OpClass("inplace", "one arithmetic op per element, in place (relu_, hardtanh_, add_, ...): no new tensor",
             _MEMORY, "simple"),
     OpClass("transcendental", "a polynomial per element (sigmoid, SiLU, GELU, tanh, exp)", _MEMORY, "simple"),
@@ -150,7 +150,7 @@ OP_CLASSES: dict[str, OpClass] = {c.name: c for c in (
     OpClass("transpose_copy", "copies that make a permuted or transposed tensor contiguous", _MEMORY, "move"),
     OpClass("reduce", "means, sums and adaptive pooling", _MEMORY, "simple"),
     OpClass("maxpool", "max pooling: work is outputs x window", _WINDOW, "avgpool"),
-    OpClass("avgpool", "average pooling: work is outputs x window", _WINDOW, "maxpool"),
+    OpClass("avgpool", "average pooling: work is outputs x window", _WINDOW, "reduce"),
 )}
 # Costs paid per call whatever the operator: Python dispatch of every aten call (free ones too) and of every
 # module's forward. They are fitted on what block totals leave over the sum of their operators' times.

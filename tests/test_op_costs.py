@@ -151,13 +151,14 @@ def test_a_class_without_calls_borrows_its_fallbacks_weights():
     X = features_matrix([r["features"] for r in records], OP_FEATURE_NAMES)
     model = OperatorCostModel().fit_ops(op_rows(records), X, [r["latency_ms"] for r in records])
     weights = model.get_state()["weights"]
-    assert model.sources_["simple"] == "none"  # nothing to borrow from: simple has no fallback and no calls
+    assert model.sources_["simple"] == "as inplace"
     assert model.sources_["conv_grouped"] == "as conv_pointwise"  # conv_dense has no calls either: next in line
     assert model.sources_["conv_dense"] == "as conv_pointwise"
     assert weights["conv_dense.vflops"] == weights["conv_pointwise.vflops"]
     assert model.sources_["conv_gemm"] == "as conv_pointwise"
     assert weights["conv_gemm.flops"] == weights["conv_pointwise.vflops"]  # FLOPs read as padded FLOPs
-    assert model.sources_["transcendental"] == "none"
+    assert model.sources_["transcendental"] == "as inplace"  # simple has no calls either: next in line
+    assert model.sources_["maxpool"] == "as inplace"  # avgpool, reduce and simple have none: next in line
 
 
 def test_too_few_calls_of_a_class_do_not_get_weights_of_their_own():
