@@ -26,7 +26,7 @@ from .coverage import check_threads
 from .deprecation import deprecated_names
 from .drift import check_drift
 from .features import FEATURE_NAMES, ROLES, BlockFeatures
-from .measuring import measure_modules
+from .rounds import measure_modules
 from .op_classes import OpClassRow, format_op_classes, op_class_rows
 from .model import CostTerms, LatencyModel, dominant_role
 from .network import (Shapes, attribute_features, block_features, record_calls, runnable_blocks, select_blocks,

@@ -19,7 +19,7 @@ import numpy as np
 from .blocks import spec_from_dict
 from .features import FEATURE_NAMES, extract_features
 from .fileio import read_jsonl
-from .measuring import combine_rounds
+from .rounds import combine_rounds
 from .operators import OP_CLASSES
 from .protocol import protocol_of
 from .rowcheck import check_one_protocol, select_rows
@@ -61,7 +61,7 @@ def _merged_ops(rows: Sequence[dict]) -> list | None:
 
 
 def combined_rows(rows: Iterable[dict]) -> list[dict]:
-    """Rows of one block measured in several rounds become one row (``measuring.combine_rounds``), their
+    """Rows of one block measured in several rounds become one row (``rounds.combine_rounds``), their
     operator times merged."""
     by_key: dict[str, list[dict]] = {}
     for index, row in enumerate(rows):

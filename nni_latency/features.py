@@ -371,7 +371,7 @@ def run_counted(module: nn.Module, inputs: tuple[torch.Tensor, ...], counting: C
                 threads: int | None = None) -> tuple[BlockFeatures, Any]:
     """Run ``module(*inputs)`` once in eval mode with no grad, counting features; returns (features, output).
 
-    ``counting`` says how the device counts (``protocol.counting``, ``LatencyModel.counting``; a vector width
+    ``meta_counting`` says how the device counts (``protocol.counting``, ``LatencyModel.counting``; a vector width
     and ``threads`` still work): ATen picks convolution kernels by its thread count, which is set for the pass;
     the process's own setting and the module's training flag are restored afterwards.
     """
@@ -434,7 +434,7 @@ def extract_features(module: nn.Module, input_shape: Sequence[int] | Sequence[Se
                      counting: Counting | int | None = None, threads: int | None = None) -> BlockFeatures:
     """Features of ``module`` for one input of ``input_shape`` (batch included), from one forward pass.
 
-    ``counting`` is the profiled device's (``LatencyModel.count`` passes the model's).
+    ``meta_counting`` is the profiled device's (``LatencyModel.count`` passes the model's).
     Raises ``ValueError`` with a one-line explanation if the shape does not fit the module.
     """
     device, dtype = module_device_dtype(module)

@@ -13,7 +13,7 @@ __getattr__ = deprecated_names(__name__, {
         "device_description", "MAX_COUNT")},
     **{name: f"nni_latency.dataset:{name}" for name in ("load_records", "recount_features", "has_current_features")},
     **{name: f"nni_latency.suite:{name}" for name in ("sample_specs", "round_channels")},
-    "measure_modules": "nni_latency.measuring:measure_modules",
+    "measure_modules": "nni_latency.rounds:measure_modules",
     "MIN_POINTS": "nni_latency.fit:MIN_POINTS",
     "cross_validated_predictions": "nni_latency.fit:cross_validated_predictions",
     "cross_validated_metrics": "nni_latency.fit:cross_validated_metrics",

@@ -199,9 +199,9 @@ class LatencyModel:
     def count(self, module, input_shape) -> BlockFeatures:
         """The features of ``module`` (or of what the builder ``module()`` returns) on ``input_shape`` (batch
         included), counted as this model's device counts them; a module too large to run here is counted on
-        meta tensors (``counting``). A batch size outside those the model was profiled at warns once
+        meta tensors (``meta_counting``). A batch size outside those the model was profiled at warns once
         (``coverage.CoverageWarning``). Every prediction from a module goes through here."""
-        from .counting import count_features
+        from .meta_counting import count_features
 
         check_batch(self, batch_of(input_shape), stacklevel=3)
         return count_features(module, input_shape, self.counting)

@@ -1,9 +1,9 @@
 """Whole networks measured end to end and scored against a device model (``nni-latency evaluate --networks``):
 the model-level test set, to check a predictor on architectures it never saw.
 
-Each network is timed in ``rounds`` interleaved passes (``measuring.measure_rounds``: one JSONL row per
+Each network is timed in ``rounds`` interleaved passes (``rounds.measure_rounds``: one JSONL row per
 network and pass, appended as it is taken, resumed after an interruption; a network's latency combines its
-passes as the profile's blocks do, ``measuring.combine_rounds``), built afresh for every pass, predicted with
+passes as the profile's blocks do, ``rounds.combine_rounds``), built afresh for every pass, predicted with
 ``LatencyModel.predict_module``, and scored with MdAPE, the shares within ±5% and ±10%, the median signed error
 (bias), Kendall tau and the worst networks, overall and per kind. Before measuring, the device model's drift probe is timed again (``drift``).
 """
@@ -27,7 +27,7 @@ from .drift import DriftCheck, check_drift
 from .errors import first_line
 from .features import UncoveredOperatorWarning
 from .fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, json_safe
-from .measuring import measure_rounds, read_rounds
+from .rounds import measure_rounds, read_rounds
 from .metrics import error_summary, worst_points
 from .model import LatencyModel, OutOfRangeWarning
 from .network_selection import NETWORK_KINDS, NetworkSpec, SpaceCache, select_networks

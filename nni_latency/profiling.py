@@ -28,7 +28,7 @@ from .drift import record_probe
 from .features import BlockFeatures, extract_features
 from .fileio import ensure_writable_dir
 from .fit import MIN_POINTS, fit_with_cv, reference_model
-from .measuring import measure_rounds
+from .rounds import measure_rounds
 from .model import MODEL_KINDS, LatencyModel
 from .op_timing import time_ops
 from .protocol import ALLOCATORS, PROTOCOLS, MeasurementProtocol, protocol_of

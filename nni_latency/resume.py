@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .fileio import read_jsonl
-from .measuring import protocol_mismatch
+from .rounds import protocol_mismatch
 from .protocol import MeasurementProtocol
 from .rowcheck import check_one_protocol, check_same_machine
 

@@ -63,7 +63,7 @@ MOVED = {
         "load_records": "nni_latency.dataset:load_records", "recount_features": "nni_latency.dataset:recount_features",
         "has_current_features": "nni_latency.dataset:has_current_features",
         "sample_specs": "nni_latency.suite:sample_specs", "round_channels": "nni_latency.suite:round_channels",
-        "measure_modules": "nni_latency.measuring:measure_modules", "MIN_POINTS": "nni_latency.fit:MIN_POINTS",
+        "measure_modules": "nni_latency.rounds:measure_modules", "MIN_POINTS": "nni_latency.fit:MIN_POINTS",
         "cross_validated_predictions": "nni_latency.fit:cross_validated_predictions",
         "cross_validated_metrics": "nni_latency.fit:cross_validated_metrics",
         "PROTOCOL_KEYS": "nni_latency.protocol:RESUME_FIELDS"}.items()},

@@ -18,7 +18,7 @@ from nni_latency.nas import FBNetLatencyLoss, LatencyDARTS, LatencyProfiler
 from nni_latency.nas.loose import LooseEnds
 from nni_latency.nas.loss import ExpectedLatency
 from nni_latency.nas.strategy import architecture_logits, architecture_probs
-from nni_latency.nas.tables import subsets
+from nni_latency.nas.label_tables import subsets
 from nni_latency.spaces.hub import build_space
 
 pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.OutOfRangeWarning", "ignore::UserWarning")

@@ -20,7 +20,7 @@ from nni_latency.model import LatencyModel
 from nni_latency.nas.loss import ExpectedLatency, FBNetLatencyLoss
 from nni_latency.nas.profiler import LatencyProfiler
 from nni_latency.nas.strategy import FBNet, architecture_logits
-from nni_latency.nas.tables import fastest_latency
+from nni_latency.nas.label_tables import fastest_latency
 
 
 class TinySpace(ModelSpace):

@@ -354,7 +354,7 @@ def _lut_file(tmp_path, profiler, scale: float | None = 2.0) -> Path:
 
 def test_table_latency_reads_the_measured_column(tmp_path, tiny_space_and_profiler):
     from nni_latency.nas import FBNetLatencyLoss, LatencySource
-    from nni_latency.search.table import TableLatency, load_lut_rows
+    from nni_latency.search.lut_source import TableLatency, load_lut_rows
 
     space, profiler = tiny_space_and_profiler
     rows, metadata = load_lut_rows(_lut_file(tmp_path, profiler))
@@ -379,7 +379,7 @@ def test_table_latency_reads_the_measured_column(tmp_path, tiny_space_and_profil
     ("unmeasured", "has no measured_ms"), ("other_space", "lacks layer"),
 ])
 def test_lookup_table_errors(tmp_path, tiny_space_and_profiler, damage, fragment):
-    from nni_latency.search.table import TableLatency, load_lut_rows
+    from nni_latency.search.lut_source import TableLatency, load_lut_rows
 
     _, profiler = tiny_space_and_profiler
     path = _lut_file(tmp_path, profiler, scale=None if damage == "unmeasured" else 2.0)

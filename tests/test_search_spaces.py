@@ -21,7 +21,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.OutOfRangeWar
 
 def _write(tmp_path, text: str) -> Path:
     path = tmp_path / "search.yaml"
-    path.write_text("latency: {profile: cpu}\n" + text, encoding="utf-8")
+    base = "" if text.startswith("latency:") else "latency: {profile: cpu}\n"  # a case may bring its own section
+    path.write_text(base + text, encoding="utf-8")
     return path
 
 
@@ -53,8 +54,9 @@ CONFIG_ERRORS = {
                                                       ", ".join(STRATEGIES)]),
     "filter_without_budget": ("strategy: {name: random}\n", ["multi_trial.latency filter needs a budget"]),
     "trial_latency": ("strategy: {name: random}\nmulti_trial: {latency: objectve}\n", ["did you mean 'objective'"]),
-    "one_shot_without_tables": ("space: {name: enas}\n", ["space enas has no latency tables", "evolution or random"]),
-    "multi_trial_without_retraining": ("strategy: {name: random}\nlatency: {target_ms: 5}\nretrain: off\n",
+    "one_shot_without_tables": ("space: {name: nasbench101}\n", ["space nasbench101 has no latency tables",
+                                                                "evolution or random"]),
+    "multi_trial_without_retraining": ("latency: {profile: cpu, target_ms: 5}\nstrategy: {name: random}\nretrain: off\n",
                                        ["retrain.epochs must be at least 1 with a multi-trial strategy"]),
 }
 

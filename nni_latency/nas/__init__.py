@@ -6,7 +6,7 @@
 
 One concept per module: ``profiler`` (the public class and its input checks), ``structure`` (what a block
 is), ``units`` (what runs for real and NNI's shape inference), ``cells`` (NNI's ``Cell``: an op slot per
-(op, input)), ``walk`` (the walk over the space), ``tables`` (the label-table algebra), ``fallback``
+(op, input)), ``walk`` (the walk over the space), ``label_tables`` (the label-table algebra), ``fallback``
 (frozen-network prediction and ``FrozenLatencyProfiler``), ``source`` (the ``LatencySource`` protocol),
 ``loss``, ``strategy``, ``lut``. Names load on first use, so importing one module
 (``nni_latency.nas.loss``) does not import the others. See docs/NAS.md.
@@ -24,11 +24,11 @@ if TYPE_CHECKING:
     from .source import LatencySource
     from .fallback import FrozenLatencyProfiler, predict_frozen
     from .strategy import FBNet, FBNetLightningModule, LatencyDARTS, LatencyProxyless
-    from .tables import LatencyTerm
+    from .label_tables import LatencyTerm
 
 _EXPORTS = {
     "LatencyProfiler": "profiler",
-    "LatencyTerm": "tables",
+    "LatencyTerm": "label_tables",
     "LatencySource": "source",
     "ChoiceRecord": "lut",
     "ExpectedLatency": "loss",

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .tables import fastest_latency
+from .label_tables import fastest_latency
 
 _logger = logging.getLogger(__name__)
 

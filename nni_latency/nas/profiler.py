@@ -39,7 +39,7 @@ from ..model import LatencyModel
 from .loose import loose_end_cells
 from .lut import LutRow
 from .source import LatencySource
-from .tables import LabelSpace, LatencyTerm, fastest_latency, merge_terms, table_expression
+from .label_tables import LabelSpace, LatencyTerm, fastest_latency, merge_terms, table_expression
 from .units import FALLBACK_HINT, SpaceAnalysis, SpaceError
 from .walk import TermBuilder
 

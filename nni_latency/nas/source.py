@@ -1,5 +1,5 @@
 """``LatencySource``: what the FBNet loss, NNI's profiler penalties and the search report need from a source
-of latency, whether it is predicted (``LatencyProfiler``) or a measured lookup table (``search.table``).
+of latency, whether it is predicted (``LatencyProfiler``) or a measured lookup table (``search.lut_source``).
 """
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping, Protocol, runtime_checkable
 
-from .tables import LatencyTerm
+from .label_tables import LatencyTerm
 
 _logger = logging.getLogger(__name__)
 

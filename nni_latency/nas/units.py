@@ -30,7 +30,7 @@ from .cells import CellShim, check_stage
 from .loose import adapt_input_widths
 from .structure import (FALLBACK_HINT, SpaceError, called_parts, count_with_parts, counting_of, feature_row,
                         is_container, module_signature)
-from .tables import LabelSpace, reduce_table, table_expression
+from .label_tables import LabelSpace, reduce_table, table_expression
 
 _logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from nni.nas.nn.pytorch import LayerChoice, Repeat
 from ..features import FEATURE_NAMES, BlockFeatures
 from .lut import LutRow
 from .structure import marginal_latency
-from .tables import LatencyTerm, product, reduce_table
+from .label_tables import LatencyTerm, product, reduce_table
 from .units import SpaceAnalysis, UnitCall, UnitShim
 
 _logger = logging.getLogger(__name__)

@@ -318,7 +318,7 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
     profiler = profiler_for(config.space.name, space, input_shape, device_model)
     latency_source, lut_metadata = profiler, None
     if config.latency.lut is not None:
-        from .table import TableLatency, load_lut_rows
+        from .lut_source import TableLatency, load_lut_rows
 
         rows, lut_metadata = load_lut_rows(config.latency.lut)
         latency_source = TableLatency(profiler, rows)

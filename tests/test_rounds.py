@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from nni_latency.fileio import read_jsonl
-from nni_latency.measuring import combine_rounds, measure_rounds
+from nni_latency.rounds import combine_rounds, measure_rounds
 from nni_latency.protocol import MeasurementProtocol
 
 

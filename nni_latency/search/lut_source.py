@@ -18,7 +18,7 @@ import numpy as np
 
 from ..nas.profiler import LatencyProfiler
 from ..nas.source import LatencySource
-from ..nas.tables import LatencyTerm
+from ..nas.label_tables import LatencyTerm
 
 _logger = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import functools
 import pytest
 from torch import nn
 
-from nni_latency import counting
+from nni_latency import meta_counting as counting
 from nni_latency.blocks import BlockSpec
-from nni_latency.counting import count_features
+from nni_latency.meta_counting import count_features
 from nni_latency.features import extract_features
 
 
