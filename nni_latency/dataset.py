@@ -42,10 +42,15 @@ def recount_features(record: dict) -> dict:
     """A copy of ``record`` whose features are counted again from its block spec, as its protocol counts.
 
     Rows measured with an older feature set stay usable: a latency does not depend on how features are counted.
+    The features of its operator calls are recounted too (their times stay).
     """
     spec = spec_from_dict(record["spec"])
     features = extract_features(spec.build(seed=0), spec.input_shape, protocol_of(record).counting)
-    return {**record, "features": features.as_dict()}
+    recounted = {**record, "features": features.as_dict()}
+    ops = record.get("ops")
+    if isinstance(ops, list) and [op[0] for op in ops] == [r.op for r in features.ops]:  # the calls' own features too
+        recounted["ops"] = [[r.op, r.cls, op[2], r.features] for op, r in zip(ops, features.ops)]
+    return recounted
 
 
 def _merged_ops(rows: Sequence[dict]) -> list | None:

@@ -1,8 +1,10 @@
 """Timing every aten call of a module in place: inside the module, with its caches as they are there.
 
-A ``TorchDispatchMode`` reads the clock around each call. Its own cost per call is measured on the calls that
-do no work (view, t, permute, expand: ``operators.FREE_OPS``) in the same passes, and removed from every call,
-so an operator's time is what its kernel and dispatch cost, not the mode's bookkeeping. The module runs under
+A ``TorchDispatchMode`` reads the clock around each call. Its own cost per call is measured once per process, on
+calls that do no work (views) in a tight loop, and removed from every call, so an operator's time is what its
+kernel and its dispatch inside a network cost, not the clock's. (Views timed inside a network cost several times
+more than in a tight loop, as every call there does: that in-network dispatch is part of each operator's cost,
+and the profile's blocks and the networks pay it alike, so it is kept.) The module runs under
 the protocol: its thread count, and for ``rotate`` a cycle of copies of its weights and inputs, as the block
 measurement does, so that an operator starts with the caches a network leaves it.
 
@@ -16,7 +18,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+
 
 import numpy as np
 import torch
@@ -58,7 +60,7 @@ class _Clock(TorchDispatchMode):
 class OpTimes:
     """In-place times of a module's aten calls that do work, in call order, with the clock's own cost removed.
 
-    ``ops``: operator names; ``ms``: each call's time (the protocol's quantile over the passes) less
+    ``ops``: operator names; ``ms``: each call's time (its median over the passes) less
     ``overhead_ms``, the clock's cost per call (floored at 0); ``passes``: how many forward passes were timed.
     """
 
@@ -70,10 +72,6 @@ class OpTimes:
     @property
     def total_ms(self) -> float:
         return float(sum(self.ms))
-
-
-def _free_times(calls: Sequence[Sequence[tuple[str, float]]]) -> list[float]:
-    return [seconds for run in calls for name, seconds in run if name in _VIEW_OPS]
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,7 +87,7 @@ def timing_overhead_ms(threads: int = 1) -> float:
                 x.t().unsqueeze(0).view(8, 8)
     finally:
         torch.set_num_threads(previous)
-    return 1e3 * float(np.median(_free_times([clock.calls])))
+    return 1e3 * float(np.median([seconds for name, seconds in clock.calls if name in _VIEW_OPS]))
 
 
 def time_ops(module: nn.Module, input_shape, protocol: MeasurementProtocol,
@@ -128,10 +126,11 @@ def time_ops(module: nn.Module, input_shape, protocol: MeasurementProtocol,
     if any([name for name, _ in run] != names for run in runs[1:]):
         _logger.debug("%s runs different aten calls from pass to pass; no in-place op times", type(module).__name__)
         return None
-    free = _free_times(runs)
-    overhead = 1e3 * float(np.median(free)) if len(free) >= 3 else timing_overhead_ms(protocol.threads)
+    overhead = timing_overhead_ms(protocol.threads)  # one figure per process: every block is corrected alike
     times = np.array([[seconds for _, seconds in run] for run in runs]) * 1e3
-    per_op = np.quantile(times, protocol.quantile, axis=0)
+    # The median of each call over the passes: a lower quantile of each of hundreds of calls would sum to less
+    # than any pass took (each call's noise is independent; the block's quantile is of runs of many calls).
+    per_op = np.median(times, axis=0)
     working = [i for i, name in enumerate(names) if name not in FREE_OPS]
     return OpTimes(ops=tuple(names[i] for i in working),
                    ms=tuple(float(max(per_op[i] - overhead, 0.0)) for i in working),

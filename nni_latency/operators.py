@@ -122,14 +122,14 @@ class OpClass:
     fallback: str | None = None
 
 
-_CONV = ("calls", "vflops", "elements", "stream", "copied")
-_MATMUL = ("calls", "vflops", "elements", "stream", "copied")
+_CONV = ("calls", "vflops", "elements", "weights", "stream", "copied")
+_MATMUL = ("calls", "vflops", "elements", "weights", "stream", "copied")
 _MEMORY = ("calls", "elements", "beyond_l2")
 _WINDOW = ("calls", "work", "elements", "beyond_l2")
 
 OP_CLASSES: dict[str, OpClass] = {c.name: c for c in (
     OpClass("conv_gemm", "convolutions ATen runs as im2col + matrix multiply (1x1 and small ones on one thread)",
-            ("calls", "flops", "im2col", "elements", "stream", "copied"), "conv_pointwise"),
+            ("calls", "flops", "im2col", "elements", "weights", "stream", "copied"), "conv_pointwise"),
     OpClass("conv_dense", "ungrouped convolutions with a spatial kernel, on oneDNN/cuDNN", _CONV, "conv_pointwise"),
     OpClass("conv_pointwise", "ungrouped 1x1 convolutions on oneDNN/cuDNN", _CONV, "conv_gemm"),
     OpClass("conv_grouped", "grouped, not depthwise, convolutions", _CONV, "conv_dense"),
@@ -159,7 +159,8 @@ OP_FEATURE_NAMES: tuple[str, ...] = tuple(f"{c.name}.{f}" for c in OP_CLASSES.va
     + OVERHEAD_FEATURES
 _FEATURE_DOCS = {
     "calls": "calls", "vflops": "FLOPs with channels rounded up to the vector width", "flops": "FLOPs",
-    "elements": "elements read and written", "stream": "weight elements beyond the last-level cache (streamed "
+    "elements": "elements of the input and output", "weights": "weight elements read (the right operand of a "
+    "matrix multiply)", "stream": "weight elements beyond the last-level cache (streamed "
     "from memory)", "copied": "elements of strided operands the kernel copies first", "im2col":
     "elements of the unfolded input", "scores": "attention scores", "beyond_l2": "elements beyond the L2 caches",
     "work": "outputs x window size"}
@@ -220,7 +221,7 @@ def _conv(args: Sequence[Any], out: torch.Tensor, counting: Counting) -> tuple[s
     else:
         kind = "grouped" if groups > 1 else ("pointwise" if kernel == 1 else "dense")
         vmacs = positions * groups * input_padded(c_in // groups, width) * vector_padded(c_out // groups, width) * kernel
-    common = {"calls": 1.0, "elements": float(x.numel() + out.numel()),
+    common = {"calls": 1.0, "elements": float(x.numel() + out.numel()), "weights": float(weight.numel()),
               "stream": float(max(weight.numel() - counting.llc_elements, 0)),
               "copied": float(x.numel() if not x.is_contiguous() else 0)}
     if conv_path(args) == "gemm":
@@ -237,8 +238,8 @@ def _matmul(name: str, args: Sequence[Any], out: torch.Tensor, counting: Countin
     vflops = 2.0 * (out.numel() // cols) * vector_padded(inner, width) * vector_padded(cols, width)
     weights = b.numel() if b.dim() == 2 else 0  # a batched right operand is an activation, not a weight
     kind = {"addmm": "addmm", "mm": "mm", "bmm": "bmm", "baddbmm": "bmm"}.get(name, "mm")
-    return kind, {"calls": 1.0, "vflops": vflops, "elements": float(a.numel() + b.numel() + out.numel()),
-                  "stream": float(max(weights - counting.llc_elements, 0)),
+    return kind, {"calls": 1.0, "vflops": vflops, "elements": float(a.numel() + out.numel()),
+                  "weights": float(b.numel()), "stream": float(max(weights - counting.llc_elements, 0)),
                   "copied": float(sum(t.numel() for t in (a, b) if _strided(t)))}
 
 

@@ -90,6 +90,7 @@ def measure_specs(specs: Sequence[BlockSpec], dataset: Path, protocol: Measureme
     by_key = {spec.key: spec for spec in specs}
     extra = {} if device_name is None else {"device_name": device_name}
     counted: dict[str, BlockFeatures] = {}  # features once per block, whatever the number of rounds
+    timed: set[str] = set()
 
     def measure_one(key: str) -> dict[str, Any]:
         spec = by_key[key]
@@ -97,7 +98,10 @@ def measure_specs(specs: Sequence[BlockSpec], dataset: Path, protocol: Measureme
         if key not in counted:
             counted[key] = extract_features(module, spec.input_shape, protocol.counting)
         measurement = measure(module, spec.input_shape)
-        op_fields = _op_fields(counted[key], module, spec.input_shape, protocol) if ops else {}
+        # Each block's calls are timed in place once per run (their medians over many passes); its total in
+        # every round.
+        op_fields = _op_fields(counted[key], module, spec.input_shape, protocol) if ops and key not in timed else {}
+        timed.add(key)
         return {"spec": spec.to_dict(), "features": counted[key].as_dict(), **measurement.to_dict(), **op_fields,
                 **extra}
 

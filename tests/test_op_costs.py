@@ -48,7 +48,7 @@ CASES = {
         ("conv_grouped", {"calls": 1, "vflops": 2 * 64 * 8 * 4 * 16 * 9})]),
     "linear_streams_weights_beyond_the_llc": (nn.Linear(4096, 4096), (1, 4096), [
         ("addmm", {"calls": 1, "vflops": 2 * 4096 * 4096, "stream": 4096 * 4096 - 32768 * 256,
-                   "elements": 4096 + 4096 * 4096 + 4096})]),
+                   "elements": 4096 + 4096, "weights": 4096 * 4096})]),
     "bias_free_linear_is_mm": (nn.Linear(64, 32, bias=False), (4, 64), [
         ("mm", {"calls": 1, "vflops": 2 * 4 * 64 * 32, "stream": 0})]),
     "relu_inplace": (nn.ReLU(inplace=True), (1, 8, 4, 4), [("inplace", {"calls": 1, "elements": 2 * 128})]),
