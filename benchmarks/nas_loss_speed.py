@@ -92,6 +92,12 @@ def main(argv=None) -> int:
     unknown = [name for name in names if name not in SPACES]
     if unknown:
         parser.error(f"unknown space(s) {', '.join(unknown)}; use {', '.join(SPACES)}")
+    print(section(args.model, names, args.min_run_time, title=False))
+    return 0
+
+
+def section(model_path: str | None = None, names=None, min_run_time: float = 1.0, title: bool = True) -> str:
+    """The markdown table (and, with ``title``, its heading): build time and loss step per space."""
     warnings.filterwarnings("ignore")
     logging.getLogger("nni").setLevel(logging.WARNING)
 
@@ -101,28 +107,34 @@ def main(argv=None) -> int:
     from nni_latency.nas import LatencyProfiler
     from nni_latency.spaces.hub import build_space
 
+    previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    model = LatencyModel.load(args.model) if args.model else synthetic_model()
+    model = LatencyModel.load(model_path) if model_path else synthetic_model()
     lines = ["| space | input | build (s) | tables | entries | labels | per-label step (ms) | packed step (ms) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for name in names:
-        arguments, size = SPACES[name]
-        torch.manual_seed(0)
-        space = build_space(name, size, 10, **arguments)
-        started = time.perf_counter()
-        profiler = LatencyProfiler(space, (1, 3, size, size), model)
-        build = time.perf_counter() - started
-        times = step_times(profiler, space, args.min_run_time)
-        entries = sum(int(term.table.size) for term in profiler.terms)
-        mark = "" if times["packed_ms"] <= TARGET_MS else " (over target)"
-        lines.append(f"| {name} | {size} px | {build:.1f}{'' if build <= TARGET_BUILD_S else ' (over target)'} | "
-                     f"{len(profiler.terms)} | {entries} | {times['labels']} | {times['per_label_ms']:.3f} | "
-                     f"{times['packed_ms']:.3f}{mark} |")
-        _logger.info("%s done", name)
-    print("\n".join(lines))
-    print(f"\nOne thread (torch.set_num_threads(1)); medians of torch.utils.benchmark; target: packed step <= "
-          f"{TARGET_MS:g} ms, build <= {TARGET_BUILD_S:g} s.")
-    return 0
+    try:
+        for name in names or list(SPACES):
+            arguments, size = SPACES[name]
+            torch.manual_seed(0)
+            space = build_space(name, size, 10, **arguments)
+            started = time.perf_counter()
+            profiler = LatencyProfiler(space, (1, 3, size, size), model)
+            build = time.perf_counter() - started
+            times = step_times(profiler, space, min_run_time)
+            entries = sum(int(term.table.size) for term in profiler.terms)
+            mark = "" if times["packed_ms"] <= TARGET_MS else " (over target)"
+            lines.append(f"| {name} | {size} px | {build:.1f}{'' if build <= TARGET_BUILD_S else ' (over target)'} | "
+                         f"{len(profiler.terms)} | {entries} | {times['labels']} | {times['per_label_ms']:.3f} | "
+                         f"{times['packed_ms']:.3f}{mark} |")
+            _logger.info("%s done", name)
+    finally:
+        torch.set_num_threads(previous)
+    heading = ["## The FBNet latency loss step, and the profiler's build time", "",
+               "The differentiable latency term on each space: `LatencyProfiler` build time, and one forward and "
+               "backward of the expected latency, per label (one small op each) and packed (one padded softmax, "
+               "one gather, one reduction).", ""] if title else []
+    return "\n".join([*heading, *lines, "", f"One thread (torch.set_num_threads(1)); medians of torch.utils.benchmark; "
+                      f"target: packed step <= {TARGET_MS:g} ms, build <= {TARGET_BUILD_S:g} s.", ""])
 
 
 if __name__ == "__main__":

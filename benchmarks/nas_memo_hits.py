@@ -48,6 +48,12 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    print(section(args.samples, args.seed, title=False))
+    return 0
+
+
+def section(samples: int = 300, seed: int = 0, title: bool = True) -> str:
+    """The markdown table (and, with ``title``, its heading): the NasBench101 memo's hit rate per search."""
     warnings.filterwarnings("ignore")
     logging.getLogger("nni").setLevel(logging.WARNING)
     from nni_latency.nas import FrozenLatencyProfiler
@@ -58,19 +64,21 @@ def main(argv=None) -> int:
     rows = []
     for search in ("random", "evolution"):
         profiler = FrozenLatencyProfiler(space, (1, 3, 16, 16), model)
-        rng = np.random.RandomState(args.seed)
+        rng = np.random.RandomState(seed)
         population = []
-        for step in range(args.samples):
+        for step in range(samples):
             if search == "random" or step < 20:
                 sample = _random(space, rng)
             else:
                 tournament = [population[i] for i in rng.choice(len(population), 5, replace=False)]
                 sample = _mutate(space, min(tournament, key=lambda s: s[1])[0], rng)  # the fastest: latency only
             population = (population + [(sample, profiler.profile(sample))])[-20:]
-        rows.append(f"| {search} | {args.samples} | {profiler.misses} | {profiler.hits} | {profiler.hit_rate:.1%} |")
-    print("| search (NasBench101) | samples | distinct graphs (frozen) | memo hits | hit rate |\n|---|---:|---:|---:|---:|")
-    print("\n".join(rows))
-    return 0
+        rows.append(f"| {search} | {samples} | {profiler.misses} | {profiler.hits} | {profiler.hit_rate:.1%} |")
+    heading = ["## NasBench101: the frozen profiler's memo, by canonical graph", "",
+               "Isomorphic cells (and choices that pruning drops) hit the cache of `FrozenLatencyProfiler`; counts, "
+               "not times.", ""] if title else []
+    return "\n".join([*heading, "| search (NasBench101) | samples | distinct graphs (frozen) | memo hits | hit rate |",
+                      "|---|---:|---:|---:|---:|", *rows, ""])
 
 
 if __name__ == "__main__":

@@ -40,7 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, als
 import baselines  # noqa: E402
 from common import REPO, Profile, ensure_profile, profile_timing, timing_settings  # noqa: E402
 import networks  # noqa: E402
+import nas_loss_speed  # noqa: E402
+import nas_memo_hits  # noqa: E402
 import op_classes  # noqa: E402
+import search_engine  # noqa: E402
 import gpu_section  # noqa: E402
 import hostcheck  # noqa: E402
 import report  # noqa: E402
@@ -373,6 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ops_section = op_classes.render(op_classes.run(args, profile))  # beside the whole-network tables
     zoo_section = whole_networks.render(whole_networks.run(args, profile, timing), images)
     spaces_section = run_search_spaces(args, profile, timing)
+    model_path = str(profile.directory / "device_model.json")
+    nas_sections = [nas_loss_speed.section(model_path, min_run_time=0.3 if args.quick else 1.0),
+                    nas_memo_hits.section(40 if args.quick else 300),
+                    search_engine.section(model_path, *((4, 1, 100) if args.quick else (16, 2, 600)))]
     per_entry = spaces["fbnet"].entry_seconds / max(spaces["fbnet"].lut_distinct, 1)
     width_spaces = {name: width_space_entries(multipliers) for name, multipliers in WIDTH_CHOICES.items()}
 
@@ -381,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          testset=testset, spaces=spaces, allocator=allocator, width_spaces=width_spaces,
                          per_entry_seconds=per_entry, plots=plots, targets=TARGETS,
                          seconds=time.perf_counter() - started, output=output, host_line=hostcheck.header_line(host),
-                         sections={"zoo": "\n\n".join([ops_section, zoo_section, spaces_section]), "gpu": gpu_section.render()})
+                         sections={"zoo": "\n\n".join([ops_section, zoo_section, spaces_section, *nas_sections]), "gpu": gpu_section.render()})
     from nni_latency.fileio import atomic_write_text
 
     atomic_write_text(output, text)

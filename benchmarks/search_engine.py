@@ -77,24 +77,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.trials, args.trial_epochs, args.limit = 4, 1, 100
+    print(section(args.device_model, args.trials, args.trial_epochs, args.limit, args.repeats, title=False))
+    return 0
+
+
+def section(device_model: str, trials: int = 16, trial_epochs: int = 2, limit: int = 600, repeats: int = 1,
+            title: bool = True) -> str:
+    """The markdown table (and, with ``title``, its heading): in-process against NNI's local engine."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="search_engine_") as folder:
         config = Path(folder) / "search.yaml"
-        config.write_text(CONFIG.format(trials=args.trials, epochs=args.trial_epochs, limit=args.limit))
-        device_model = str(Path(args.device_model).resolve())
+        config.write_text(CONFIG.format(trials=trials, epochs=trial_epochs, limit=limit))
+        device_model = str(Path(device_model).resolve())
         for name, overrides in ENGINES.items():
             runs = [run_once(config, device_model, overrides, Path(folder) / f"run{i}_{len(rows)}")
-                    for i in range(args.repeats)]
+                    for i in range(repeats)]
             walls, searches = [r["wall"] for r in runs], [r["search"] for r in runs]
             spread = f" ({num(min(walls), 1)}-{num(max(walls), 1)})" if len(runs) > 1 else ""
             rows.append([name, runs[0]["trials"], num(statistics.median(searches), 1),
                          num(statistics.median(walls), 1) + spread, num(statistics.median(r["trial"] for r in runs), 2),
                          runs[0]["processes"]])
-    print(f"{args.trials} trials of {args.trial_epochs} epoch(s), NNI's nasbench201 space at 16 px on {args.limit} "
-          f"digits, random strategy; {args.repeats} run(s) each\n")
-    print(table(["engine", "trials", "search (s)", "whole command (s)", "training per trial (s)", "trial processes"],
-                rows))
-    return 0
+    heading = ["## Multi-trial search: in-process against NNI's experiment engine", ""] if title else []
+    return "\n".join([*heading, f"{trials} trials of {trial_epochs} epoch(s), NNI's nasbench201 space at 16 px on "
+                      f"{limit} digits, random strategy; {repeats} run(s) each", "",
+                      table(["engine", "trials", "search (s)", "whole command (s)", "training per trial (s)",
+                             "trial processes"], rows), ""])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torch
 from sklearn.base import clone
 
 from nni_latency.blocks import BlockSpec
-from nni_latency.features import FEATURE_NAMES, extract_features
+from nni_latency.features import BLOCK_FEATURE_NAMES, FEATURE_NAMES, extract_features
 from nni_latency.model import (
     MODEL_KINDS,
     FlopsModel,
@@ -26,8 +26,9 @@ from nni_latency.model import (
 def _random_rows(count: int, seed: int, low: float = 1e2, high: float = 1e6) -> list[dict[str, float]]:
     """Feature rows with every feature log-uniform and independent, so every coefficient is identifiable."""
     rng = np.random.default_rng(seed)
-    values = np.exp(rng.uniform(np.log(low), np.log(high), size=(count, len(FEATURE_NAMES))))
-    return [dict(zip(FEATURE_NAMES, map(float, row))) for row in values]
+    values = np.exp(rng.uniform(np.log(low), np.log(high), size=(count, len(BLOCK_FEATURE_NAMES))))
+    # the block features the block-total kinds read; the operator-class features stay 0
+    return [dict.fromkeys(FEATURE_NAMES, 0.0) | dict(zip(BLOCK_FEATURE_NAMES, map(float, row))) for row in values]
 
 
 # ---- two_regime: initial = a*acts + b*inp + c*flops + d; below the breakpoint slope*initial + offset.
