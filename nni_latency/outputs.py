@@ -29,6 +29,8 @@ _REPLACEABLE = ("plot",)
 # What ``profile`` writes in its --output-dir.
 PROFILE_OUTPUTS = {"device_model.json": "model", "microbench.jsonl": "rows", "fit.png": "plot", "fit.svg": "plot"}
 _MODEL_FORMAT = "nni-latency/device-model"  # schema.FORMAT; schema imports fileio and numpy, this module nothing
+_LUT_FORMAT = "nni-latency/lut"  # nas.lut's JSON table
+_LUT_TXT = "{'op_name':"  # NNI 2.x FBNet's lut.txt: one Python-literal record per line
 _SNIFF_BYTES = 1 << 16
 
 
@@ -49,6 +51,8 @@ class Output:
 def _json_kind(value: object) -> str:
     if isinstance(value, Mapping) and value.get("format") == _MODEL_FORMAT:
         return "model"
+    if isinstance(value, Mapping) and value.get("format") == _LUT_FORMAT:
+        return "lut"
     if isinstance(value, Mapping) and ("latency_ms" in value or "key" in value and "features" in value):
         return "rows"
     return "report"
@@ -72,6 +76,8 @@ def file_kind(path: str | os.PathLike) -> str | None:
     text = head.decode("utf-8", errors="replace").lstrip()
     if not text:
         return "text"
+    if text.startswith(_LUT_TXT):
+        return "lut"
     if text[0] in "{[":
         try:  # a JSONL file, or JSON written on one line
             return _json_kind(json.loads(text.splitlines()[0]))

@@ -287,6 +287,24 @@ def test_a_file_kind_is_read_from_its_content(path, kind, files):
     assert file_kind(path(files)) == kind
 
 
+def test_lookup_tables_are_their_own_kind_and_lut_checks_its_destinations_first(files, tmp_path):
+    from nni_latency.nas.lut import LutRow, write_lut_json, write_lut_txt
+
+    row = LutRow(layer="stage1", candidate="k3_e1", module="stage1.0", input_shape=(1, 16, 8, 8),
+                 output_shape=(1, 16, 8, 8), predicted_ms=0.1)
+    write_lut_json(tmp_path / "lut.json", [row])
+    write_lut_txt(tmp_path / "lut.txt", [row])
+    assert file_kind(tmp_path / "lut.json") == "lut" and file_kind(tmp_path / "lut.txt") == "lut"
+    # a model kept where lut writes its table is refused before the space is built, and stays as it was
+    folder = tmp_path / "into"
+    folder.mkdir()
+    model = folder / "lut.json"
+    model.write_bytes(files["model.json"].read_bytes())
+    result = _run(["lut", "--model", str(model), "--space", "fbnet", "--output-dir", str(folder)])
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1 and "lut.json" in result.err
+    assert model.read_bytes() == files["model.json"].read_bytes()
+
+
 def test_a_documented_config_path_works_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert find_config("configs/testset_smoke.yaml").is_file()

@@ -469,3 +469,14 @@ def test_curves_plot_legend_names_both_y_axes(tmp_path, monkeypatch):
     plot_curves(history, tmp_path / "c.png")
     legend = saved[0].axes[1].get_legend()
     assert [text.get_text() for text in legend.get_texts()] == ["argmax architecture", "temperature"]
+
+
+def test_the_summary_shows_every_choice_of_a_long_stage():
+    from nni_latency.search.report import _compact_architecture
+
+    architecture = {f"normal/op_{i}_{j}": f"sep_conv_{3 + 2 * (j % 2)}x{3 + 2 * (j % 2)}" for i in range(2, 7)
+                    for j in range(2)}
+    lines = _compact_architecture(architecture, width=60)
+    assert len(lines) > 1 and all(len(line) <= 60 for line in lines)
+    assert lines[0].startswith("  normal: ") and all(line.startswith("    ") for line in lines[1:])
+    assert " ".join(lines).split()[1:] == list(architecture.values())  # every choice, in order, none cut

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..fileio import ensure_writable_dir
     from ..model import LatencyModel
+    from ..outputs import Output, check_outputs, keep_previous
     from ..nas.lut import measure_rows, predicted_rows, write_lut_json, write_lut_txt
     from ..nas.profiler import LatencyProfiler
     from ..protocol import protocol_of
@@ -75,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--input-size must be a positive number of pixels, got {args.input_size}")
     check_threads(args.threads)
     output_dir = ensure_writable_dir(args.output_dir)
+    outputs = [Output(output_dir / name, "lut", "--output-dir")
+               for name in ("lut.json", "lut.txt", *(("lut_measured.txt",) if args.measure else ()))]
+    check_outputs(outputs, {"--model": args.model})  # before any work: never over an input or a file of another kind
     model = LatencyModel.load(args.model)
     protocol = protocol_of(model)
     batch = args.batch if args.batch is not None else protocol.batch
@@ -93,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
                 "input_shape": list(profiler.input_shape), "device": model.device, "model_kind": model.kind,
                 "intercept_ms": profiler.intercept_ms, "predicted_seconds": round(predicted_seconds, 3)}
     written = [output_dir / "lut.json", output_dir / "lut.txt"]
+    keep_previous(outputs)
     write_lut_txt(written[1], rows, dtype=dtype)
 
     if args.measure:

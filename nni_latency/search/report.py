@@ -115,11 +115,16 @@ def write_result(result: Mapping[str, Any], output_dir: Path) -> Path:
 
 
 def _compact_architecture(architecture: Mapping[str, Any], width: int = 100) -> list[str]:
-    """Architecture one stage (or cell) per line: ``stage2: k3_e6 k5_e1 skip skip``, ``normal: sep_conv_3x3 [0] ...``."""
+    """Architecture one stage (or cell) per line: ``stage2: k3_e6 k5_e1 skip skip``, ``normal: sep_conv_3x3 [0] ...``;
+    a long stage continues on indented lines (nothing is cut: result.json has it all, the summary shows it all)."""
+    import textwrap
+
     stages: dict[str, list[str]] = {}
     for label, choice in architecture.items():
         stages.setdefault(re.split(r"[./]", label)[0], []).append(str(choice).replace(" ", ""))
-    return [f"  {stage}: {' '.join(choices)}"[:width] for stage, choices in stages.items()]
+    return [line for stage, choices in stages.items()
+            for line in textwrap.wrap(f"  {stage}: {' '.join(choices)}", width, subsequent_indent="    ",
+                                      break_long_words=False, break_on_hyphens=False)]
 
 
 def format_summary(result: Mapping[str, Any], files: Sequence[Path]) -> str:
