@@ -40,7 +40,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import first_line
 from .operators import ATTENTION_OPS, CONV_OPS, FREE_OPS, MATMUL_OPS, MEMORY_CLASSES, OP_FEATURE_NAMES, WINDOW_OPS, \
-    classify_op, conv_path, input_padded, memory_class, numel, op_feature_doc, vector_padded
+    classify_op, conv_path, input_padded, memory_class, numel, op_feature_doc, vector_padded, window_size
 from .protocol import LEGACY_VECTOR_WIDTH, Counting
 
 _logger = logging.getLogger(__name__)
@@ -318,7 +318,7 @@ class _FeatureCounter(TorchDispatchMode):
                 if category == "window":
                     # pool(input, kernel_size, ...) -> output (or (output, indices)); work = outputs x window
                     result = out[0] if isinstance(out, (tuple, list)) else out
-                    delta[_WINDOW_FEATURE[name]] += result.numel() * math.prod(args[1])
+                    delta[_WINDOW_FEATURE[name]] += result.numel() * window_size(args)
                 else:
                     delta[f"elements_{category}"] += elements
                 delta[f"ops_{category}"] += 1

@@ -26,7 +26,7 @@ _logger = logging.getLogger(__name__)
 
 __all__ = ["FREE_OPS", "CONV_OPS", "MATMUL_OPS", "ATTENTION_OPS", "WINDOW_OPS", "MEMORY_CLASSES", "MEMORY_OPS",
            "memory_class", "conv_path", "OpClass", "OP_CLASSES", "OP_FEATURE_NAMES", "OVERHEAD_FEATURES",
-           "classify_op", "op_class_of_feature", "numel", "vector_padded", "input_padded"]
+           "classify_op", "op_class_of_feature", "numel", "vector_padded", "input_padded", "window_size"]
 
 # Operators that only change tensor metadata (or are bookkeeping): free, never warned about.
 FREE_OPS = frozenset({
@@ -256,6 +256,18 @@ def _attention(args: Sequence[Any], counting: Counting) -> tuple[str, dict[str, 
 _INPLACE = "inplace"
 
 
+def window_size(args: Sequence[Any]) -> int:
+    """Input elements one output of a pooling window reads: the kernel, clipped to the padded input (HF's
+    EfficientNet pools its 7x7 map with a 1280x1280 kernel and ``ceil_mode``: 49 elements, not 1.6 million)."""
+    # pool(input, kernel_size, stride, padding, ...): kernel and padding per spatial dim (or one for all)
+    x, kernel = args[0], list(args[1])
+    dims = len(kernel)
+    padding = list(args[3]) if len(args) > 3 and isinstance(args[3], (list, tuple)) and args[3] else [0]
+    padding = padding * dims if len(padding) == 1 else padding
+    sizes = list(x.shape[-dims:])
+    return math.prod(min(k, size + 2 * pad) for k, size, pad in zip(kernel, sizes, padding))
+
+
 def _memory(name: str, args: Sequence[Any], out: Any, counting: Counting) -> tuple[str, dict[str, float]]:
     category = memory_class(name) or "move"
     inputs = [a for a in args if isinstance(a, torch.Tensor)]
@@ -267,7 +279,7 @@ def _memory(name: str, args: Sequence[Any], out: Any, counting: Counting) -> tup
         result = out[0] if isinstance(out, (tuple, list)) else out
         cls = "maxpool" if name.startswith("max") else "avgpool"
         elements = numel(args[0]) + result.numel()
-        features = {"calls": 1.0, "work": float(result.numel() * math.prod(args[1])), "elements": float(elements),
+        features = {"calls": 1.0, "work": float(result.numel() * window_size(args)), "elements": float(elements),
                     "beyond_l2": float(max(elements - counting.l2_elements, 0))}
         return cls, features
     elif name.endswith("_") and category == "simple":

@@ -294,3 +294,18 @@ def test_an_unknown_operator_is_data_movement_with_one_warning():
     with pytest.warns(UncoveredOperatorWarning, match=r"aten\.special_bessel_j0.*Odd"):
         features = extract_features(Odd(), (1, 4, 4), COUNTING)
     assert [record.cls for record in features.ops] == ["move"]
+
+
+POOL_CASES = {
+    "stem_3x3_s2": (nn.MaxPool2d(3, 2, 1), (1, 4, 8, 8), 4 * 4 * 4 * 9),
+    "kernel_larger_than_the_map": (nn.AvgPool2d(1280, ceil_mode=True), (1, 8, 7, 7), 8 * 1 * 1 * 49),
+    "padded_map": (nn.AvgPool2d(16, padding=1, ceil_mode=True), (1, 2, 5, 5), 2 * 1 * 1 * 49),
+}
+
+
+@pytest.mark.parametrize("module,shape,work", POOL_CASES.values(), ids=POOL_CASES.keys())
+def test_a_pooling_window_reads_no_more_than_its_padded_input(module, shape, work):
+    features = extract_features(module, shape, COUNTING)
+    (record,) = features.ops
+    assert record.features["work"] == work
+    assert features["maxpool_work"] + features["avgpool_work"] == work
