@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import first_line
-from .operators import ATTENTION_OPS, CONV_OPS, FREE_OPS, MATMUL_OPS, MEMORY_CLASSES, OP_FEATURE_NAMES, WINDOW_OPS, \
+from .operators import ATTENTION_OPS, CONV_OPS, MATMUL_OPS, MEMORY_CLASSES, OP_FEATURE_NAMES, WINDOW_OPS, \
     classify_op, conv_path, input_padded, memory_class, numel, op_feature_doc, vector_padded, window_size
 from .protocol import LEGACY_VECTOR_WIDTH, Counting
 

@@ -18,6 +18,7 @@ from nni_latency.nas import FBNet, FBNetLatencyLoss, FrozenLatencyProfiler, Late
 from nni_latency.nas.loss import ExpectedLatency
 from nni_latency.nas.strategy import architecture_logits, architecture_probs
 from nni_latency.spaces.hub import build_space
+from nas_search import latency_only_search
 
 pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.OutOfRangeWarning", "ignore::UserWarning")
 
@@ -119,18 +120,7 @@ def test_latency_gradient_reaches_every_architecture_parameter_of_a_darts_space(
 def test_latency_only_darts_search_ends_cheaper_than_random_architectures(darts):
     # NNI's DARTS parametrisation (edge logits, export of the best (op, input) pairs), trained on latency alone.
     space, profiler = darts
-    loss = FBNetLatencyLoss(profiler, alpha=1.0, mode="add")
-    supernet = LatencyDARTS(penalty=loss).mutate_model(copy.deepcopy(space))
-    parameters = list(architecture_logits(supernet.modules()).values())
-    optimizer = torch.optim.Adam(parameters, lr=0.1)
-    for _ in range(40):
-        optimizer.zero_grad()
-        loss(torch.tensor(0.0), architecture_probs(supernet.modules()))[0].backward()
-        optimizer.step()
-    memo: dict = {}
-    for module in supernet.modules():
-        if hasattr(module, "export") and hasattr(module, "_arch_alpha"):
-            memo.update(module.export(memo))
+    memo = latency_only_search(space, profiler, steps=40)
     found = profiler.profile(memo)
     assert found < min(_random_latencies(profiler))
 

@@ -4,7 +4,6 @@ samples, and the one-line errors. ``profile`` against the frozen network: tests/
 
 from __future__ import annotations
 
-import copy
 import itertools
 
 import numpy as np
@@ -14,12 +13,12 @@ from torch import nn
 
 from nni.nas.nn.pytorch import Cell, ModelSpace
 
-from nni_latency.nas import FBNetLatencyLoss, LatencyDARTS, LatencyProfiler
+from nni_latency.nas import LatencyProfiler
 from nni_latency.nas.loose import LooseEnds
 from nni_latency.nas.loss import ExpectedLatency
-from nni_latency.nas.strategy import architecture_logits, architecture_probs
 from nni_latency.nas.label_tables import subsets
 from nni_latency.spaces.hub import build_space
+from nas_search import latency_only_search
 
 pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.OutOfRangeWarning", "ignore::UserWarning")
 
@@ -103,17 +102,7 @@ def test_latency_only_darts_search_ends_below_random_samples(name, synthetic_mod
     torch.manual_seed(0)
     space = build_space(name, 8, 10, width=4, num_cells=3)
     profiler = LatencyProfiler(space, (1, 3, 8, 8), synthetic_model)
-    loss = FBNetLatencyLoss(profiler, alpha=1.0, mode="add")
-    supernet = LatencyDARTS(penalty=loss).mutate_model(copy.deepcopy(space))
-    optimizer = torch.optim.Adam(list(architecture_logits(supernet.modules()).values()), lr=0.1)
-    for _ in range(30):
-        optimizer.zero_grad()
-        loss(torch.tensor(0.0), architecture_probs(supernet.modules()))[0].backward()
-        optimizer.step()
-    memo: dict = {}
-    for module in supernet.modules():
-        if hasattr(module, "export") and hasattr(module, "_arch_alpha"):
-            memo.update(module.export(memo))
+    memo = latency_only_search(space, profiler, steps=30)
     rng = np.random.default_rng(0)
     random = [profiler.profile(profiler.space_labels.random_sample(rng)) for _ in range(16)]
     assert profiler.profile(memo) < min(random)
