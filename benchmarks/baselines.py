@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from nni_latency.model import LatencyModel, features_matrix
+from nni_latency.model.model import LatencyModel, features_matrix
 
 # Row names used in every table of docs/BENCHMARKS.md, in display order.
 PUBLISHED = "published (seed) model"
@@ -55,7 +55,7 @@ def fit_predictors(records: Sequence[dict], default_model: LatencyModel, seed: i
     rows = [r["features"] for r in records]
     y = np.array([r["latency_ms"] for r in records], float)
     predictors = {}
-    from nni_latency.fit import fit_kind
+    from nni_latency.fit.fitting import fit_kind
 
     kinds = [(PUBLISHED, "two_regime"), (DEFAULT, default_model.kind), (FLOPS, "flops")]
     if default_model.kind != "relative_linear":  # the previous default, fitted to block totals: before and after

@@ -29,7 +29,7 @@ def timing_settings(profile_timing, threads: int, quick: bool) -> dict[str, Any]
 
 def profile_timing(profile: Profile):
     """The timing budget the profile was measured with (its protocol's ``working_set_mb``, run times, spread)."""
-    from nni_latency.protocol import protocol_of
+    from nni_latency.measure.protocol import protocol_of
 
     return protocol_of(profile.model)
 
@@ -44,11 +44,12 @@ class Profile:
 
 
 def ensure_profile(args: argparse.Namespace) -> Profile:
-    from nni_latency.config import ProfileConfig, load_config, packaged_config
-    from nni_latency.fit import fit_records
-    from nni_latency.dataset import load_records
-    from nni_latency.profiling import run_profile
-    from nni_latency.model import LatencyModel
+    from nni_latency.suite.config import ProfileConfig
+    from nni_latency.files.config import load_config, packaged_config
+    from nni_latency.fit.fitting import fit_records
+    from nni_latency.rows.store import load_records
+    from nni_latency.profile.run import run_profile
+    from nni_latency.model.model import LatencyModel
 
     directory = Path(args.profile_dir) if args.profile_dir else args.cache_dir / "profile"
     if (directory / "device_model.json").exists():

@@ -30,7 +30,7 @@ def main() -> int:
     host = hostcheck.start(args, "benchmarks/core_speed.py")
     # Profile in a child process so its wall time and peak memory are its own.
     started = time.perf_counter()
-    child = subprocess.run([sys.executable, "-m", "nni_latency.cli", "profile", "--device", "cpu", "--threads",
+    child = subprocess.run([sys.executable, "-m", "nni_latency.cli.dispatch", "profile", "--device", "cpu", "--threads",
                             str(args.threads), "--output-dir", str(out), "--no-progress",
                             "--force"],  # a fresh profile; an earlier one there is kept aside, never deleted
                            capture_output=True, text=True, check=True)

@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = collect(args.run_dir, args.seconds)
         args.output.mkdir(parents=True, exist_ok=True)
         path = args.output / f"{_slug(result['device'])}.json"
-        from nni_latency.fileio import atomic_write_json
+        from nni_latency.files.fileio import atomic_write_json
 
         atomic_write_json(path, result)
         print(f"wrote {path}")

@@ -1,6 +1,6 @@
 """The quiet-machine guard of the benchmark scripts: ``--require-quiet`` (wait for a quiet host before measuring,
 or refuse in one line), and the line every generated document carries with the CPU share other processes took
-while it was measured (``nni_latency.hostload``). A figure taken beside another benchmark is 10% or more off, so
+while it was measured (``nni_latency.measure.hostload``). A figure taken beside another benchmark is 10% or more off, so
 a document says how quiet its host was."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from nni_latency.hostload import BUSY_SHARE, QUIET_WAIT_S, HostLoad, describe_host_load, wait_until_quiet
+from nni_latency.measure.hostload import BUSY_SHARE, QUIET_WAIT_S, HostLoad, describe_host_load, wait_until_quiet
 
 _logger = logging.getLogger("benchmarks")
 

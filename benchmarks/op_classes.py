@@ -33,7 +33,7 @@ QUICK_SELECTION = "mobilenet_v2,resnet18,levit_128s"
 
 def _models(profile) -> dict[str, Any]:
     """The models compared: the per-operator default and the block-total fit, on the same profiling rows."""
-    from nni_latency.fit import fit_records
+    from nni_latency.fit.fitting import fit_records
 
     models = {"after (op_linear)": profile.model}
     with warnings.catch_warnings():
@@ -46,7 +46,7 @@ def _models(profile) -> dict[str, Any]:
 def network_rows(specs, models: dict[str, Any], protocol) -> list[dict[str, Any]]:
     """Per network: each class's measured and (per model) predicted time, normalised by the network's measured
     time of all its calls; networks whose calls change from pass to pass are skipped with a log line."""
-    from nni_latency.op_classes import class_rows, time_calls
+    from nni_latency.analysis.op_errors import class_rows, time_calls
 
     model = next(iter(models.values()))
     results = []
@@ -88,8 +88,8 @@ def summarise(results: Sequence[dict], names: Sequence[str]) -> list[dict[str, A
 
 
 def run(args, profile) -> dict[str, Any]:
-    from nni_latency.network_selection import select_networks
-    from nni_latency.protocol import protocol_of
+    from nni_latency.evaluate.selection import select_networks
+    from nni_latency.measure.protocol import protocol_of
 
     models = _models(profile)
     protocol = protocol_of(profile.model)
@@ -140,9 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.threads, args.seed = 1, 100
     args.cache_dir = Path(args.cache_dir or REPO / "runs" / "benchmarks" / f"t1{'-quick' if args.quick else ''}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from nni_latency.fileio import atomic_write_json, atomic_write_text
-    from nni_latency.protocol import MeasurementProtocol
-    from nni_latency.timing import apply_allocator_policy
+    from nni_latency.files.fileio import atomic_write_json, atomic_write_text
+    from nni_latency.measure.protocol import MeasurementProtocol
+    from nni_latency.measure.allocator import apply_allocator_policy
 
     apply_allocator_policy(MeasurementProtocol(allocator="steady"))
     host = hostcheck.start(args, "benchmarks/op_classes.py")

@@ -309,7 +309,7 @@ def render(*, args, machine: dict, profile, timing: dict, predictors: dict, test
         "",
         "## Protocol",
         "",
-        f"- Every latency is `nni_latency.timing.measure_latency`: runs of about 10 ms of calls (at least three) "
+        f"- Every latency is `nni_latency.runtimes.torch.timing.measure_latency`: runs of about 10 ms of calls (at least three) "
         f"under `torch.utils.benchmark`'s timer, eval mode, no grad, {timing['threads']} thread(s), fp32, batch as "
         f"stated, {timing['min_run_time']}-{timing['max_run_time']} s per measurement, re-measured when IQR/median "
         f"exceeds {timing['max_spread']:.0%}; the latency is the profile's statistic, the "

@@ -137,11 +137,12 @@ def quick_testset(config):
 
 
 def run_testset(args, profile: Profile, predictors: dict, timing: dict[str, Any]) -> TestSetResult:
-    from nni_latency.config import TimingConfig, load_config, packaged_config
-    from nni_latency.evaluation import score_predictions
-    from nni_latency.testset import TestSetConfig, generate_testset, measure_testset, profiling_keys
-    from nni_latency.fileio import read_jsonl
-    from nni_latency.protocol import protocol_of
+    from nni_latency.suite.config import TimingConfig
+    from nni_latency.files.config import load_config, packaged_config
+    from nni_latency.evaluate.blocks import score_predictions
+    from nni_latency.evaluate.testset import TestSetConfig, generate_testset, measure_testset, profiling_keys
+    from nni_latency.files.fileio import read_jsonl
+    from nni_latency.measure.protocol import protocol_of
 
     config_name = "testset_cpu.yaml"
     config = load_config(packaged_config(config_name), TestSetConfig)
@@ -170,7 +171,7 @@ def repeat_noise(args, blocks, records, profile: Profile, timing_config) -> dict
 
     No predictor can be expected to beat this floor, so it is the yardstick for the error targets.
     """
-    from nni_latency.testset import measure_testset
+    from nni_latency.evaluate.testset import measure_testset
 
     chosen = blocks[::5]
     again = measure_testset(chosen, profile.model, args.cache_dir / "testset_repeat", args.threads, timing_config,
@@ -218,9 +219,9 @@ def run_space(kind: str, args, profile: Profile, predictors: dict, timing: dict[
     """Measure ``args.networks`` random architectures of a space end to end, and every predictor on them."""
     from tqdm.auto import tqdm
 
-    from nni_latency.fileio import append_jsonl, read_jsonl
+    from nni_latency.files.fileio import append_jsonl, read_jsonl
     from nni_latency.nas.profiler import LatencyProfiler
-    from nni_latency.timing import measure_latency
+    from nni_latency.measure.latency import measure_latency
 
     from nni_latency.spaces.hub import build_space
 
@@ -354,8 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     # This process measures under the steady allocator; the allocator table measures both policies in fresh
     # child processes (``run_allocator``). The library leaves the policy to its caller.
-    from nni_latency.protocol import MeasurementProtocol
-    from nni_latency.timing import apply_allocator_policy
+    from nni_latency.measure.protocol import MeasurementProtocol
+    from nni_latency.measure.allocator import apply_allocator_policy
 
     apply_allocator_policy(MeasurementProtocol(allocator="steady"))
     args.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -392,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          per_entry_seconds=per_entry, plots=plots, targets=TARGETS,
                          seconds=time.perf_counter() - started, output=output, host_line=hostcheck.header_line(host),
                          sections={"zoo": "\n\n".join([ops_section, zoo_section, spaces_section, *nas_sections]), "gpu": gpu_section.render()})
-    from nni_latency.fileio import atomic_write_text
+    from nni_latency.files.fileio import atomic_write_text
 
     atomic_write_text(output, text)
     _logger.info("wrote %s (%.0f s)", output, time.perf_counter() - started)

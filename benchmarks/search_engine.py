@@ -51,7 +51,7 @@ def _free_port() -> int:
 
 def run_once(config: Path, device_model: str, overrides: list[str], output: Path) -> dict[str, Any]:
     """One ``nni-latency search``; its wall time, search time, and trials."""
-    command = [sys.executable, "-m", "nni_latency.cli", "search", "--config", str(config), "--output-dir",
+    command = [sys.executable, "-m", "nni_latency.cli.dispatch", "search", "--config", str(config), "--output-dir",
                str(output), "--no-progress", "--set", f"latency.device_model={device_model}"]
     for override in overrides:
         command += ["--set", override.format(port=_free_port())]

@@ -3,7 +3,7 @@ repeat floor: the "zoo" section of docs/BENCHMARKS.md (``benchmarks/run.py`` cal
 
     python benchmarks/whole_networks.py --quick --profile-dir runs/cpu --output /tmp/zoo.md   # this section alone
 
-Every network is measured with ``nni_latency.network_evaluation.measure_networks`` in 2 x ``rounds``
+Every network is measured with ``nni_latency.evaluate.networks.measure_networks`` in 2 x ``rounds``
 interleaved passes: its latency is the median of all of them, and the *repeat floor* compares the median of
 the even passes with that of the odd ones (the same networks measured twice, interleaved), the error no
 predictor can be judged below. The plain-glibc regime runs in a freshly spawned process, since the steady
@@ -60,7 +60,7 @@ HF_REGIME = Regime("HF transformers implementations, 1 thread, batch 1", "hf_t1_
 
 
 def _protocol(model, regime: Regime, timing: dict[str, Any], rounds: int):
-    from nni_latency.protocol import TIMING_FIELDS, protocol_of
+    from nni_latency.measure.protocol import TIMING_FIELDS, protocol_of
 
     return protocol_of(model).replace(threads=regime.threads, allocator=regime.allocator, rounds=2 * rounds,
                                       **{k: timing[k] for k in TIMING_FIELDS})
@@ -69,9 +69,9 @@ def _protocol(model, regime: Regime, timing: dict[str, Any], rounds: int):
 def _measure(spec_dicts: list[dict], protocol_dict: dict, dataset: str, batch: int, image_size: int | None,
              progress: bool) -> None:
     """Measure in this process (run in a spawned child for the plain-glibc regime: it never set a policy)."""
-    from nni_latency.network_evaluation import measure_networks
-    from nni_latency.network_selection import NetworkSpec
-    from nni_latency.protocol import MeasurementProtocol
+    from nni_latency.evaluate.networks import measure_networks
+    from nni_latency.evaluate.selection import NetworkSpec
+    from nni_latency.measure.protocol import MeasurementProtocol
 
     specs = [NetworkSpec(**d) for d in spec_dicts]
     measure_networks(specs, MeasurementProtocol(**protocol_dict), Path(dataset), batch, image_size,
@@ -84,7 +84,7 @@ def _not_measured(module, shape):
 
 def measured_rows(specs, protocol, dataset: Path, regime: Regime, progress: bool, spaces: dict) -> dict[str, dict]:
     """Name -> combined row of every network in ``regime`` (measured in a fresh process under plain glibc)."""
-    from nni_latency.network_evaluation import measure_networks
+    from nni_latency.evaluate.networks import measure_networks
 
     if regime.allocator == "default":
         networks.in_fresh_process(_measure, ([s.to_dict() for s in specs], protocol.to_dict(), str(dataset),
@@ -98,7 +98,7 @@ def measured_rows(specs, protocol, dataset: Path, regime: Regime, progress: bool
 def repeat_floor(rows: Sequence[dict]) -> dict[str, float] | None:
     """The even passes' median against the odd passes' per network (rows with ``round_ms``), scored like a
     predictor; None when no network was measured twice."""
-    from nni_latency.metrics import error_summary
+    from nni_latency.fit.metrics import error_summary
 
     passes = [r["round_ms"] for r in rows if len(r.get("round_ms") or []) >= 2]
     if not passes:
@@ -123,8 +123,9 @@ def lut_latency(spec, regime: Regime, table_path: Path, timing: dict[str, Any], 
 
 def _profile_child(config_dict: dict, directory: str, threads: int, progress: bool) -> None:
     """Profile in this (fresh, spawned) process without touching the allocator: plain glibc."""
-    from nni_latency.config import ProfileConfig, config_from_dict
-    from nni_latency.profiling import run_profile
+    from nni_latency.suite.config import ProfileConfig
+    from nni_latency.files.config import config_from_dict
+    from nni_latency.profile.run import run_profile
 
     run_profile(config_from_dict(ProfileConfig, config_dict), "cpu", directory, threads=threads, progress=progress)
 
@@ -136,9 +137,10 @@ def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
     process), taken right before its networks: the machine's speed drifts by several percent within minutes
     here, so a profile from the start of the run would mix that drift into every regime's error.
     """
-    from nni_latency.config import ProfileConfig, config_to_dict, load_config, packaged_config
-    from nni_latency.dataset import load_records
-    from nni_latency.model import LatencyModel
+    from nni_latency.suite.config import ProfileConfig
+    from nni_latency.files.config import config_to_dict, load_config, packaged_config
+    from nni_latency.rows.store import load_records
+    from nni_latency.model.model import LatencyModel
 
     directory = args.cache_dir / "whole_networks" / (regime.profile_slug or regime.slug) / "profile"
     if not (directory / "device_model.json").exists():
@@ -152,7 +154,7 @@ def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
             networks.in_fresh_process(_profile_child, (config_to_dict(config), str(directory), regime.threads,
                                                        not args.no_progress), "plain-glibc profiling")
         else:
-            from nni_latency.profiling import run_profile
+            from nni_latency.profile.run import run_profile
 
             run_profile(config, "cpu", directory, threads=regime.threads, progress=not args.no_progress)
     model, records = LatencyModel.load(directory / "device_model.json"), load_records(directory / "microbench.jsonl")
@@ -161,9 +163,9 @@ def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
 
 def run_regime(regime: Regime, specs, args, profile, timing: dict[str, Any], spaces: dict) -> dict[str, Any]:
     """Measure, predict and score ``specs`` in ``regime``; a JSON-able summary (also written to the cache)."""
-    from nni_latency.drift import check_drift
-    from nni_latency.network_evaluation import score_networks
-    from nni_latency.protocol import protocol_of
+    from nni_latency.measure.drift import check_drift
+    from nni_latency.evaluate.networks import score_networks
+    from nni_latency.measure.protocol import protocol_of
 
     model, predictors = regime_model(regime, profile, args)
     protocol = _protocol(model, regime, timing, args.zoo_rounds)
@@ -196,7 +198,7 @@ def run_regime(regime: Regime, specs, args, profile, timing: dict[str, Any], spa
                "rows": [{"name": s.name, "kind": s.kind, "measured_ms": r["latency_ms"], "round_ms": r["round_ms"],
                          "predicted_ms": float(p)}
                         for s, r, p in zip(specs, measured, predictors[baselines.DEFAULT].predict(features))]}
-    from nni_latency.fileio import atomic_write_json
+    from nni_latency.files.fileio import atomic_write_json
 
     atomic_write_json(directory / "summary.json", summary)
     return summary
@@ -204,7 +206,7 @@ def run_regime(regime: Regime, specs, args, profile, timing: dict[str, Any], spa
 
 def run(args, profile, timing: dict[str, Any]) -> list[dict[str, Any]]:
     """Every regime on the zoo and hub samples of ``args.zoo_selection``; one summary per regime."""
-    from nni_latency.network_selection import select_networks
+    from nni_latency.evaluate.selection import select_networks
 
     spaces: dict = {}
     specs = select_networks(args.zoo_selection, seed=args.seed, spaces=spaces)
@@ -290,8 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"t1{'-quick' if args.quick else ''}")
     finish_arguments(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from nni_latency.protocol import MeasurementProtocol
-    from nni_latency.timing import apply_allocator_policy
+    from nni_latency.measure.protocol import MeasurementProtocol
+    from nni_latency.measure.allocator import apply_allocator_policy
 
     apply_allocator_policy(MeasurementProtocol(allocator="steady"))  # this process; glibc runs in a child
     host = hostcheck.start(args, "benchmarks/whole_networks.py")
@@ -301,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (output.parent / "img").mkdir(parents=True, exist_ok=True)
     text = render(run(args, profile, timing), output.parent / "img")
     text = f"{hostcheck.header_line(host)}\n\n{text}"
-    from nni_latency.fileio import atomic_write_text
+    from nni_latency.files.fileio import atomic_write_text
 
     atomic_write_text(output, text)
     _logger.info("wrote %s", output)

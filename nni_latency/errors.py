@@ -1,5 +1,10 @@
-"""How the command line turns any exception into the one line it prints: the library raises typed errors
-(``ValueError`` for bad values, ``OSError`` subclasses naming a path), and this is the one place that words them.
+"""The package's exceptions, one meaning each, and how the command line turns any exception into the one line it
+prints (``describe_error``): the one place that words them.
+
+Every error a user can fix is an ``NniLatencyError`` whose message names the problem and the fix. The ones about a
+bad value are also ``ValueError`` s (so ``except ValueError`` keeps working), a missing optional package is also an
+``ImportError``; files the system refuses stay ``OSError`` s naming their path. Anything else reaching the command
+line is a bug, and says so.
 
 It imports nothing heavy (no torch), so the command line can load it before any command runs.
 """
@@ -10,7 +15,44 @@ import difflib
 import errno
 from typing import Iterable
 
-__all__ = ["describe_error", "did_you_mean", "first_line"]
+__all__ = ["NniLatencyError", "InvalidInput", "ConfigError", "ModelFileError", "RowsError", "ShapeError",
+           "RuntimeMismatch", "MissingDependency", "MeasurementError", "describe_error", "did_you_mean", "first_line"]
+
+
+class NniLatencyError(Exception):
+    """A problem the user can fix; its message names it and says how, in one line."""
+
+
+class InvalidInput(NniLatencyError, ValueError):
+    """A value given to a function or a flag is not one it takes."""
+
+
+class ConfigError(InvalidInput):
+    """A YAML config or a ``--set`` override is wrong: an unknown key, a bad type or value."""
+
+
+class ModelFileError(InvalidInput):
+    """A device-model file cannot be used: not ours, damaged, or of a version this one does not read."""
+
+
+class RowsError(InvalidInput):
+    """Measured rows cannot be used together: other machines or protocols, another schema, nothing left to fit."""
+
+
+class ShapeError(InvalidInput):
+    """An input shape does not fit the module it is given to."""
+
+
+class RuntimeMismatch(InvalidInput):
+    """A device model of one runtime is asked about another (eager PyTorch against ONNX Runtime)."""
+
+
+class MeasurementError(NniLatencyError, RuntimeError):
+    """A module could not be run or timed on the device (an exporter or a runtime refused it)."""
+
+
+class MissingDependency(NniLatencyError, ImportError):
+    """An optional package is not installed; the message names the extra that installs it."""
 
 # Fragments of the messages torch and its allocators give when memory runs out.
 _ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "not enough memory", "bad_alloc")
@@ -52,6 +94,8 @@ def _os_error(error: OSError) -> str:
 
 def describe_error(error: BaseException) -> str:
     """``error`` as one line that names the file or value at fault and says what to do."""
+    if isinstance(error, NniLatencyError):
+        return _one_line(error)
     if isinstance(error, OSError):
         return _os_error(error)
     if isinstance(error, RecursionError):

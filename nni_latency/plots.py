@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .fileio import atomic_write
-from .model import features_matrix
+from .files.fileio import atomic_write
+from .model.model import features_matrix
 
 _logger = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def plot_report(report, path: str | os.PathLike) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .analysis import REST, format_shape
+    from .analysis.report import REST, format_shape
 
     rows = report.blocks
     figure = Figure(figsize=(8, 1.2 + 0.28 * len(rows)))

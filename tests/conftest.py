@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from nni_latency.blocks import BlockSpec
-from nni_latency.features import FEATURE_ROLES, extract_features
-from nni_latency.fit import MIN_POINTS
-from nni_latency.model import LatencyModel, RelativeLinearModel
-from nni_latency.protocol import MeasurementProtocol
-from nni_latency import timing
-from nni_latency.timing import apply_allocator_policy
+from nni_latency.suite.blocks import BlockSpec
+from nni_latency.runtimes.torch.operators import FEATURE_ROLES
+from nni_latency.runtimes.torch.counting import extract_features
+from nni_latency.fit.fitting import MIN_POINTS
+from nni_latency.model.model import LatencyModel
+from nni_latency.model.regressors import RelativeLinearModel
+from nni_latency.measure.protocol import MeasurementProtocol
+from nni_latency.measure import allocator
+from nni_latency.measure.allocator import apply_allocator_policy
 
 # One intra-op thread: results do not depend on the machine's core count, and OpenMP's spin-waiting cannot
 # stall a test when another process holds the other core (training steps slowed 100x that way here).
@@ -99,8 +101,8 @@ def tiny_profile_config(tmp_path, tiny_profile_yaml):
 @pytest.fixture
 def allocator_never_enabled(monkeypatch):
     """A process that has not enabled the steady allocator policy, where enabling it fails the test."""
-    monkeypatch.setattr(timing, "_steady_allocator_state", None)
-    monkeypatch.setattr(timing, "use_steady_allocator", lambda: pytest.fail("the allocator policy was enabled"))
+    monkeypatch.setattr(allocator, "_steady_allocator_state", None)
+    monkeypatch.setattr(allocator, "use_steady_allocator", lambda: pytest.fail("the allocator policy was enabled"))
 
 
 def pytest_configure(config):

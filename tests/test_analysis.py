@@ -11,21 +11,25 @@ import pytest
 import torch
 from torch import nn
 
-from nni_latency import timing
-from nni_latency.analysis import REST, LatencyReport, analyze_network
-from nni_latency.features import ROLES
-from nni_latency.blocks import BlockSpec, ConvBNAct
-from nni_latency.cli import main
-from nni_latency.features import FEATURE_NAMES, extract_features
-from nni_latency.model import TERM_ROLES, FlopsModel, LatencyModel, RelativeLinearModel, TwoRegimeModel, dominant_role
-from nni_latency.network import select_blocks
+from nni_latency.runtimes.torch import timing
+from nni_latency.measure import allocator
+from nni_latency.analysis.report import REST, LatencyReport, analyze_network
+from nni_latency.count.features import ROLES
+from nni_latency.suite.blocks import BlockSpec, ConvBNAct
+from nni_latency.cli.dispatch import main
+from nni_latency.runtimes.torch.operators import FEATURE_NAMES
+from nni_latency.runtimes.torch.counting import extract_features
+from nni_latency.model.terms import TERM_ROLES, dominant_role
+from nni_latency.model.regressors import FlopsModel, RelativeLinearModel, TwoRegimeModel
+from nni_latency.model.model import LatencyModel
+from nni_latency.analysis.network import select_blocks
 from nni_latency.plots import plot_report
-from nni_latency.timing import AllocatorWarning
+from nni_latency.measure.allocator import AllocatorWarning
 
 SHAPE = (1, 3, 16, 16)
 
 # Test networks are deliberately tiny; extrapolation warnings about them are expected.
-pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.OutOfRangeWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.model.OutOfRangeWarning")
 
 
 # The synthetic device, written by what each role means: arithmetic, elements moved, op calls (and a fixed cost).
@@ -290,7 +294,7 @@ def test_measuring_leaves_the_allocator_policy_and_the_network_alone(fitted_mode
     with pytest.warns(AllocatorWarning):
         analyze_network(network, SHAPE, fitted_model, measure=True,
                         measure_options={"min_run_time": 0.01, "max_run_time": 0.05, "retries": 0, "working_set_mb": 1.0})
-    assert network.training and timing.steady_allocator_state() is None
+    assert network.training and allocator.steady_allocator_state() is None
     assert all(torch.equal(weights[name], value) for name, value in network.state_dict().items())
 
 
@@ -299,7 +303,7 @@ def test_measuring_leaves_the_allocator_policy_and_the_network_alone(fitted_mode
 NETWORK_FILE = textwrap.dedent("""
     import torch
     from torch import nn
-    from nni_latency.blocks import ConvBNAct
+    from nni_latency.suite.blocks import ConvBNAct
 
     class Net(nn.Module):
         def __init__(self):

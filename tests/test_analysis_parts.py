@@ -1,5 +1,5 @@
 """Analysis of transformers: one row per encoder block by default, and every row's predicted time split into
-attention, MLP and other (``nni_latency.parts``), in the table, the JSON and the plot. Small networks only."""
+attention, MLP and other (``nni_latency.analysis.parts``), in the table, the JSON and the plot. Small networks only."""
 
 from __future__ import annotations
 
@@ -9,17 +9,19 @@ import pytest
 import torch
 from torch import nn
 
-from nni_latency.analysis import REST, analyze_network
-from nni_latency.cli import main
-from nni_latency.model import TERM_ROLES, LatencyModel, RelativeLinearModel
-from nni_latency.network import attribute_features, record_calls, runnable_blocks
-from nni_latency.parts import auto_blocks, classify, encoder_blocks
+from nni_latency.analysis.report import REST, analyze_network
+from nni_latency.cli.dispatch import main
+from nni_latency.model.terms import TERM_ROLES
+from nni_latency.model.model import LatencyModel
+from nni_latency.model.regressors import RelativeLinearModel
+from nni_latency.analysis.network import attribute_features, record_calls, runnable_blocks
+from nni_latency.analysis.parts import auto_blocks, classify, encoder_blocks
 from nni_latency.plots import plot_report
 from nni_latency.zoo._attention import Mlp, MultiHeadAttention
 from nni_latency.zoo.vit import VisionTransformer
 
-pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.OutOfRangeWarning",
-                                        "ignore::nni_latency.features.UncoveredOperatorWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.model.OutOfRangeWarning",
+                                        "ignore::nni_latency.count.features.UncoveredOperatorWarning")
 
 IMAGE = (1, 3, 32, 32)
 

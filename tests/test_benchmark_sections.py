@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nni_latency.config import ProfileConfig, load_config, packaged_config
-from nni_latency.suite import sample_specs
+from nni_latency.suite.config import ProfileConfig
+from nni_latency.files.config import load_config, packaged_config
+from nni_latency.suite.sampling import sample_specs
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
@@ -30,7 +31,7 @@ def test_the_cuda_suite_covers_the_batches_gpu_users_search_at():
 
 
 def test_the_reduced_gpu_test_set_loads_and_stays_small():
-    from nni_latency.testset import TestSetConfig, generate_testset
+    from nni_latency.evaluate.testset import TestSetConfig, generate_testset
 
     blocks = generate_testset(load_config(REPO / "benchmarks" / "gpu_testset.yaml", TestSetConfig))
     assert 100 <= len(blocks) <= 160 and {b.spec.batch for b in blocks} == {1, 8, 32}

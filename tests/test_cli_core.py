@@ -1,4 +1,4 @@
-"""The profile / fit / predict commands end to end, in-process through ``nni_latency.cli.main``.
+"""The profile / fit / predict commands end to end, in-process through ``nni_latency.cli.dispatch``.
 
 One tiny CPU profiling run (about 14 blocks, 10-50 ms of timing each) is shared by the module; every
 error case fails before anything is measured.
@@ -14,14 +14,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nni_latency import fit as fitting
-from nni_latency import profiling
-from nni_latency.blocks import BlockSpec
-from nni_latency.cli import main
-from nni_latency.features import extract_features
-from nni_latency.fileio import read_jsonl
-from nni_latency.model import LatencyModel
-from nni_latency.operators import OP_CLASSES
+from nni_latency.fit import fitting
+from nni_latency.profile import run as profiling
+from nni_latency.suite.blocks import BlockSpec
+from nni_latency.cli.dispatch import main
+from nni_latency.runtimes.torch.counting import extract_features
+from nni_latency.files.fileio import read_jsonl
+from nni_latency.model.model import LatencyModel
+from nni_latency.runtimes.torch.operators import OP_CLASSES
 
 HAS_GPU = torch.cuda.is_available()
 
@@ -325,7 +325,7 @@ def test_profile_batches_cover_every_size_asked_for(tiny_profile_config, tmp_pat
     timed = []
 
     def fake_measure(module, shape, protocol, **kwargs):
-        from nni_latency.timing import LatencyMeasurement
+        from nni_latency.measure.measurement import LatencyMeasurement
 
         timed.append(shape[0])
         return LatencyMeasurement(times_ms=(0.1 * shape[0],), number_per_run=1, protocol="rotate", copies=2)
@@ -335,7 +335,7 @@ def test_profile_batches_cover_every_size_asked_for(tiny_profile_config, tmp_pat
                    str(tmp_path / "run"), "--no-progress"])
     assert result.code == 0, result.err
     assert set(timed) == {1, 4}
-    from nni_latency.model import LatencyModel
+    from nni_latency.model.model import LatencyModel
 
     model = LatencyModel.load(tmp_path / "run" / "device_model.json")
     assert model.device["batches"] == [1, 4] and model.device["batch"] == 1

@@ -15,10 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from nni_latency import fileio
+from nni_latency.files import fileio
 
-from nni_latency import profiling
-from nni_latency.cli import main
+from nni_latency.profile import run as profiling
+from nni_latency.cli.dispatch import main
 from nni_latency.errors import describe_error
 
 
@@ -232,7 +232,7 @@ def test_help_shows_each_default_once_and_never_none(command, capsys):
 
 
 def test_every_predict_option_has_help():
-    from nni_latency.cli import build_parser
+    from nni_latency.cli.dispatch import build_parser
 
     predict = build_parser()._subparsers._group_actions[0].choices["predict"]
     assert all(action.help for action in predict._actions), [a.dest for a in predict._actions if not a.help]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nni_latency.cli import build_parser, main
+from nni_latency.cli.dispatch import build_parser, main
 
 _MISSING = ["predict", "--model", "no/such/device_model.json", "--family", "mbconv", "--c-in", "8", "--c-out", "8"]
 

@@ -8,10 +8,10 @@ import warnings
 import pytest
 
 from nni_latency import CoverageWarning
-from nni_latency.blocks import BlockSpec
-from nni_latency.coverage import batch_of, check_batch, check_threads, profiled_batches
-from nni_latency.fit import fit_records
-from nni_latency.model import LatencyModel
+from nni_latency.suite.blocks import BlockSpec
+from nni_latency.model.coverage import batch_of, check_batch, check_threads, profiled_batches
+from nni_latency.fit.fitting import fit_records
+from nni_latency.model.model import LatencyModel
 
 
 def _model(synthetic_model, **device) -> LatencyModel:

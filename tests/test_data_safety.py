@@ -23,13 +23,13 @@ import pytest
 
 from nni_latency import plots
 
-from nni_latency import profiling
-from nni_latency.config import apply_overrides, find_config
-from nni_latency.locking import folder_lock
-from nni_latency.outputs import file_kind
-from nni_latency.rowcheck import check_one_protocol, select_rows
-from nni_latency.timing import LatencyMeasurement
-from nni_latency.cli import main
+from nni_latency.profile import run as profiling
+from nni_latency.files.config import apply_overrides, find_config
+from nni_latency.files.locking import folder_lock
+from nni_latency.files.outputs import file_kind
+from nni_latency.rows.check import check_one_protocol, select_rows
+from nni_latency.measure.measurement import LatencyMeasurement
+from nni_latency.cli.dispatch import main
 
 
 def _run(argv: list[str]) -> SimpleNamespace:
@@ -195,7 +195,7 @@ def test_a_model_without_device_warns_once_and_never_says_of_question_mark(files
 
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from nni_latency.locking import folder_lock
+    from nni_latency.files.locking import folder_lock
     with folder_lock(sys.argv[1], "nni-latency profile"):
         print("held", flush=True)
         time.sleep(600)
@@ -314,7 +314,7 @@ def test_a_documented_config_path_works_from_any_folder(tmp_path, monkeypatch):
 # ---- Ctrl-C
 
 def test_ctrl_c_is_one_line_exit_130_and_no_library_error(files, monkeypatch, caplog):
-    from nni_latency.commands import fit
+    from nni_latency.cli.commands import fit
 
     def interrupted(args):
         os.kill(os.getpid(), signal.SIGINT)  # as a user's Ctrl-C, inside the command
@@ -330,7 +330,7 @@ def test_ctrl_c_is_one_line_exit_130_and_no_library_error(files, monkeypatch, ca
 def test_ctrl_c_turned_into_exit_by_lightning_is_still_an_interruption(files, monkeypatch, capfd):
     import logging
 
-    from nni_latency.commands import fit
+    from nni_latency.cli.commands import fit
 
     def interrupted(args):
         try:
@@ -415,7 +415,7 @@ BRANCHES = {
 
 @pytest.mark.parametrize("first, second, word", BRANCHES.values(), ids=BRANCHES.keys())
 def test_a_data_dependent_forward_is_said_to_cover_the_branch_taken(first, second, word):
-    from nni_latency.forward_checks import branch_note
+    from nni_latency.count.forward_checks import branch_note
 
     note = branch_note(first, second)
     if word is None:

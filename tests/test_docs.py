@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from nni_latency.cli import main
+from nni_latency.cli.dispatch import main
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -63,7 +63,7 @@ BLOCKS = {
     "docs/NAS.md: nni-latency lut --model ... --space proxylessnas --space-arg width_mult=0.5 --input-size 224 "
     "--output-dir ...": "'...' stands for a model path and a folder",
     "docs/PROTOCOL.md: from nni_latency import LatencyModel, apply_allocator_policy, measure_latency": RUN,
-    "docs/PROTOCOL.md: from nni_latency.hostload import HostLoad, watch_host": RUN,
+    "docs/PROTOCOL.md: from nni_latency.measure.hostload import HostLoad, watch_host": RUN,
 }
 
 
@@ -127,7 +127,7 @@ def _run(language: str, code: str, cwd: Path) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-c", code]
     else:
         words = shlex.split(code)
-        argv = [sys.executable, "-m", "nni_latency.cli", *words[1:]] if words[0] == "nni-latency" else words
+        argv = [sys.executable, "-m", "nni_latency.cli.dispatch", *words[1:]] if words[0] == "nni-latency" else words
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -145,9 +145,10 @@ def test_a_doc_block_runs_as_written(block, workspace):
 def test_the_darts_smoke_example_profiles_the_pooling_its_cells_use():
     from collections import Counter
 
-    from nni_latency.config import ProfileConfig, load_config, packaged_config
+    from nni_latency.suite.config import ProfileConfig
+    from nni_latency.files.config import load_config, packaged_config
     from nni_latency.search.config import load_search_config
-    from nni_latency.suite import suite_specs
+    from nni_latency.suite.sampling import suite_specs
 
     search = load_search_config(REPO / "examples" / "darts_search" / "smoke.yaml")
     suite = load_config(packaged_config(search.latency.profile_config), ProfileConfig, search.latency.profile_set)

@@ -7,11 +7,14 @@ import logging
 
 import pytest
 
-from nni_latency import DriftWarning, profiling, timing
-from nni_latency.config import ProfileConfig, load_config
-from nni_latency.drift import DRIFT_FLOOR, PROBE_BLOCKS, PROBE_ROUNDS, check_drift, probe_protocol, record_probe
-from nni_latency.protocol import MeasurementProtocol
-from nni_latency.timing import LatencyMeasurement
+from nni_latency import DriftWarning
+from nni_latency.profile import run as profiling
+from nni_latency.measure import drift
+from nni_latency.suite.config import ProfileConfig
+from nni_latency.files.config import load_config
+from nni_latency.measure.drift import DRIFT_FLOOR, PROBE_BLOCKS, PROBE_ROUNDS, check_drift, probe_protocol, record_probe
+from nni_latency.measure.protocol import MeasurementProtocol
+from nni_latency.measure.measurement import LatencyMeasurement
 
 # ms of each probe block (by its input shape) on the fake device
 BASE_MS = {spec.input_shape: ms for spec, ms in zip(PROBE_BLOCKS, (1.0, 2.0, 0.5))}
@@ -94,13 +97,13 @@ def test_the_probe_is_retimed_as_recorded_whatever_the_callers_threads(probed_mo
         seen.append(protocol)
         return LatencyMeasurement((BASE_MS[tuple(shape)],), 1, "hot", 1)
 
-    monkeypatch.setattr(timing, "measure_latency", measure_latency)
+    monkeypatch.setattr(drift, "measure_latency", measure_latency)
     check_drift(probed_model, probed_model.protocol.replace(threads=4))
     assert {p.threads for p in seen} == {1} and {p.protocol for p in seen} == {"hot"}
 
 
 def test_a_model_without_a_probe_is_skipped_with_a_debug_log(synthetic_model, caplog):
-    with caplog.at_level(logging.DEBUG, logger="nni_latency.drift"):
+    with caplog.at_level(logging.DEBUG, logger="nni_latency.measure.drift"):
         assert check_drift(synthetic_model, measure=pytest.fail) is None
     assert "no drift probe" in caplog.text
 
@@ -112,18 +115,18 @@ def test_a_probe_of_another_device_type_is_not_compared(probed_model):
 def test_run_profile_records_the_probe_in_the_model(tiny_profile_config, tmp_path, monkeypatch):
     from conftest import synthetic_latency
 
-    from nni_latency.features import extract_features
+    from nni_latency.runtimes.torch.counting import extract_features
 
     def fake(module, shape, protocol=None, **_):
         return LatencyMeasurement((synthetic_latency(extract_features(module, shape)),), 1, "rotate", 1)
 
     monkeypatch.setattr(profiling, "measure_latency", fake)
-    monkeypatch.setattr(timing, "measure_latency", fake)
+    monkeypatch.setattr(drift, "measure_latency", fake)
     config = load_config(tiny_profile_config, ProfileConfig)
     result = profiling.run_profile(config, "cpu", tmp_path, progress=False)
     probe = result.model.device["probe"]
     assert [b["key"] for b in probe["blocks"]] == [s.key for s in PROBE_BLOCKS] and probe["spread"] == 0.0
-    from nni_latency.model import LatencyModel
+    from nni_latency.model.model import LatencyModel
 
     saved = LatencyModel.load(tmp_path / "device_model.json")
     assert saved.device["probe"]["total_ms"] == pytest.approx(probe["total_ms"])

@@ -11,17 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from nni_latency.blocks import FAMILIES, VARIANTS, BlockSpec
-from nni_latency.features import (
-    BLOCK_FEATURE_NAMES,
-    FEATURE_DOCS,
-    FEATURE_NAMES,
-    FEATURE_ROLES,
-    BlockFeatures,
-    UncoveredOperatorWarning,
-    extract_features,
-    make_inputs,
-)
+from nni_latency.suite.blocks import FAMILIES, VARIANTS, BlockSpec
+from nni_latency.count.features import BLOCK_FEATURE_NAMES, BlockFeatures, UncoveredOperatorWarning
+from nni_latency.runtimes.torch.operators import FEATURE_DOCS, FEATURE_NAMES, FEATURE_ROLES
+from nni_latency.runtimes.torch.counting import extract_features
+from nni_latency.count.inputs import make_inputs
 
 KIND_FIELDS = ("flops_dense", "flops_pointwise", "flops_grouped", "flops_depthwise")
 
@@ -492,7 +486,8 @@ def test_training_mode_is_restored_and_counting_uses_eval():
 def test_feature_tables_are_consistent():
     assert set(FEATURE_DOCS) == set(FEATURE_NAMES) == set(FEATURE_ROLES)
     assert set(FEATURE_ROLES.values()) == {"compute", "memory", "overhead"}
-    assert BlockFeatures().as_dict() == dict.fromkeys(FEATURE_NAMES, 0.0)
+    assert BlockFeatures().as_dict(FEATURE_NAMES) == dict.fromkeys(FEATURE_NAMES, 0.0)
+    assert extract_features(nn.ReLU(), (1, 4)).as_dict().keys() == set(FEATURE_NAMES)  # a counted row: all of them
 
 
 # ---- convolution paths, attention and memory classes

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from nni_latency.fileio import append_jsonl, atomic_write, json_safe, read_jsonl
+from nni_latency.files.fileio import append_jsonl, atomic_write, json_safe, read_jsonl
 
 
 def test_json_safe_makes_strict_json():

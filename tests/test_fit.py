@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from sklearn.model_selection import KFold
 
-from nni_latency.fit import MIN_POINTS, cross_validated_metrics, cross_validated_predictions, fit_records, reference_model
-from nni_latency.model import MODEL_KINDS, LatencyModel
+from nni_latency.fit.fitting import (MIN_POINTS, cross_validated_metrics, cross_validated_predictions, fit_records,
+    reference_model)
+from nni_latency.model.regressors import MODEL_KINDS
+from nni_latency.model.model import LatencyModel
 
 from conftest import synthetic_latency
 

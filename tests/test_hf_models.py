@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 
-from nni_latency import hf_models
+from nni_latency.zoo import hf as hf_models
 from nni_latency.errors import describe_error
-from nni_latency.features import extract_features
-from nni_latency.network_selection import select_networks
-from nni_latency.targets import default_input_shape, load_network
+from nni_latency.runtimes.torch.counting import extract_features
+from nni_latency.evaluate.selection import select_networks
+from nni_latency.cli.targets import default_input_shape, load_network
 from nni_latency.zoo import KINDS
 
 

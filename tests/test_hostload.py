@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 
-from nni_latency import hostload
-from nni_latency.hostload import (BUSY_SHARE, BusyHostWarning, HostLoad, SystemTimes, describe_host_load,
-                                  read_proc_stat, wait_until_quiet, watch_host)
+from nni_latency.measure import hostload
+from nni_latency.measure.hostload import (BUSY_SHARE, BusyHostWarning, HostLoad, SystemTimes, describe_host_load,
+    read_proc_stat, wait_until_quiet, watch_host)
 
 
 class FakeHost:
@@ -143,8 +143,8 @@ def test_profile_on_a_busy_host_says_so_once_and_records_the_share(tiny_profile_
     import subprocess
     import sys
 
-    from nni_latency.cli import main
-    from nni_latency.model import LatencyModel
+    from nni_latency.cli.dispatch import main
+    from nni_latency.model.model import LatencyModel
 
     if read_proc_stat() is None:
         pytest.skip("no /proc/stat: the host load is unknown here")

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from nni_latency.metrics import absolute_percentage_errors, per_group_errors, regression_metrics, within_group_kendall
+from nni_latency.fit.metrics import (absolute_percentage_errors, per_group_errors, regression_metrics,
+    within_group_kendall)
 
 # (id, measured, predicted, expected subset of regression_metrics with threshold 3 ms)
 # Values chosen to be exact in binary floating point, so 10% boundaries are unambiguous.
@@ -118,7 +119,7 @@ SUMMARY_CASES = [
 @pytest.mark.parametrize("measured, predicted, expected", [c[1:] for c in SUMMARY_CASES],
                          ids=[c[0] for c in SUMMARY_CASES])
 def test_error_summary_matches_hand_values(measured, predicted, expected):
-    from nni_latency.metrics import error_summary
+    from nni_latency.fit.metrics import error_summary
 
     scores = error_summary(measured, predicted)
     for name, value in expected.items():
@@ -131,7 +132,7 @@ def test_regression_metrics_include_the_summary():
 
 
 def test_worst_points_are_sorted_by_absolute_error_with_their_sign():
-    from nni_latency.metrics import worst_points
+    from nni_latency.fit.metrics import worst_points
 
     worst = worst_points(["a", "b", "c", "d"], [16, 8, 4, 2], [17, 7, 4, 2.5], count=3)
     assert [(w["name"], w["error"]) for w in worst] == [("d", 0.25), ("b", -0.125), ("a", 0.0625)]

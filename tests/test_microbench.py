@@ -12,17 +12,21 @@ import re
 import pytest
 import torch
 
-from nni_latency import profiling, timing
-from nni_latency.blocks import FAMILIES, BlockSpec
-from nni_latency.config import ProfileConfig, TimingConfig
-from nni_latency.features import FEATURE_NAMES, extract_features
-from nni_latency.fileio import read_jsonl
-from nni_latency.fit import MIN_POINTS
-from nni_latency.dataset import load_records
-from nni_latency.profiling import measure_specs
-from nni_latency.suite import sample_specs
-from nni_latency.protocol import MeasurementProtocol
-from nni_latency.timing import AllocatorWarning, LatencyMeasurement
+from nni_latency.profile import run as profiling
+from nni_latency.runtimes.torch import timing
+from nni_latency.measure import allocator
+from nni_latency.suite.blocks import FAMILIES, BlockSpec
+from nni_latency.suite.config import ProfileConfig, TimingConfig
+from nni_latency.runtimes.torch.operators import FEATURE_NAMES
+from nni_latency.runtimes.torch.counting import extract_features
+from nni_latency.files.fileio import read_jsonl
+from nni_latency.fit.fitting import MIN_POINTS
+from nni_latency.rows.store import load_records
+from nni_latency.profile.run import measure_specs
+from nni_latency.suite.sampling import sample_specs
+from nni_latency.measure.protocol import MeasurementProtocol
+from nni_latency.measure.allocator import AllocatorWarning
+from nni_latency.measure.measurement import LatencyMeasurement
 
 PROTOCOL = {"device": "cpu", "threads": 1, "dtype": "fp32", "protocol": "rotate", "allocator": "steady"}
 
@@ -175,7 +179,7 @@ def test_measuring_with_the_default_measure_leaves_the_allocator_policy_alone(ti
     protocol = MeasurementProtocol(protocol="hot", min_run_time=0.01, max_run_time=0.02)
     with pytest.warns(AllocatorWarning):
         rows = measure_specs(tiny_specs[:1], tmp_path / "microbench.jsonl", protocol, progress=False)
-    assert rows[0]["latency_ms"] > 0 and timing.steady_allocator_state() is None
+    assert rows[0]["latency_ms"] > 0 and allocator.steady_allocator_state() is None
 
 
 def test_building_blocks_leaves_the_callers_random_state_alone(tiny_specs, tmp_path):

@@ -12,15 +12,15 @@ import torch
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace
 from torch import nn
 
-from nni_latency.blocks import ConvBNAct, MBConv
-from nni_latency.nas import FBNet, FBNetLatencyLoss, FrozenLatencyProfiler, LatencyDARTS, LatencyProfiler, \
-    predict_frozen
+from nni_latency.suite.blocks import ConvBNAct, MBConv
+from nni_latency.nas import (FBNet, FBNetLatencyLoss, FrozenLatencyProfiler, LatencyDARTS, LatencyProfiler,
+    predict_frozen)
 from nni_latency.nas.loss import ExpectedLatency
 from nni_latency.nas.strategy import architecture_logits, architecture_probs
 from nni_latency.spaces.hub import build_space
 from nas_search import latency_only_search
 
-pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.OutOfRangeWarning", "ignore::UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.model.OutOfRangeWarning", "ignore::UserWarning")
 
 
 class _AnyWidthConv(nn.Module):
@@ -90,7 +90,7 @@ def test_expected_latency_of_an_input_choice(synthetic_model):
 
 @pytest.fixture(scope="module")
 def darts(synthetic_dataset):
-    from nni_latency.model import LatencyModel
+    from nni_latency.model.model import LatencyModel
 
     _, rows, latencies = synthetic_dataset
     model = LatencyModel.fit(rows, latencies, kind="relative_linear", device={"dtype": "fp32", "batch": 1})
@@ -142,8 +142,9 @@ def test_unreachable_budget_is_refused_before_training(darts):
 @pytest.fixture
 def every_feature_costs():
     """A device model in which every feature costs something (the synthetic one never saw a linear layer)."""
-    from nni_latency.features import FEATURE_ROLES
-    from nni_latency.model import LatencyModel, RelativeLinearModel
+    from nni_latency.runtimes.torch.operators import FEATURE_ROLES
+    from nni_latency.model.model import LatencyModel
+    from nni_latency.model.regressors import RelativeLinearModel
 
     names = RelativeLinearModel.DEFAULT_FEATURES
     weight = {"compute": 1e-6, "memory": 1e-8, "overhead": 0.01}

@@ -9,7 +9,7 @@ import pytest
 from nni_latency.nas import FrozenLatencyProfiler, predict_frozen
 from nni_latency.spaces.hub import build_space
 
-pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.OutOfRangeWarning", "ignore::UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.model.OutOfRangeWarning", "ignore::UserWarning")
 
 SHAPE = (1, 3, 16, 16)
 

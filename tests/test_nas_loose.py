@@ -20,7 +20,7 @@ from nni_latency.nas.label_tables import subsets
 from nni_latency.spaces.hub import build_space
 from nas_search import latency_only_search
 
-pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.OutOfRangeWarning", "ignore::UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.model.OutOfRangeWarning", "ignore::UserWarning")
 
 
 def _cell_law(first: int, nodes: int, per_node: int, seed: int):

@@ -14,7 +14,7 @@ from nni_latency.nas.strategy import architecture_joints, architecture_logits, a
 from nni_latency.spaces import FBNetSpace
 from nni_latency.spaces.hub import build_space
 
-pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.OutOfRangeWarning", "ignore::UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.model.OutOfRangeWarning", "ignore::UserWarning")
 
 
 def _random_logits(expected: ExpectedLatency, seed: int) -> dict[str, torch.Tensor]:

@@ -9,12 +9,13 @@ import math
 import pytest
 import torch
 
-from nni_latency import cli, network_evaluation
-from nni_latency.coverage import CoverageWarning
-from nni_latency.fileio import read_jsonl
-from nni_latency.network_evaluation import evaluate_networks, format_networks, score_networks
+from nni_latency.cli import dispatch as cli
+from nni_latency.evaluate import networks as network_evaluation
+from nni_latency.model.coverage import CoverageWarning
+from nni_latency.files.fileio import read_jsonl
+from nni_latency.evaluate.networks import evaluate_networks, format_networks, score_networks
 from nni_latency.plots import networks_figure
-from nni_latency.timing import LatencyMeasurement
+from nni_latency.measure.measurement import LatencyMeasurement
 
 TWO = "squeezenet1_1,mobilenet_v3_small"
 SIZE = 32
@@ -114,7 +115,7 @@ def test_evaluation_writes_predictions_metrics_and_the_plot(synthetic_model, tmp
 
 
 def test_networks_are_built_afresh_for_every_round(synthetic_model, tmp_path, monkeypatch):
-    from nni_latency.network_selection import NetworkSpec
+    from nni_latency.evaluate.selection import NetworkSpec
 
     built = []
     original = NetworkSpec.build
@@ -150,7 +151,7 @@ def test_another_batch_is_measured_as_other_rows(synthetic_model, tmp_path):
 
 
 def test_the_drift_probe_is_timed_before_measuring_when_the_model_has_one(synthetic_model, tmp_path):
-    from nni_latency.drift import record_probe
+    from nni_latency.measure.drift import record_probe
 
     model = synthetic_model
     model.device["probe"] = record_probe(model.protocol, measure=FakeMeasure())

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nni_latency import zoo
-from nni_latency.network_selection import HUB_SPACES, NetworkSpec, hub_samples, select_networks
+from nni_latency.evaluate.selection import HUB_SPACES, NetworkSpec, hub_samples, select_networks
 
 # (id, selection, expected names, or a callable of the zoo giving them)
 SELECTIONS = [

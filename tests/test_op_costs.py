@@ -11,13 +11,15 @@ import pytest
 import torch
 from torch import nn
 
-from nni_latency.dataset import combined_rows, op_rows, op_sum_ratios
-from nni_latency.features import FEATURE_NAMES, extract_features
-from nni_latency.model import LatencyModel, features_matrix
-from nni_latency.op_timing import time_ops
-from nni_latency.operators import OP_CLASSES, OP_FEATURE_NAMES, OVERHEAD_FEATURES
-from nni_latency.protocol import Counting, MeasurementProtocol
-from nni_latency.regressors import MIN_OP_ROWS, OperatorCostModel
+from nni_latency.rows.store import combined_rows
+from nni_latency.rows.ops import op_rows, op_sum_ratios
+from nni_latency.runtimes.torch.operators import FEATURE_NAMES
+from nni_latency.runtimes.torch.counting import extract_features
+from nni_latency.model.model import LatencyModel, features_matrix
+from nni_latency.runtimes.torch.clock import time_ops
+from nni_latency.runtimes.torch.operators import OP_CLASSES, OP_FEATURE_NAMES, OVERHEAD_FEATURES
+from nni_latency.measure.protocol import Counting, MeasurementProtocol
+from nni_latency.model.regressors import MIN_OP_ROWS, OperatorCostModel
 
 COUNTING = Counting(vector_width=16, threads=1, l2_kb=1024, llc_kb=32768)
 
@@ -81,7 +83,7 @@ def test_each_call_gets_its_class_and_features_by_hand(module, shape, expected):
 
 
 def test_every_op_feature_has_a_doc_and_a_role():
-    from nni_latency.features import FEATURE_DOCS, FEATURE_ROLES
+    from nni_latency.runtimes.torch.operators import FEATURE_DOCS, FEATURE_ROLES
 
     assert set(OP_FEATURE_NAMES) <= set(FEATURE_NAMES)
     for name in OP_FEATURE_NAMES:
@@ -135,7 +137,7 @@ def test_each_class_recovers_its_own_costs_and_the_overheads_come_from_the_block
     records = _synthetic_blocks()
     X = features_matrix([r["features"] for r in records], OP_FEATURE_NAMES)
     y = np.array([r["latency_ms"] for r in records])
-    model = OperatorCostModel().fit_ops(op_rows(records), X, y)
+    model = OperatorCostModel().fit_ops(op_rows(records, OP_CLASSES), X, y)
     weights = model.get_state()["weights"]
     for cls, truth in TRUE.items():
         for name in OP_CLASSES[cls].features:
@@ -149,7 +151,7 @@ def test_each_class_recovers_its_own_costs_and_the_overheads_come_from_the_block
 def test_a_class_without_calls_borrows_its_fallbacks_weights():
     records = _synthetic_blocks()
     X = features_matrix([r["features"] for r in records], OP_FEATURE_NAMES)
-    model = OperatorCostModel().fit_ops(op_rows(records), X, [r["latency_ms"] for r in records])
+    model = OperatorCostModel().fit_ops(op_rows(records, OP_CLASSES), X, [r["latency_ms"] for r in records])
     weights = model.get_state()["weights"]
     assert model.sources_["simple"] == "as inplace"
     assert model.sources_["conv_grouped"] == "as conv_pointwise"  # conv_dense has no calls either: next in line
@@ -164,7 +166,7 @@ def test_a_class_without_calls_borrows_its_fallbacks_weights():
 def test_too_few_calls_of_a_class_do_not_get_weights_of_their_own():
     records = _synthetic_blocks(count=2)
     X = features_matrix([r["features"] for r in records], OP_FEATURE_NAMES)
-    rows = {cls: (f[:MIN_OP_ROWS - 1], t[:MIN_OP_ROWS - 1]) for cls, (f, t) in op_rows(records).items()}
+    rows = {cls: (f[:MIN_OP_ROWS - 1], t[:MIN_OP_ROWS - 1]) for cls, (f, t) in op_rows(records, OP_CLASSES).items()}
     model = OperatorCostModel()
     model.min_points = 1
     model.fit_ops(rows, X, [r["latency_ms"] for r in records])
@@ -174,7 +176,7 @@ def test_too_few_calls_of_a_class_do_not_get_weights_of_their_own():
 def test_the_op_model_round_trips_through_json(tmp_path):
     records = _synthetic_blocks()
     X = features_matrix([r["features"] for r in records], OP_FEATURE_NAMES)
-    regressor = OperatorCostModel().fit_ops(op_rows(records), X, [r["latency_ms"] for r in records])
+    regressor = OperatorCostModel().fit_ops(op_rows(records, OP_CLASSES), X, [r["latency_ms"] for r in records])
     model = LatencyModel(regressor, device=MeasurementProtocol().to_dict())
     model.save(tmp_path / "m.json")
     loaded = LatencyModel.load(tmp_path / "m.json")
@@ -237,7 +239,7 @@ def test_predict_module_counts_as_the_model_does(fitted_model):
 def fitted_model():
     records = _synthetic_blocks()
     X = features_matrix([r["features"] for r in records], OP_FEATURE_NAMES)
-    regressor = OperatorCostModel().fit_ops(op_rows(records), X, [r["latency_ms"] for r in records])
+    regressor = OperatorCostModel().fit_ops(op_rows(records, OP_CLASSES), X, [r["latency_ms"] for r in records])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return LatencyModel(regressor, device={**MeasurementProtocol().to_dict(), "name": "test", "batches": [1]})
@@ -248,8 +250,8 @@ def test_the_predict_command_and_predict_module_agree_in_number_and_warnings(fit
     import io
     import re
 
-    from nni_latency.cli import main
-    from nni_latency.coverage import CoverageWarning
+    from nni_latency.cli.dispatch import main
+    from nni_latency.model.coverage import CoverageWarning
 
     path = tmp_path / "model.json"
     fitted_model.save(path)
@@ -267,8 +269,8 @@ def test_the_predict_command_and_predict_module_agree_in_number_and_warnings(fit
 
 
 def test_a_profile_whose_ops_do_not_add_up_says_so():
-    from nni_latency.profiling import op_check
-    from nni_latency.summary import format_profile_summary
+    from nni_latency.profile.run import op_check
+    from nni_latency.profile.summary import format_profile_summary
 
     records = _synthetic_blocks(count=20)
     assert op_check(records)["consistent"]  # synthetic ops add up to their block but for the overheads
@@ -277,7 +279,7 @@ def test_a_profile_whose_ops_do_not_add_up_says_so():
     check = op_check(records)
     assert not check["consistent"] and check["outside_share"] >= 0.2
     X = features_matrix([r["features"] for r in records], OP_FEATURE_NAMES)
-    regressor = OperatorCostModel().fit_ops(op_rows(records), X, [r["latency_ms"] for r in records])
+    regressor = OperatorCostModel().fit_ops(op_rows(records, OP_CLASSES), X, [r["latency_ms"] for r in records])
     model = LatencyModel(regressor, device={**MeasurementProtocol().to_dict(), "name": "test", "op_sums": check})
     summary = format_profile_summary(model, records)
     line = next(line for line in summary.splitlines() if line.startswith("operators timed in place"))
@@ -285,7 +287,7 @@ def test_a_profile_whose_ops_do_not_add_up_says_so():
 
 
 def test_an_unknown_operator_is_data_movement_with_one_warning():
-    from nni_latency.features import UncoveredOperatorWarning
+    from nni_latency.count.features import UncoveredOperatorWarning
 
     class Odd(nn.Module):
         def forward(self, x):

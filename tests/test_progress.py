@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 
-from nni_latency import progress
-from nni_latency.progress import PlainProgress, progress_bar
+from nni_latency.measure import progress
+from nni_latency.measure.progress import PlainProgress, progress_bar
 
 
 def test_plain_progress_prints_whole_lines_at_once_and_at_the_end():

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from nni_latency import profiling
-from nni_latency.config import ProfileConfig, TimingConfig
-from nni_latency.fileio import read_jsonl
-from nni_latency.model import LatencyModel
-from nni_latency.protocol import (LEGACY_VECTOR_WIDTH, TIMING_FIELDS, MeasurementProtocol, detect_vector_width,
-                                  protocol_of)
-from nni_latency.timing import LatencyMeasurement
+from nni_latency.profile import run as profiling
+from nni_latency.suite.config import ProfileConfig, TimingConfig
+from nni_latency.files.fileio import read_jsonl
+from nni_latency.model.model import LatencyModel
+from nni_latency.measure.protocol import (LEGACY_VECTOR_WIDTH, TIMING_FIELDS, MeasurementProtocol, detect_vector_width,
+    protocol_of)
+from nni_latency.measure.measurement import LatencyMeasurement
 
 from conftest import TINY_PROFILE_COUNT
 

@@ -37,9 +37,26 @@ def test_ci_runs_exactly_the_readmes_test_command():
     assert f'-e "{extras}"' in (ROOT / ".ci" / "run").read_text(encoding="utf-8")  # the same extras installed
 
 
+def _map_block() -> str:
+    return _readme().split("## Module map", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+
+
 def _module_map() -> set[str]:
-    block = _readme().split("## Module map", 1)[1].split("```text", 1)[1].split("```", 1)[0]
-    return {match.group(1) for match in re.finditer(r"^  (\S+?\.py|\S+?/)\s", block, re.M)}
+    return {match.group(1) for match in re.finditer(r"^  (\S+?\.py|\S+?/)\s", _map_block(), re.M)}
+
+
+def _nested_maps() -> dict[str, set[str]]:
+    """folder -> the modules the map lists under it (lines indented four spaces), for folders it opens."""
+    nested: dict[str, set[str]] = {}
+    folder = None
+    for line in _map_block().splitlines():
+        top = re.match(r"^  (\S+?/)\s", line)
+        inner = re.match(r"^    (\S+?\.py|\S+?/)\s", line)
+        if top:
+            folder = top.group(1)
+        elif inner and folder:
+            nested.setdefault(folder, set()).add(inner.group(1))
+    return nested
 
 
 def _package_modules() -> set[str]:
@@ -53,6 +70,17 @@ def test_module_map_names_every_module_and_no_other():
     listed, present = _module_map(), _package_modules()
     assert not present - listed, f"add a line for each of {sorted(present - listed)} to README.md's module map"
     assert not listed - present, f"README.md's module map names {sorted(listed - present)}, which no longer exist"
+
+
+def test_the_folders_the_map_opens_list_every_module_they_hold():
+    nested = _nested_maps()
+    assert len(nested) >= 8, sorted(nested)  # the pipeline's folders are opened, one line per module
+    for folder, listed in nested.items():
+        path = ROOT / "nni_latency" / folder
+        present = {p.name for p in path.glob("*.py") if p.name != "__init__.py"} | {
+            f"{p.name}/" for p in path.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+        assert listed == present, f"README.md's module map under {folder}: missing {sorted(present - listed)}, " \
+                                  f"gone {sorted(listed - present)}"
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/ACCURACY.md", "docs/PROTOCOL.md", "docs/ANALYZE.md",

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from nni_latency.fileio import read_jsonl
-from nni_latency.rounds import combine_rounds, measure_rounds
-from nni_latency.protocol import MeasurementProtocol
+from nni_latency.files.fileio import read_jsonl
+from nni_latency.rows.store import RowStore, combine_rounds
+from nni_latency.measure.rounds import measure_rounds
+from nni_latency.measure.protocol import MeasurementProtocol
 
 
 class Scripted:
@@ -32,7 +33,7 @@ SCRIPT = {"a": [1.0, 9.0, 1.2], "b": [2.0, 2.2, 2.1]}
 
 def test_rounds_interleave_items_and_the_median_of_rounds_is_the_latency(tmp_path):
     measure = Scripted(SCRIPT)
-    combined = measure_rounds(["a", "b"], measure, tmp_path / "rows.jsonl", MeasurementProtocol(rounds=3),
+    combined = measure_rounds(["a", "b"], measure, RowStore(tmp_path / "rows.jsonl"), MeasurementProtocol(rounds=3),
                               progress=False)
     assert measure.calls == ["a", "b", "a", "b", "a", "b"]  # every item once per pass, not back to back
     assert combined["a"]["latency_ms"] == pytest.approx(1.2)  # the slow pass (9.0) does not move the median
@@ -48,27 +49,27 @@ def test_an_interrupted_run_resumes_at_the_next_missing_pass(tmp_path, interrupt
     dataset, protocol = tmp_path / "rows.jsonl", MeasurementProtocol(rounds=3)
     first = Scripted(SCRIPT, stop_after=interrupt_after)
     with pytest.raises(KeyboardInterrupt):
-        measure_rounds(["a", "b"], first, dataset, protocol, progress=False)
+        measure_rounds(["a", "b"], first, RowStore(dataset), protocol, progress=False)
     resumed = Scripted(first.script)  # the latencies the interrupted run did not take
-    combined = measure_rounds(["a", "b"], resumed, dataset, protocol, progress=False)
+    combined = measure_rounds(["a", "b"], resumed, RowStore(dataset), protocol, progress=False)
     assert first.calls + resumed.calls == ["a", "b", "a", "b", "a", "b"]  # nothing measured twice or skipped
     assert combined["a"]["round_ms"] == SCRIPT["a"] and combined["b"]["round_ms"] == SCRIPT["b"]
 
 
 def test_more_rounds_later_add_passes_without_remeasuring(tmp_path):
     dataset = tmp_path / "rows.jsonl"
-    measure_rounds(["a", "b"], Scripted(SCRIPT), dataset, MeasurementProtocol(rounds=1), progress=False)
+    measure_rounds(["a", "b"], Scripted(SCRIPT), RowStore(dataset), MeasurementProtocol(rounds=1), progress=False)
     more = Scripted({"a": [9.0, 1.2], "b": [2.2, 2.1]})
-    combined = measure_rounds(["a", "b"], more, dataset, MeasurementProtocol(rounds=3), progress=False)
+    combined = measure_rounds(["a", "b"], more, RowStore(dataset), MeasurementProtocol(rounds=3), progress=False)
     assert more.calls == ["a", "b", "a", "b"]
     assert combined["a"]["latency_ms"] == pytest.approx(1.2)
 
 
 def test_a_dataset_of_another_protocol_is_refused(tmp_path):
     dataset = tmp_path / "rows.jsonl"
-    measure_rounds(["a"], Scripted(SCRIPT), dataset, MeasurementProtocol(), progress=False)
+    measure_rounds(["a"], Scripted(SCRIPT), RowStore(dataset), MeasurementProtocol(), progress=False)
     with pytest.raises(ValueError, match="threads=1.*--output-dir"):
-        measure_rounds(["a"], Scripted(SCRIPT), dataset, MeasurementProtocol(threads=2), progress=False)
+        measure_rounds(["a"], Scripted(SCRIPT), RowStore(dataset), MeasurementProtocol(threads=2), progress=False)
 
 
 @pytest.mark.parametrize("latencies,expected,noisy", [

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from nni_latency.cli import main
+from nni_latency.cli.dispatch import main
 from nni_latency.search.config import DataConfig, SearchConfig, load_search_config
 from nni_latency.search.data import load_splits
 from nni_latency.search.report import plot_curves, plot_probabilities, write_probabilities, write_result
@@ -20,7 +20,7 @@ from nni_latency.spaces import CANDIDATE_NAMES
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "examples" / "fbnet_search" / "smoke.yaml"
 # the synthetic device model has no matmul rows, so the classifier is out of its range; expected here
-pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.OutOfRangeWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.model.OutOfRangeWarning")
 
 
 def _write(tmp_path, text: str) -> Path:
@@ -268,7 +268,7 @@ def test_supernet_computes_the_exported_architecture_while_switched():
     from nni.nas.strategy import GumbelDARTS
 
     from nni_latency.search.run import (_arch_layers, architecture_probabilities, exported_path, supernet_accuracy,
-                                        top1_accuracy)
+        top1_accuracy)
     from nni_latency.spaces import FBNetSpace
 
     torch.manual_seed(0)

@@ -192,7 +192,7 @@ def test_four_trials_two_at_a_time_as_separate_processes(tmp_path, device_model_
     config = tmp_path / "engine.yaml"
     config.write_text(TINY + f"execution: {{engine: nni, trial_concurrency: 2, port: {port}}}\n", encoding="utf-8")
     output = tmp_path / "run"
-    command = [sys.executable, "-m", "nni_latency.cli", "search", "--config", str(config), "--output-dir", str(output),
+    command = [sys.executable, "-m", "nni_latency.cli.dispatch", "search", "--config", str(config), "--output-dir", str(output),
                "--no-progress", "--set", f"latency.device_model={device_model_path}"]
     search = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from nni_latency.cli import main
+from nni_latency.cli.dispatch import main
 from nni_latency.search.config import SEARCH_DEFAULTS, STRATEGIES, SearchConfig, load_search_config
 from nni_latency.search.multitrial import mnasnet_reward
 from nni_latency.spaces.hub import SPACES
 
 REPO = Path(__file__).resolve().parents[1]
 DARTS_SMOKE = REPO / "examples" / "darts_search" / "smoke.yaml"
-pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.OutOfRangeWarning", "ignore::UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.model.OutOfRangeWarning", "ignore::UserWarning")
 
 
 def _write(tmp_path, text: str) -> Path:
@@ -77,7 +77,7 @@ def test_enas_without_its_extras_says_what_to_install(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_darts(synthetic_dataset):
-    from nni_latency.model import LatencyModel
+    from nni_latency.model.model import LatencyModel
     from nni_latency.nas import LatencyProfiler
     from nni_latency.spaces.hub import build_space
 

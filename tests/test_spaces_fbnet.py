@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nni_latency.blocks import MBConv, Skip
+from nni_latency.suite.blocks import MBConv, Skip
 from nni_latency.spaces import CANDIDATE_NAMES, FBNetSpace
 from nni_latency.spaces.fbnet import default_strides, make_divisible
 

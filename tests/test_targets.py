@@ -6,7 +6,7 @@ import textwrap
 import pytest
 from torch import nn
 
-from nni_latency.targets import load_module_target, load_target_object, parse_input_shape
+from nni_latency.cli.targets import load_module_target, load_target_object, parse_input_shape
 
 NETWORKS = textwrap.dedent("""
     from torch import nn
@@ -120,7 +120,7 @@ def test_parse_input_shape_rejects(text, message):
 # ---- zoo:NAME targets and what a network expects
 
 def test_a_zoo_target_builds_the_network_for_the_input_resolution():
-    from nni_latency.targets import default_input_shape
+    from nni_latency.cli.targets import default_input_shape
 
     assert default_input_shape("zoo:deit_tiny") == (1, 3, 224, 224)
     assert default_input_shape("nets.py:net") is None
@@ -146,6 +146,6 @@ def test_bad_zoo_targets_give_one_line_errors(spec, shape, message):
     (nn.Identity(), "zoo:resnet18", "an image 1,3,224,224 (N,C,H,W)"),
 ], ids=["conv", "layer-norm", "linear", "nothing-to-say", "zoo"])
 def test_expected_input(module, spec, expected):
-    from nni_latency.targets import expected_input
+    from nni_latency.cli.targets import expected_input
 
     assert expected_input(module, spec) == expected

@@ -12,21 +12,15 @@ import pytest
 import torch
 from torch import nn
 
-from nni_latency import timing
-from nni_latency.protocol import MeasurementProtocol
-from nni_latency.timing import (
-    ALLOCATORS,
-    PROTOCOLS,
-    AllocatorWarning,
-    LatencyMeasurement,
-    allocator_advice,
-    apply_allocator_policy,
-    measure_latency,
-    relative_spread,
-    resolve_device,
-    resolve_dtype,
-    use_steady_allocator,
-)
+from nni_latency.runtimes.torch import timing
+from nni_latency.measure import allocator as allocator_module
+from nni_latency.measure.protocol import MeasurementProtocol
+from nni_latency.measure.protocol import ALLOCATORS, PROTOCOLS
+from nni_latency.measure.allocator import (AllocatorWarning, allocator_advice, apply_allocator_policy,
+                                           use_steady_allocator)
+from nni_latency.measure.measurement import LatencyMeasurement, relative_spread
+from nni_latency.measure.latency import measure_latency
+from nni_latency.runtimes.torch.device import resolve_device, resolve_dtype
 
 FAST = dict(min_run_time=0.01, max_run_time=0.05, retries=0)
 HAS_GPU = torch.cuda.is_available()
@@ -57,7 +51,7 @@ def test_measure_latency_records_protocol_and_copies(options, protocol, copies_o
     assert isinstance(measurement.noisy, bool)
     assert measurement.protocol == protocol
     assert copies_ok(measurement.copies), measurement.copies
-    assert set(measurement.to_dict()) == {"latency_ms", "median_ms", "iqr_ms", "repeats", "noisy", "protocol", "copies",
+    assert set(measurement.to_dict()) == {"latency_ms", "median_ms", "mean_ms", "iqr_ms", "repeats", "noisy", "protocol", "copies",
                                           "times_ms"}
     assert measurement.latency_ms == measurement.median_ms  # the default protocol's statistic is the median
 
@@ -105,13 +99,13 @@ def test_measuring_never_enables_the_allocator_policy(allocator_never_enabled, a
     messages = [str(w.message) for w in caught if issubclass(w.category, AllocatorWarning)]
     assert len(messages) == warns
     assert all("apply_allocator_policy" in m and "\n" not in m for m in messages)
-    assert timing.steady_allocator_state() is None
+    assert allocator_module.steady_allocator_state() is None
 
 
 @pytest.mark.parametrize("allocator,calls", [("steady", 1), ("default", 0)])
 def test_apply_allocator_policy_enables_what_the_protocol_asks_for(monkeypatch, allocator, calls):
     seen = []
-    monkeypatch.setattr(timing, "use_steady_allocator", lambda: seen.append(1) or True)
+    monkeypatch.setattr(allocator_module, "use_steady_allocator", lambda: seen.append(1) or True)
     apply_allocator_policy(MeasurementProtocol(allocator=allocator))
     assert len(seen) == calls
 
@@ -120,7 +114,7 @@ def test_steady_allocator_is_idempotent():
     first = use_steady_allocator()
     assert isinstance(first, bool)
     assert use_steady_allocator() is first
-    assert timing.steady_allocator_state() is first
+    assert allocator_module.steady_allocator_state() is first
 
 
 @pytest.mark.parametrize("values, spread", [
@@ -316,7 +310,7 @@ def test_fp16_is_allowed_on_cuda_devices():
 
 
 def test_rotated_copies_have_tensors_of_their_own_and_fill_the_working_set():
-    from nni_latency.timing import clone_module as _clone, replicas as _replicas
+    from nni_latency.runtimes.torch.timing import clone_module as _clone, replicas as _replicas
 
     block = nn.Sequential(nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
     copy_ = _clone(block)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nni_latency import zoo
-from nni_latency.network_selection import select_networks
+from nni_latency.evaluate.selection import select_networks
 
 # name -> (parameters in millions its paper / reference release reports, relative tolerance)
 PAPER_PARAMS_M = {

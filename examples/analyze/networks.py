@@ -1,4 +1,4 @@
-"""Two whole networks to analyse, built from ``nni_latency.blocks`` (no torchvision needed).
+"""Two whole networks to analyse, built from ``nni_latency.suite.blocks`` (no torchvision needed).
 
     nni-latency analyze examples/analyze/networks.py:resnet18_style --input-shape 1,3,224,224 --model MODEL
     nni-latency analyze examples/analyze/networks.py:mobilenet_v2_style --input-shape 1,3,224,224 --model MODEL
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nni_latency.blocks import BasicBlock, ConvBNAct, MBConv
+from nni_latency.suite.blocks import BasicBlock, ConvBNAct, MBConv
 
 
 class ResNetStyle(nn.Module):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nni_latency.fileio import atomic_write_json, atomic_write_text
+from nni_latency.files.fileio import atomic_write_json, atomic_write_text
 from nni_latency.search.config import load_search_config
 
 RUNS = {"no_latency": ("no latency term (alpha=0)", ["latency.alpha=0"]), "latency": ("latency term", [])}
@@ -45,9 +45,10 @@ def _search(name: str, config: str, output: Path, overrides: list[str]) -> dict:
 def _measure(results: dict[str, dict], config, device_model: str, rounds: int) -> dict[str, list[float]]:
     """Every found network timed once per round, the networks interleaved within a round."""
     from nni_latency.model import LatencyModel
-    from nni_latency.protocol import protocol_of
+    from nni_latency.measure.protocol import protocol_of
     from nni_latency.search.run import build_space
-    from nni_latency.timing import apply_allocator_policy, measure_latency
+    from nni_latency.measure.allocator import apply_allocator_policy
+    from nni_latency.measure.latency import measure_latency
 
     protocol = protocol_of(LatencyModel.load(device_model))
     apply_allocator_policy(protocol)

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from nni_latency.fileio import atomic_write_json, atomic_write_text
+from nni_latency.files.fileio import atomic_write_json, atomic_write_text
 from nni_latency.model import LatencyModel
 from nni_latency.search.config import load_search_config
 

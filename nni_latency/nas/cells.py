@@ -31,7 +31,7 @@ from nni.nas.nn.pytorch.cell import create_cell_op_candidates, preprocess_cell_i
 from nni.nas.profiler.pytorch.utils import profiler_leaf_module
 from nni.nas.space import model_context
 
-from ..features import UncoveredOperatorWarning, run_counted
+from ..count.features import UncoveredOperatorWarning
 from .loose import MERGE_RULES, SUFFIX, adapt_input_widths
 from .lut import LutRow
 from .structure import FALLBACK_HINT, SpaceError, feature_row, marginal_latency, module_signature
@@ -135,7 +135,7 @@ class _CellAnalysis:
         self.cell, self.name, self.analysis = cell, name, analysis
         self.labels = analysis.labels
         self.model = analysis.model
-        self.counting = analysis.counting
+        self.counter, self.names = analysis.counter, analysis.names
         self._cache: dict[tuple, tuple] = analysis.op_cache
         self.uncovered: dict[str, str] = {}
         self.records: list[tuple] = []
@@ -193,12 +193,12 @@ class _CellAnalysis:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UncoveredOperatorWarning)
             try:
-                total, output = run_counted(module, args, *self.counting)
+                total, output = self.counter(module, args)
             except (RuntimeError, ValueError, IndexError, TypeError) as error:
                 raise SpaceError(f"{type(module).__name__} of cell {self.name!r} fails on its input: {error}") from error
         self.analysis.forward_passes += 1
         self._note(total.uncovered)
-        return float(marginal_latency(self.model, feature_row(total))), output
+        return float(marginal_latency(self.model, feature_row(total, self.names))), output
 
     def _node(self, tables: dict, index: tuple, i: int, node: list[tuple[str, str]], sample: Mapping[str, Any],
               states: list[torch.Tensor], when: dict) -> tuple:
@@ -237,12 +237,12 @@ class _CellAnalysis:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UncoveredOperatorWarning)
                 try:
-                    total, output = run_counted(module, tuple(x), *self.counting)
+                    total, output = self.counter(module, tuple(x))
                 except (RuntimeError, ValueError, IndexError, TypeError) as error:
                     raise SpaceError(f"op {value!r} of {op_label!r} in cell {self.name!r} fails on input {shape}: "
                                      f"{error}") from error
             self.analysis.forward_passes += 1
-            latency = float(marginal_latency(self.model, feature_row(total)))
+            latency = float(marginal_latency(self.model, feature_row(total, self.names)))
             self._cache[key] = (latency, tuple(output.shape), total.uncovered)
         latency, out_shape, uncovered = self._cache[key]
         self._note(uncovered)

@@ -21,7 +21,7 @@ from torch import nn
 from nni.mutable import Sample
 from nni.nas.profiler import Profiler
 
-from ..model import LatencyModel, OutOfRangeWarning
+from ..model.model import LatencyModel, OutOfRangeWarning
 from .profiler import _example_tensor, _load_device_model
 
 _logger = logging.getLogger(__name__)

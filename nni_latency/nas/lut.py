@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from nni.mutable import Mutable
 
-from ..fileio import atomic_write_json, atomic_write_text
+from ..files.fileio import atomic_write_json, atomic_write_text
+from ..files.formats import LUT_FORMAT
 
 _logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def measure_rows(profiler, rows: Sequence[LutRow], protocol=None, /, measure: Ca
     so one measurement serves them all.
     """
     if measure is None:
-        from ..timing import measure_latency
+        from ..measure.latency import measure_latency
 
         def measure(module, input_shape, **kwargs):
             return measure_latency(module, input_shape, protocol, **kwargs)
@@ -125,7 +126,7 @@ def measure_rows(profiler, rows: Sequence[LutRow], protocol=None, /, measure: Ca
 
 def write_lut_json(path: str | Path, rows: Sequence[LutRow], *, metadata: dict[str, Any] | None = None) -> None:
     """The table as JSON (latencies in ms), with ``metadata`` (device, space, timings) at the top."""
-    atomic_write_json(path, {"format": "nni-latency/lut", "version": 1, "unit": "ms", **(metadata or {}),
+    atomic_write_json(path, {"format": LUT_FORMAT, "version": 1, "unit": "ms", **(metadata or {}),
                              "rows": [row.to_dict() for row in rows]})
 
 

@@ -4,7 +4,7 @@ predicts for any architecture of a model space; the public class and its input c
 How it is built (one module per step). ``units``: the space is cut into *units*, modules without
 choices (the stem, a LayerChoice candidate, the classifier), leaf mutable modules (``MutableConv2d`` with a
 width choice, ...) and InputChoices; NNI's cells are cut per op slot (``cells``). Each unit runs for real, once per distinct input shape it can receive and per
-combination of its own choices, and its features are counted (``nni_latency.features``); so any code
+combination of its own choices, and its features are counted by the device model's runtime (``LatencyModel.counter``); so any code
 inside a unit works, including code NNI's symbolic shape inference has no formula for. Shapes travel
 *between* units with NNI's shape inference, each unit answering with the shapes its real forward
 produced, so a block whose input width depends on an earlier choice sees every width it can get.
@@ -32,10 +32,11 @@ from nni.mutable import Categorical, CategoricalMultiple, Mutable, Sample
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.profiler import ExpressionProfiler
 
-from ..coverage import check_batch
+from ..model.coverage import check_batch
 from ..deprecation import deprecated_names
-from ..features import make_inputs, module_device_dtype, warn_uncovered
-from ..model import LatencyModel
+from ..count.inputs import make_inputs, module_device_dtype
+from ..count.features import warn_uncovered
+from ..model.model import LatencyModel
 from .loose import loose_end_cells
 from .lut import LutRow
 from .source import LatencySource

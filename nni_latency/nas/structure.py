@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,12 +24,15 @@ from torch.utils._pytree import tree_flatten
 
 from nni.nas.nn.pytorch import Cell, LayerChoice, Repeat
 
-from ..features import FEATURE_NAMES, BlockFeatures, UncoveredOperatorWarning, run_counted
+from ..count.features import BlockFeatures, UncoveredOperatorWarning
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ["SpaceError", "FALLBACK_HINT", "is_container", "called_parts", "marginal_latency", "module_signature",
-           "shapes_of", "count_with_parts", "feature_row", "counting_of"]
+           "shapes_of", "count_with_parts", "feature_row", "Counter"]
+
+# ``LatencyModel.counter()``: counts ``module(*inputs)`` as the model's runtime runs it -> (features, output).
+Counter = Callable[[nn.Module, tuple], tuple[BlockFeatures, Any]]
 
 FALLBACK_HINT = ("nni_latency.nas.FrozenLatencyProfiler(space, example_input, device_model), which predicts each "
                  "architecture frozen (memoised per sample)")
@@ -62,9 +65,9 @@ def called_parts(container: nn.Module) -> list[nn.Module]:
 
 
 def marginal_latency(model, features: np.ndarray) -> np.ndarray:
-    """Predicted cost (ms) of feature rows (``(..., len(FEATURE_NAMES))``) as parts of a network: ``predict(f)
-    - predict(0)``, the intercept being paid once per network."""
-    flat = features.reshape(-1, len(FEATURE_NAMES))
+    """Predicted cost (ms) of feature rows (``(..., len(model.feature_names))``) as parts of a network:
+    ``predict(f) - predict(0)``, the intercept being paid once per network."""
+    flat = features.reshape(-1, len(model.feature_names))
     predicted = model.predict(flat) if len(flat) else np.zeros(0)
     return (predicted - model.predict_one(BlockFeatures())).reshape(features.shape[:-1])
 
@@ -95,17 +98,12 @@ def shapes_of(args: Any) -> tuple:
     return tuple(tuple(a.shape) if isinstance(a, torch.Tensor) else repr(a) for a in flat), repr(spec)
 
 
-def counting_of(model) -> tuple:
-    """How a device model's features are counted, as ``run_counted``'s arguments after the inputs: the model's
-    ``Counting`` (vector width, threads, cache sizes), as ``LatencyModel.predict_module`` counts them."""
-    return (model.counting,)
+def feature_row(features: BlockFeatures, names: Sequence[str]) -> np.ndarray:
+    """``features`` as an array over ``names`` (a model's ``feature_names``)."""
+    return np.array([features[name] for name in names], float)
 
 
-def feature_row(features: BlockFeatures) -> np.ndarray:
-    return np.array([features[name] for name in FEATURE_NAMES], float)
-
-
-def count_with_parts(module: nn.Module, args: tuple, parts: Sequence[nn.Module], counting: tuple[int, int],
+def count_with_parts(module: nn.Module, args: tuple, parts: Sequence[nn.Module], counter: Counter,
                      cache: dict | None = None) -> tuple[BlockFeatures, list[tuple[nn.Module, tuple, BlockFeatures]], Any]:
     """Count ``module(*args)`` once, and each call of one of ``parts`` inside it alone (on the arguments it got).
 
@@ -117,7 +115,7 @@ def count_with_parts(module: nn.Module, args: tuple, parts: Sequence[nn.Module],
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UncoveredOperatorWarning)  # reported by the caller, once per op
-            total, output = run_counted(module, args, *counting)
+            total, output = counter(module, args)
     finally:
         for handle in handles:
             handle.remove()
@@ -128,6 +126,6 @@ def count_with_parts(module: nn.Module, args: tuple, parts: Sequence[nn.Module],
         for part, part_args in recorded:
             key = (module_signature(part), shapes_of(part_args))
             if key not in cache:
-                cache[key] = run_counted(part, tuple(part_args), *counting)[0]
+                cache[key] = counter(part, tuple(part_args))[0]
             calls.append((part, part_args, cache[key]))
     return total, calls, output

@@ -23,13 +23,14 @@ from nni.nas.nn.pytorch import Cell, InputChoice, ModelSpace, MutableModule, Rep
 from nni.nas.nn.pytorch.base import recursive_freeze
 from nni.nas.profiler.pytorch.utils import profiler_leaf_module
 
-from ..features import (FEATURE_NAMES, UncoveredOperatorWarning, failure_details, first_line, make_inputs,
-                        module_device_dtype, run_counted)
-from ..model import LatencyModel
+from ..count.features import UncoveredOperatorWarning
+from ..count.inputs import failure_details, make_inputs, module_device_dtype
+from ..errors import first_line
+from ..model.model import LatencyModel
 from .cells import CellShim, check_stage
 from .loose import adapt_input_widths
-from .structure import (FALLBACK_HINT, SpaceError, called_parts, count_with_parts, counting_of, feature_row,
-                        is_container, module_signature)
+from .structure import (FALLBACK_HINT, SpaceError, called_parts, count_with_parts, feature_row,
+    is_container, module_signature)
 from .label_tables import LabelSpace, reduce_table, table_expression
 
 _logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class UnitCall:
     """One distinct input of one unit: features and output shapes over the labels they depend on."""
 
     labels: tuple[str, ...]                 # label axes of ``features`` (the unit's own + its input shape's)
-    features: np.ndarray                    # (*sizes, len(FEATURE_NAMES))
+    features: np.ndarray                    # (*sizes, len(model.feature_names))
     shapes: dict[tuple[int, ...], tuple[tuple, tuple]]  # label index -> (input shapes, output shapes)
     uncovered: dict[str, str] = field(default_factory=dict)  # aten op -> unit name
 
@@ -97,7 +98,8 @@ class SpaceAnalysis:
         self.space = space
         self.labels = labels
         self.model = model
-        self.counting = counting_of(model)
+        self.counter = model.counter()
+        self.names = model.feature_names
         self.max_combinations = max_combinations
         self.with_choices = _modules_with_choices(space)
         self.calls: dict[int, dict[str, Any]] = {}          # id(shim) -> input key -> UnitCall (or a cell's)
@@ -306,7 +308,7 @@ class SpaceAnalysis:
         labels = self.labels.sort(set(own) | shape_labels)
         self.check_count(name, unit, labels)
         sizes = self.labels.sizes(labels)
-        features = np.zeros(sizes + (len(FEATURE_NAMES),))
+        features = np.zeros(sizes + (len(self.names),))
         cases: dict[tuple[int, ...], tuple[tuple, tuple]] = {}
         uncovered: dict[str, str] = {}
         for index, sample in self.labels.grid(labels):
@@ -345,11 +347,11 @@ class SpaceAnalysis:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UncoveredOperatorWarning)
-                    counted, output = run_counted(module, tuple(args), *self.counting)
+                    counted, output = self.counter(module, tuple(args))
             except (RuntimeError, ValueError, IndexError, TypeError) as error:
                 raise SpaceError(mismatch_message(name, module, shapes, error)) from error
             self.forward_passes += 1
-            self._feature_cache[key] = (feature_row(counted), tuple(_tensor_shapes(output)), counted.uncovered)
+            self._feature_cache[key] = (feature_row(counted, self.names), tuple(_tensor_shapes(output)), counted.uncovered)
         return self._feature_cache[key]
 
     # -- glue: functional code in the forward of containers ------------------------------------------
@@ -385,7 +387,7 @@ class SpaceAnalysis:
 
         def glue(sample):
             row = self._glue_at(container, name, dims, spec, sample, frozen=True)
-            return np.zeros(len(FEATURE_NAMES)) if row is None else row
+            return np.zeros(len(self.names)) if row is None else row
 
         return self.relevant_table(glue, self.labels.sort(labels), f"the own ops of {name or '<space>'!r}",
                                    _GLUE_CHECK_SAMPLES, known={(): first})
@@ -396,13 +398,13 @@ class SpaceAnalysis:
             else container
         args = self.arguments(module, self.concrete_shapes(dims, sample), spec)
         try:
-            total, calls, _ = count_with_parts(module, tuple(args), called_parts(module), self.counting)
+            total, calls, _ = count_with_parts(module, tuple(args), called_parts(module), self.counter)
         except (RuntimeError, ValueError, IndexError, TypeError) as error:
             _logger.debug("cannot run container %r at %s (%s); its own ops are not counted", name, sample, error)
             return None
         self.forward_passes += 1 + len(calls)
-        children = sum((feature_row(features) for _, _, features in calls), np.zeros(len(FEATURE_NAMES)))
-        return np.maximum(feature_row(total) - children, 0.0)
+        children = sum((feature_row(features, self.names) for _, _, features in calls), np.zeros(len(self.names)))
+        return np.maximum(feature_row(total, self.names) - children, 0.0)
 
 
 def _strided(tensor: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from torch import nn
 
 from nni.nas.nn.pytorch import LayerChoice, Repeat
 
-from ..features import FEATURE_NAMES, BlockFeatures
+from ..count.features import BlockFeatures
 from .lut import LutRow
 from .structure import marginal_latency
 from .label_tables import LatencyTerm, product, reduce_table
@@ -115,5 +115,5 @@ class TermBuilder:
                 layer=label, candidate=str(value), module=name,
                 input_shape=in_shapes[0] if in_shapes else (), output_shape=out_shapes[0] if out_shapes else (),
                 predicted_ms=float(latency[index]),
-                features=dict(zip(FEATURE_NAMES, map(float, call.features[index]))),
+                features=dict(zip(self.model.feature_names, map(float, call.features[index]))),
                 when={k: v for k, v in sample.items() if k != label}))

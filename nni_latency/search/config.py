@@ -1,6 +1,6 @@
 """The ``nni-latency search`` YAML schema: one dataclass per section, validated before anything runs.
 
-Loading goes through ``nni_latency.config`` (unknown keys are rejected by name with a suggestion);
+Loading goes through ``nni_latency.suite.config`` (unknown keys are rejected by name with a suggestion);
 ``SearchConfig.validate`` then checks values that a type alone cannot (ranges, choices, files). The
 ``space`` section names a space of ``nni_latency.spaces.hub``; its other keys are that space's constructor
 arguments, checked against its signature.
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import did_you_mean
-from ..config import apply_overrides, config_from_dict, config_to_dict, packaged_config, read_yaml
+from ..files.config import apply_overrides, config_from_dict, config_to_dict, packaged_config, read_yaml
 from ..nas.loss import LOSS_MODES
 from ..spaces.fbnet import CANDIDATE_NAMES
 from ..spaces.hub import SPACES, check_arguments

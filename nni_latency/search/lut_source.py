@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..files.formats import LUT_FORMAT
 from ..nas.profiler import LatencyProfiler
 from ..nas.source import LatencySource
 from ..nas.label_tables import LatencyTerm
@@ -34,7 +35,7 @@ def load_lut_rows(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any
                          "`nni-latency lut --measure`") from None
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"latency.lut {str(path)!r} cannot be read as JSON ({error})") from None
-    is_table = isinstance(data, Mapping) and data.get("format") == "nni-latency/lut"
+    is_table = isinstance(data, Mapping) and data.get("format") == LUT_FORMAT
     if not (is_table and isinstance(data.get("rows"), list)):
         raise ValueError(f"latency.lut {str(path)!r} is not an nni-latency lookup table "
                          "(lut.json from `nni-latency lut`)")

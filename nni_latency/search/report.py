@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..plots import pyplot, save_figure
-from ..fileio import atomic_write_json, atomic_write_text
+from ..files.fileio import atomic_write_json, atomic_write_text
 
 _logger = logging.getLogger(__name__)
 

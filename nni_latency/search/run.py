@@ -22,12 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ProfileConfig, load_config, packaged_config
-from ..drift import check_drift
-from ..fileio import atomic_write_json, ensure_writable_dir
-from ..model import LatencyModel
-from ..protocol import MeasurementProtocol, protocol_of
-from ..timing import measure_latency
+from ..suite.config import ProfileConfig
+from ..files.config import load_config, packaged_config
+from ..measure.drift import check_drift
+from ..files.fileio import atomic_write_json, ensure_writable_dir
+from ..model.model import LatencyModel
+from ..measure.protocol import MeasurementProtocol, protocol_of
+from ..measure.latency import measure_latency
 from . import report
 from .config import MULTI_TRIAL, LatencyConfig, SearchConfig, SpaceConfig
 from .data import DataSplits, load_splits, make_loader
@@ -69,7 +70,7 @@ def load_device_model(config: LatencyConfig, output_dir: Path, progress: bool = 
     """The device model named in the config, or a fresh one profiled into ``output_dir/profile``."""
     if config.device_model is not None:
         return LatencyModel.load(config.device_model), str(config.device_model)
-    from ..profiling import run_profile
+    from ..profile.run import run_profile
 
     _logger.info("profiling %s first (latency.device_model is not set)", config.profile)
     result = run_profile(_profile_config(config), config.profile, output_dir / "profile", progress=progress)
@@ -81,7 +82,7 @@ def latency_protocol(config: LatencyConfig) -> MeasurementProtocol:
     (what the command line sets the allocator policy from, before anything is measured)."""
     if config.device_model is not None:
         return protocol_of(LatencyModel.load(config.device_model))
-    from ..profiling import profile_protocol
+    from ..profile.run import profile_protocol
 
     return profile_protocol(_profile_config(config), config.profile)
 

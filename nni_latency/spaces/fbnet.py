@@ -26,7 +26,7 @@ from torch import nn
 
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 
-from ..blocks import MBConv, Skip
+from ..suite.blocks import MBConv, Skip
 
 _logger = logging.getLogger(__name__)
 

@@ -1,0 +1,189 @@
+"""Cutting a whole network into blocks and recording how each block is called: the blocks ``depth`` levels
+down or named ones, the input shapes of every call (from one counted forward pass of the network), and
+each block's features on those shapes. ``analysis`` builds its report on this.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+from torch import nn
+
+from ..errors import did_you_mean
+from ..runtimes.torch.operators import FEATURE_NAMES
+from ..count.features import BlockFeatures
+from ..runtimes.torch.counting import extract_features, run_counted
+from ..measure.protocol import Counting
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["Shapes", "select_blocks", "record_calls", "block_features", "sum_features", "runnable_blocks",
+           "attribute_features"]
+
+Shapes = tuple[tuple[int, ...], ...]  # one shape per positional tensor argument of one call
+
+
+def _valid_names_hint(names: Sequence[str], limit: int = 16) -> str:
+    # Shallow names first: those are what a user most likely meant.
+    ordered = sorted(names, key=lambda n: n.count("."))
+    shown = ", ".join(ordered[:limit])
+    return shown + (f", ... ({len(ordered) - limit} more)" if len(ordered) > limit else "")
+
+
+def select_blocks(network: nn.Module, depth: int = 1,
+                  names: Sequence[str] | None = None) -> list[tuple[str, nn.Module]]:
+    """The blocks to report: the children ``depth`` levels down (a leaf above that stays), or ``names``."""
+    if names:
+        available = {name: module for name, module in network.named_modules() if name}
+        chosen = []
+        for name in names:
+            if name not in available:
+                guess = did_you_mean(name, available)
+                raise ValueError(f"no block named {name!r} in {type(network).__name__}{guess}; "
+                                 f"valid names: {_valid_names_hint(list(available)) or 'none'}")
+            if name in (n for n, _ in chosen):
+                raise ValueError(f"block {name!r} is named twice in --blocks; name each block once")
+            chosen.append((name, available[name]))
+        _check_disjoint(chosen)
+        return chosen
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive integer, got {depth!r}")
+    level: list[tuple[str, nn.Module]] = [("", network)]
+    for _ in range(depth):
+        expanded: list[tuple[str, nn.Module]] = []
+        for prefix, module in level:
+            children = [(f"{prefix}.{n}" if prefix else n, m) for n, m in module.named_children()]
+            expanded.extend(children or [(prefix, module)])
+        level = expanded
+    return level
+
+
+def _check_disjoint(blocks: Sequence[tuple[str, nn.Module]]) -> None:
+    # A block inside another would be counted twice and the (rest) row would go negative.
+    owner: dict[int, str] = {}
+    for name, module in blocks:
+        for sub in module.modules():
+            if id(sub) in owner:
+                raise ValueError(f"blocks {owner[id(sub)]!r} and {name!r} overlap (one contains the other); "
+                                 "name blocks that do not contain each other")
+            owner[id(sub)] = name
+
+
+def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], input_shape: Sequence[int],
+                 counting: Counting | None = None, strict: bool = True) -> tuple[BlockFeatures, dict[str, list[Shapes] | None]]:
+    """Count the whole network in one forward pass, recording the input shapes of every block call.
+
+    A block called with keyword or non-tensor arguments cannot be predicted alone: an error, or with
+    ``strict=False`` its calls are None (``runnable_blocks`` then reports its enclosing module instead)."""
+    calls: dict[str, list[Shapes]] = {name: [] for name, _ in blocks}
+    untraceable: dict[str, str] = {}
+
+    def recorder(name: str):
+        def hook(_module, args, kwargs):
+            tensors = [a for a in args if hasattr(a, "shape") and hasattr(a, "dtype")]
+            if kwargs or len(tensors) != len(args) or not args:
+                untraceable.setdefault(name, "keyword or non-tensor arguments" if args or kwargs else "no arguments")
+                return
+            calls[name].append(tuple(tuple(int(d) for d in a.shape) for a in args))
+        return hook
+
+    handles = [module.register_forward_pre_hook(recorder(name), with_kwargs=True) for name, module in blocks]
+    try:
+        whole = extract_features(network, input_shape, counting)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if untraceable and not strict:
+        return whole, {name: None if name in untraceable else shapes for name, shapes in calls.items()}
+    if untraceable:
+        name, why = next(iter(untraceable.items()))
+        raise ValueError(f"block {name!r} is called with {why}, so it cannot be predicted alone; "
+                         "choose other blocks with --depth or --blocks")
+    return whole, calls
+
+
+def block_features(name: str, module: nn.Module, calls: Sequence[Shapes],
+                   cache: dict[tuple[int, Shapes], BlockFeatures], counting: Counting | None = None) -> list[BlockFeatures]:
+    """The block's features alone, once per recorded call (``cache`` shares them between identical calls)."""
+    features = []
+    for shapes in calls:
+        key = (id(module), shapes)
+        if key not in cache:
+            try:
+                cache[key] = extract_features(module, shapes[0] if len(shapes) == 1 else list(shapes), counting)
+            except ValueError as error:
+                raise ValueError(f"block {name!r} cannot be run alone on its recorded input ({error})") from None
+        features.append(cache[key])
+    return features
+
+
+def sum_features(rows: Sequence[BlockFeatures]) -> dict[str, float]:
+    total = dict.fromkeys(FEATURE_NAMES, 0.0)
+    for row in rows:
+        for name, value in row.as_dict().items():
+            total[name] += value
+    return total
+
+
+def runnable_blocks(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]],
+                    calls: dict[str, list[Shapes] | None]) -> list[tuple[str, nn.Module]]:
+    """``blocks`` with each one that cannot run alone (``calls`` None, see ``record_calls(strict=False)``)
+    replaced by its nearest enclosing module that can and is called (a transformer block called with its
+    token grid's H, W is reported as its stage); the blocks that enclosing module holds are merged into it."""
+    modules = dict(network.named_modules())
+    chosen: list[str] = []
+    for block, _ in blocks:
+        name = block
+        if calls.get(name) is None:  # climb to an enclosing module that is called, with tensors only
+            name = name.rpartition(".")[0]
+            while name and not calls.get(name):
+                name = name.rpartition(".")[0]
+        if not name:
+            raise ValueError(f"block {block!r} is called with keyword or non-tensor arguments and no module around "
+                             "it can be predicted alone; choose blocks with --depth or --blocks")
+        chosen.append(name)
+    kept = [name for name in dict.fromkeys(chosen)
+            if not any(other != name and name.startswith(other + ".") for other in chosen)]
+    return [(name, modules[name]) for name in kept]
+
+
+class _Call(nn.Module):
+    """One call of a module's own ``forward`` with its keyword arguments bound, as a module ``run_counted``
+    can count (its training flag is off, so counting never switches the real module's)."""
+
+    def __init__(self, forward, kwargs):
+        super().__init__()
+        self._forward, self._kwargs = forward, kwargs
+        self.train(False)
+
+    def forward(self, *args):
+        return self._forward(*args, **self._kwargs)
+
+
+def attribute_features(network: nn.Module, input_shape: Sequence[int], modules: Sequence[tuple[str, nn.Module]],
+                       counting: Counting | None = None) -> dict[str, BlockFeatures]:
+    """The features each of ``modules`` (disjoint) adds inside one forward pass of ``network``, whatever its
+    arguments: each call is counted by a counter of its own, nested in the whole network's."""
+    counted: dict[str, BlockFeatures] = {}
+    patched = []
+
+    def counted_forward(name: str, original):
+        def forward(*args, **kwargs):
+            features, output = run_counted(_Call(original, kwargs), args, counting)
+            counted[name] = counted[name] + features if name in counted else features
+            return output
+        return forward
+
+    try:
+        for name, module in modules:
+            patched.append((module, module.__dict__.get("forward")))
+            module.forward = counted_forward(name, module.forward)
+        extract_features(network, input_shape, counting)
+    finally:
+        for module, own in patched:
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
+    return counted

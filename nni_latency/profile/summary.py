@@ -1,0 +1,76 @@
+"""The short text summary printed after profiling or fitting: parameters, what bounds the device, fit quality."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..model.terms import dominant_role
+from ..measure.protocol import protocol_of
+
+__all__ = ["format_profile_summary"]
+
+
+def _percent(value: float) -> str:
+    return "n/a" if not np.isfinite(value) else f"{100 * value:.1f}%"
+
+
+def _op_lines(model) -> list[str]:
+    """How the operators' in-place times add up to their blocks, and where each class's costs come from."""
+    check = model.device.get("op_sums") or {}
+    lines = []
+    if check.get("blocks"):
+        verdict = "" if check.get("consistent", True) else (
+            "; more than a tenth of the blocks fall outside 0.8-1.25: the op-level times do not add up, so "
+            "profile again on a quiet machine")
+        lines.append(f"operators timed in place: their sum is a median {check['median_ratio']:.2f} of their block "
+                     f"over {check['blocks']} blocks ({_percent(check['outside_share'])} outside 0.8-1.25){verdict}")
+    sources = model.parameters.get("sources") or {}
+    if sources:
+        lines.append("operator classes fitted on their own calls: " + ", ".join(
+            f"{name} ({source})" for name, source in sources.items() if source not in ("none",)))
+    return lines
+
+
+def format_profile_summary(model, records: Sequence[dict], reference=None, seconds: float | None = None,
+                           measured: int | None = None, reused: int | None = None) -> str:
+    """The summary; ``measured``/``reused`` (a profiling run) say how many blocks this run measured and how
+    many it found already measured in the dataset, so a resumed run never passes for a fresh one."""
+    rows = [r["features"] for r in records]
+    roles = {role: float(values.sum()) for role, values in model.breakdown(rows).items()}
+    total = sum(roles.values()) or 1.0
+    shares = {role: value / total for role, value in roles.items()}
+    protocol = protocol_of(model)
+    lines = [f"device model: {model.kind} on {model.device.get('name', 'an unknown device')} "
+             f"({protocol.threads} thread(s), {protocol.dtype}, batch {protocol.batch}, protocol {protocol.protocol})"]
+    if seconds is not None:
+        run = "" if measured is None else (f" (this run took {measured} measurements and reused {reused or 0} from "
+                                           f"the dataset; {protocol.rounds} round(s) per block)")
+        lines.append(f"profiled {len(records)} blocks in {seconds:.1f} s{run}")
+    lines.extend(_op_lines(model))
+    lines.append("parameters:")
+    entries = []  # (label, value); the feature list itself is left out: the weights name every feature
+    parameters = model.parameters
+    if "sources" in parameters:  # per operator class: only the weights that are not zero
+        parameters = {"weights": {k: v for k, v in parameters["weights"].items() if v}, "intercept":
+                      parameters["intercept"]}
+    for name, value in parameters.items():
+        if isinstance(value, dict):
+            entries.extend((f"{name}.{k}", v) for k, v in value.items())
+        elif not isinstance(value, (list, tuple)):
+            entries.append((name, value))
+    width = max((len(label) for label, _ in entries), default=0)
+    lines.extend(f"  {label:<{width}}  {value:.4g}" for label, value in entries)
+    lines.append("time on the training blocks: " + ", ".join(f"{role} {_percent(share)}"
+                                                        for role, share in shares.items())
+                 + f" -> the device looks {dominant_role(shares)}-bound on this suite")
+    cv = model.metrics.get("cv", {})
+    if cv:
+        lines.append("cross-validated fit (5 folds, held-out rows):")
+        for kind, metrics in cv.items():
+            marker = "*" if kind == model.kind else " "
+            lines.append(f" {marker}{kind:<16} MdAPE {_percent(metrics['mdape'])}  within 10% "
+                         f"{_percent(metrics['within_10pct'])}  Kendall tau {metrics['kendall_tau']:.3f}  "
+                         f"r {metrics['pearson_r']:.3f}")
+    return "\n".join(lines)
