@@ -44,12 +44,12 @@ class Profile:
 
 
 def ensure_profile(args: argparse.Namespace) -> Profile:
-    from nni_latency.suite.config import ProfileConfig
     from nni_latency.files.config import load_config, packaged_config
     from nni_latency.fit.fitting import fit_records
-    from nni_latency.rows.store import load_records
-    from nni_latency.profile.run import run_profile
     from nni_latency.model.model import LatencyModel
+    from nni_latency.profile.run import run_profile
+    from nni_latency.rows.store import load_records
+    from nni_latency.suite.config import ProfileConfig
 
     directory = Path(args.profile_dir) if args.profile_dir else args.cache_dir / "profile"
     if (directory / "device_model.json").exists():

@@ -14,9 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 import hostcheck
+import numpy as np
 
 
 def main() -> int:

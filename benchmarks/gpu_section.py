@@ -17,7 +17,9 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules
 
-from report import num as _num, pct as _pct, table as _table  # noqa: E402
+from report import num as _num  # noqa: E402
+from report import pct as _pct
+from report import table as _table
 
 HEADING = "## GPU"
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "gpu"

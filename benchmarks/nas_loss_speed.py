@@ -39,8 +39,8 @@ def synthetic_model():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import _random_specs, synthetic_latency  # noqa: E402  (tests/conftest.py: one definition)
 
-    from nni_latency.runtimes.torch.counting import extract_features
     from nni_latency.model.model import LatencyModel
+    from nni_latency.runtimes.torch.counting import extract_features
 
     rows = [extract_features(spec.build(), spec.input_shape) for spec in _random_specs(30, seed=0)]
     return LatencyModel.fit(rows, [synthetic_latency(row) for row in rows], kind="relative_linear")

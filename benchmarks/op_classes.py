@@ -141,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.cache_dir = Path(args.cache_dir or REPO / "runs" / "benchmarks" / f"t1{'-quick' if args.quick else ''}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from nni_latency.files.fileio import atomic_write_json, atomic_write_text
-    from nni_latency.measure.protocol import MeasurementProtocol
     from nni_latency.measure.allocator import apply_allocator_policy
+    from nni_latency.measure.protocol import MeasurementProtocol
 
     apply_allocator_policy(MeasurementProtocol(allocator="steady"))
     host = hostcheck.start(args, "benchmarks/op_classes.py")

@@ -9,10 +9,10 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+import baselines
 import numpy as np
 from scipy import stats
 
-import baselines
 from nni_latency.plots import identity_band, plot_predictions, pyplot, save_figure
 
 _WHOLE_ROWS_ORDER = ("default model (NNI LatencyProfiler)", "default model (predict_module, whole network)",

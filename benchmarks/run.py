@@ -38,17 +38,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling modules, also in spawned children
 
 import baselines  # noqa: E402
-from common import REPO, Profile, ensure_profile, profile_timing, timing_settings  # noqa: E402
-import networks  # noqa: E402
-import nas_loss_speed  # noqa: E402
-import nas_memo_hits  # noqa: E402
-import op_classes  # noqa: E402
-import search_engine  # noqa: E402
 import gpu_section  # noqa: E402
 import hostcheck  # noqa: E402
+import nas_loss_speed  # noqa: E402
+import nas_memo_hits  # noqa: E402
+import networks  # noqa: E402
+import op_classes  # noqa: E402
 import report  # noqa: E402
+import search_engine  # noqa: E402
 import search_spaces  # noqa: E402
 import whole_networks  # noqa: E402
+from common import REPO, Profile, ensure_profile, profile_timing, timing_settings  # noqa: E402
 
 _logger = logging.getLogger("benchmarks")
 
@@ -137,12 +137,12 @@ def quick_testset(config):
 
 
 def run_testset(args, profile: Profile, predictors: dict, timing: dict[str, Any]) -> TestSetResult:
-    from nni_latency.suite.config import TimingConfig
-    from nni_latency.files.config import load_config, packaged_config
     from nni_latency.evaluate.blocks import score_predictions
     from nni_latency.evaluate.testset import TestSetConfig, generate_testset, measure_testset, profiling_keys
+    from nni_latency.files.config import load_config, packaged_config
     from nni_latency.files.fileio import read_jsonl
     from nni_latency.measure.protocol import protocol_of
+    from nni_latency.suite.config import TimingConfig
 
     config_name = "testset_cpu.yaml"
     config = load_config(packaged_config(config_name), TestSetConfig)
@@ -220,9 +220,8 @@ def run_space(kind: str, args, profile: Profile, predictors: dict, timing: dict[
     from tqdm.auto import tqdm
 
     from nni_latency.files.fileio import append_jsonl, read_jsonl
-    from nni_latency.nas.profiler import LatencyProfiler
     from nni_latency.measure.latency import measure_latency
-
+    from nni_latency.nas.profiler import LatencyProfiler
     from nni_latency.spaces.hub import build_space
 
     with warnings.catch_warnings():
@@ -355,8 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     # This process measures under the steady allocator; the allocator table measures both policies in fresh
     # child processes (``run_allocator``). The library leaves the policy to its caller.
-    from nni_latency.measure.protocol import MeasurementProtocol
     from nni_latency.measure.allocator import apply_allocator_policy
+    from nni_latency.measure.protocol import MeasurementProtocol
 
     apply_allocator_policy(MeasurementProtocol(allocator="steady"))
     args.cache_dir.mkdir(parents=True, exist_ok=True)

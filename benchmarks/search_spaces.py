@@ -77,9 +77,9 @@ def run_space(name: str, model, count: int, seed: int, rounds: int, timing: dict
     from tqdm.auto import tqdm
 
     from nni_latency.files.fileio import append_jsonl, read_jsonl
+    from nni_latency.measure.latency import measure_latency
     from nni_latency.nas.fallback import sample_key
     from nni_latency.spaces.hub import build_space, profiler_for, space_entry
-    from nni_latency.measure.latency import measure_latency
 
     entry = space_entry(name)
     shape = (1, 3, entry.input_size, entry.input_size)
@@ -228,9 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("nni", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     from nni_latency.files.fileio import atomic_write_text
-    from nni_latency.model.model import LatencyModel
-    from nni_latency.measure.protocol import protocol_of
     from nni_latency.measure.allocator import apply_allocator_policy
+    from nni_latency.measure.protocol import protocol_of
+    from nni_latency.model.model import LatencyModel
 
     host = hostcheck.start(args, "benchmarks/search_spaces.py")
     model = LatencyModel.load(Path(args.profile_dir) / "device_model.json")

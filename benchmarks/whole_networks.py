@@ -123,9 +123,9 @@ def lut_latency(spec, regime: Regime, table_path: Path, timing: dict[str, Any], 
 
 def _profile_child(config_dict: dict, directory: str, threads: int, progress: bool) -> None:
     """Profile in this (fresh, spawned) process without touching the allocator: plain glibc."""
-    from nni_latency.suite.config import ProfileConfig
     from nni_latency.files.config import config_from_dict
     from nni_latency.profile.run import run_profile
+    from nni_latency.suite.config import ProfileConfig
 
     run_profile(config_from_dict(ProfileConfig, config_dict), "cpu", directory, threads=threads, progress=progress)
 
@@ -137,10 +137,10 @@ def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
     process), taken right before its networks: the machine's speed drifts by several percent within minutes
     here, so a profile from the start of the run would mix that drift into every regime's error.
     """
-    from nni_latency.suite.config import ProfileConfig
     from nni_latency.files.config import config_to_dict, load_config, packaged_config
-    from nni_latency.rows.store import load_records
     from nni_latency.model.model import LatencyModel
+    from nni_latency.rows.store import load_records
+    from nni_latency.suite.config import ProfileConfig
 
     directory = args.cache_dir / "whole_networks" / (regime.profile_slug or regime.slug) / "profile"
     if not (directory / "device_model.json").exists():
@@ -163,8 +163,8 @@ def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
 
 def run_regime(regime: Regime, specs, args, profile, timing: dict[str, Any], spaces: dict) -> dict[str, Any]:
     """Measure, predict and score ``specs`` in ``regime``; a JSON-able summary (also written to the cache)."""
-    from nni_latency.measure.drift import check_drift
     from nni_latency.evaluate.networks import score_networks
+    from nni_latency.measure.drift import check_drift
     from nni_latency.measure.protocol import protocol_of
 
     model, predictors = regime_model(regime, profile, args)
@@ -292,8 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"t1{'-quick' if args.quick else ''}")
     finish_arguments(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from nni_latency.measure.protocol import MeasurementProtocol
     from nni_latency.measure.allocator import apply_allocator_policy
+    from nni_latency.measure.protocol import MeasurementProtocol
 
     apply_allocator_policy(MeasurementProtocol(allocator="steady"))  # this process; glibc runs in a child
     host = hostcheck.start(args, "benchmarks/whole_networks.py")

@@ -56,7 +56,7 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "profiling": ("profile.run", "runtimes.torch.device"),
     "progress": ("measure.progress",),
     "protocol": ("measure.protocol",),
-    "quiet": ("nas.quiet",),
+    "quiet": ("cli.quiet",),
     "regressors": ("model.regressors",),
     "resume": ("rows.resume", "rows.store"),
     "rounds": ("measure.rounds", "rows.store"),

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import difflib
 import errno
+import importlib.util
 from typing import Iterable
 
 __all__ = ["NniLatencyError", "InvalidInput", "ConfigError", "ModelFileError", "RowsError", "ShapeError",
-           "RuntimeMismatch", "MissingDependency", "MeasurementError", "describe_error", "did_you_mean", "first_line"]
+           "RuntimeMismatch", "MissingDependency", "MeasurementError", "describe_error", "did_you_mean", "first_line",
+           "require"]
 
 
 class NniLatencyError(Exception):
@@ -53,6 +55,15 @@ class MeasurementError(NniLatencyError, RuntimeError):
 
 class MissingDependency(NniLatencyError, ImportError):
     """An optional package is not installed; the message names the extra that installs it."""
+
+
+def require(packages: Iterable[str], extra: str, what: str) -> None:
+    """Refuse (``MissingDependency``) when one of ``packages`` is not installed: ``what`` needs it, and ``pip install
+    'nni-latency[extra]'`` installs it. Only looks for the packages; importing them is left to the caller."""
+    missing = [package for package in packages if importlib.util.find_spec(package) is None]
+    if missing:
+        raise MissingDependency(f"{what} needs {', '.join(missing)}, which is not installed: pip install "
+                                f"'nni-latency[{extra}]' (or pip install -e \".[{extra}]\" in a checkout)")
 
 # Fragments of the messages torch and its allocators give when memory runs out.
 _ALLOCATION_FAILURES = ("can't allocate memory", "out of memory", "not enough memory", "bad_alloc")

@@ -11,20 +11,20 @@ import pytest
 import torch
 from torch import nn
 
-from nni_latency.runtimes.torch import timing
-from nni_latency.measure import allocator
-from nni_latency.analysis.report import REST, LatencyReport, analyze_network
-from nni_latency.count.features import ROLES
-from nni_latency.suite.blocks import BlockSpec, ConvBNAct
-from nni_latency.cli.dispatch import main
-from nni_latency.runtimes.torch.operators import FEATURE_NAMES
-from nni_latency.runtimes.torch.counting import extract_features
-from nni_latency.model.terms import TERM_ROLES, dominant_role
-from nni_latency.model.regressors import FlopsModel, RelativeLinearModel, TwoRegimeModel
-from nni_latency.model.model import LatencyModel
 from nni_latency.analysis.network import select_blocks
-from nni_latency.plots import plot_report
+from nni_latency.analysis.report import REST, LatencyReport, analyze_network
+from nni_latency.cli.dispatch import main
+from nni_latency.count.features import ROLES
+from nni_latency.measure import allocator
 from nni_latency.measure.allocator import AllocatorWarning
+from nni_latency.model.model import LatencyModel
+from nni_latency.model.regressors import FlopsModel, RelativeLinearModel, TwoRegimeModel
+from nni_latency.model.terms import TERM_ROLES, dominant_role
+from nni_latency.plots import plot_report
+from nni_latency.runtimes.torch import timing
+from nni_latency.runtimes.torch.counting import extract_features
+from nni_latency.runtimes.torch.operators import FEATURE_NAMES
+from nni_latency.suite.blocks import BlockSpec, ConvBNAct
 
 SHAPE = (1, 3, 16, 16)
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from nni_latency.analysis.report import REST, analyze_network
-from nni_latency.cli.dispatch import main
-from nni_latency.model.terms import TERM_ROLES
-from nni_latency.model.model import LatencyModel
-from nni_latency.model.regressors import RelativeLinearModel
 from nni_latency.analysis.network import attribute_features, record_calls, runnable_blocks
 from nni_latency.analysis.parts import auto_blocks, classify, encoder_blocks
+from nni_latency.analysis.report import REST, analyze_network
+from nni_latency.cli.dispatch import main
+from nni_latency.model.model import LatencyModel
+from nni_latency.model.regressors import RelativeLinearModel
+from nni_latency.model.terms import TERM_ROLES
 from nni_latency.plots import plot_report
 from nni_latency.zoo._attention import Mlp, MultiHeadAttention
 from nni_latency.zoo.vit import VisionTransformer

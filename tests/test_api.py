@@ -100,7 +100,7 @@ MOVED_MODULES = {
     "profiling": ("nni_latency.profiling", "device_description", "nni_latency.runtimes.torch.device"),
     "progress": ("nni_latency.progress", "progress_bar", "nni_latency.measure.progress"),
     "protocol": ("nni_latency.protocol", "MeasurementProtocol", "nni_latency.measure.protocol"),
-    "quiet": ("nni_latency.quiet", "quiet_nni", "nni_latency.nas.quiet"),
+    "quiet": ("nni_latency.quiet", "quiet_nni", "nni_latency.cli.quiet"),
     "regressors": ("nni_latency.regressors", "OperatorCostModel", "nni_latency.model.regressors"),
     "resume": ("nni_latency.resume", "set_aside", "nni_latency.files.fileio"),
     "rounds": ("nni_latency.rounds", "combine_rounds", "nni_latency.rows.store"),

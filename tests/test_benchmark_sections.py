@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nni_latency.suite.config import ProfileConfig
 from nni_latency.files.config import load_config, packaged_config
+from nni_latency.suite.config import ProfileConfig
 from nni_latency.suite.sampling import sample_specs
 
 REPO = Path(__file__).resolve().parent.parent

@@ -14,14 +14,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nni_latency.fit import fitting
-from nni_latency.profile import run as profiling
-from nni_latency.suite.blocks import BlockSpec
 from nni_latency.cli.dispatch import main
-from nni_latency.runtimes.torch.counting import extract_features
 from nni_latency.files.fileio import read_jsonl
+from nni_latency.fit import fitting
 from nni_latency.model.model import LatencyModel
+from nni_latency.profile import run as profiling
+from nni_latency.runtimes.torch.counting import extract_features
 from nni_latency.runtimes.torch.operators import OP_CLASSES
+from nni_latency.suite.blocks import BlockSpec
 
 HAS_GPU = torch.cuda.is_available()
 

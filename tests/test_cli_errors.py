@@ -15,11 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from nni_latency.files import fileio
-
-from nni_latency.profile import run as profiling
 from nni_latency.cli.dispatch import main
 from nni_latency.errors import describe_error
+from nni_latency.files import fileio
+from nni_latency.profile import run as profiling
 
 
 def _run(argv: list[str]) -> SimpleNamespace:

@@ -8,10 +8,10 @@ import warnings
 import pytest
 
 from nni_latency import CoverageWarning
-from nni_latency.suite.blocks import BlockSpec
-from nni_latency.model.coverage import batch_of, check_batch, check_threads, profiled_batches
 from nni_latency.fit.fitting import fit_records
+from nni_latency.model.coverage import batch_of, check_batch, check_threads, profiled_batches
 from nni_latency.model.model import LatencyModel
+from nni_latency.suite.blocks import BlockSpec
 
 
 def _model(synthetic_model, **device) -> LatencyModel:

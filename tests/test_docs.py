@@ -145,9 +145,9 @@ def test_a_doc_block_runs_as_written(block, workspace):
 def test_the_darts_smoke_example_profiles_the_pooling_its_cells_use():
     from collections import Counter
 
-    from nni_latency.suite.config import ProfileConfig
     from nni_latency.files.config import load_config, packaged_config
     from nni_latency.search.config import load_search_config
+    from nni_latency.suite.config import ProfileConfig
     from nni_latency.suite.sampling import suite_specs
 
     search = load_search_config(REPO / "examples" / "darts_search" / "smoke.yaml")

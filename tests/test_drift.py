@@ -8,13 +8,13 @@ import logging
 import pytest
 
 from nni_latency import DriftWarning
-from nni_latency.profile import run as profiling
-from nni_latency.measure import drift
-from nni_latency.suite.config import ProfileConfig
 from nni_latency.files.config import load_config
+from nni_latency.measure import drift
 from nni_latency.measure.drift import DRIFT_FLOOR, PROBE_BLOCKS, PROBE_ROUNDS, check_drift, probe_protocol, record_probe
-from nni_latency.measure.protocol import MeasurementProtocol
 from nni_latency.measure.measurement import LatencyMeasurement
+from nni_latency.measure.protocol import MeasurementProtocol
+from nni_latency.profile import run as profiling
+from nni_latency.suite.config import ProfileConfig
 
 # ms of each probe block (by its input shape) on the fake device
 BASE_MS = {spec.input_shape: ms for spec, ms in zip(PROBE_BLOCKS, (1.0, 2.0, 0.5))}

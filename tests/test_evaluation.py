@@ -10,13 +10,13 @@ import pytest
 
 from nni_latency.cli import dispatch as cli
 from nni_latency.evaluate import testset
-from nni_latency.suite.config import ProfileConfig
-from nni_latency.files.config import config_from_dict, config_to_dict, load_config, packaged_config
 from nni_latency.evaluate.blocks import score_predictions
 from nni_latency.evaluate.testset import (BlockGroupConfig, FBNetLayersConfig, TestSetConfig, generate_testset,
-    profiling_keys)
+                                          profiling_keys)
+from nni_latency.files.config import config_from_dict, config_to_dict, load_config, packaged_config
 from nni_latency.files.fileio import read_jsonl
 from nni_latency.fit.metrics import regression_metrics
+from nni_latency.suite.config import ProfileConfig
 from nni_latency.suite.sampling import sample_specs
 
 SMOKE = packaged_config("testset_smoke.yaml")
@@ -180,8 +180,8 @@ def test_evaluate_on_an_existing_dataset_does_not_measure(model_path, tmp_path, 
 
 
 def test_rows_from_an_older_feature_set_are_recounted():
-    from nni_latency.suite.blocks import BlockSpec
     from nni_latency.runtimes.torch.counting import extract_features
+    from nni_latency.suite.blocks import BlockSpec
 
     spec = BlockSpec("conv_bn_relu", 8, 16, 7)
     stale = {"key": spec.key, "spec": spec.to_dict(), "latency_ms": 0.1, "features": {"flops": 1.0}}
@@ -230,8 +230,8 @@ def test_bad_inputs_exit_with_one_line_errors(model_path, tmp_path, capsys, argv
 def test_a_test_set_is_measured_with_the_statistic_the_model_was_fitted_to(synthetic_model):
     """The profile's rounds and quantile are part of what its latencies mean: a test set's timing budget that
     does not name them keeps the model's, and one that does wins."""
-    from nni_latency.suite.config import TimingConfig
     from nni_latency.evaluate.testset import measurement_protocol
+    from nni_latency.suite.config import TimingConfig
 
     synthetic_model.device.update(rounds=2, quantile=0.25, min_run_time=0.04)
     protocol = measurement_protocol(synthetic_model, None, TimingConfig(min_run_time=0.2))

@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from nni_latency.suite.blocks import FAMILIES, VARIANTS, BlockSpec
 from nni_latency.count.features import BLOCK_FEATURE_NAMES, BlockFeatures, UncoveredOperatorWarning
-from nni_latency.runtimes.torch.operators import FEATURE_DOCS, FEATURE_NAMES, FEATURE_ROLES
-from nni_latency.runtimes.torch.counting import extract_features
 from nni_latency.count.inputs import make_inputs
+from nni_latency.runtimes.torch.counting import extract_features
+from nni_latency.runtimes.torch.operators import FEATURE_DOCS, FEATURE_NAMES, FEATURE_ROLES
+from nni_latency.suite.blocks import FAMILIES, VARIANTS, BlockSpec
 
 KIND_FIELDS = ("flops_dense", "flops_pointwise", "flops_grouped", "flops_depthwise")
 

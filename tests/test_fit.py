@@ -7,14 +7,13 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import synthetic_latency
 from sklearn.model_selection import KFold
 
 from nni_latency.fit.fitting import (MIN_POINTS, cross_validated_metrics, cross_validated_predictions, fit_records,
-    reference_model)
-from nni_latency.model.regressors import MODEL_KINDS
+                                     reference_model)
 from nni_latency.model.model import LatencyModel
-
-from conftest import synthetic_latency
+from nni_latency.model.regressors import MODEL_KINDS
 
 
 def _records(synthetic_dataset, count=None) -> list[dict]:

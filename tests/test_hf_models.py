@@ -8,12 +8,12 @@ import sys
 import pytest
 import torch
 
-from nni_latency.zoo import hf as hf_models
-from nni_latency.errors import describe_error
-from nni_latency.runtimes.torch.counting import extract_features
-from nni_latency.evaluate.selection import select_networks
 from nni_latency.cli.targets import default_input_shape, load_network
+from nni_latency.errors import describe_error
+from nni_latency.evaluate.selection import select_networks
+from nni_latency.runtimes.torch.counting import extract_features
 from nni_latency.zoo import KINDS
+from nni_latency.zoo import hf as hf_models
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from nni_latency.measure import hostload
 from nni_latency.measure.hostload import (BUSY_SHARE, BusyHostWarning, HostLoad, SystemTimes, describe_host_load,
-    read_proc_stat, wait_until_quiet, watch_host)
+                                          read_proc_stat, wait_until_quiet, watch_host)
 
 
 class FakeHost:

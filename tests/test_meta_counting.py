@@ -9,9 +9,9 @@ import pytest
 from torch import nn
 
 from nni_latency.runtimes.torch import meta as counting
-from nni_latency.suite.blocks import BlockSpec
-from nni_latency.runtimes.torch.meta import count_features
 from nni_latency.runtimes.torch.counting import extract_features
+from nni_latency.runtimes.torch.meta import count_features
+from nni_latency.suite.blocks import BlockSpec
 
 
 def test_an_ordinary_block_is_counted_for_real():

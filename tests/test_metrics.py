@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nni_latency.fit.metrics import (absolute_percentage_errors, per_group_errors, regression_metrics,
-    within_group_kendall)
+                                     within_group_kendall)
 
 # (id, measured, predicted, expected subset of regression_metrics with threshold 3 ms)
 # Values chosen to be exact in binary floating point, so 10% boundaries are unambiguous.

@@ -10,12 +10,12 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from nni_latency.suite.blocks import BlockSpec
 from nni_latency.count.features import BLOCK_FEATURE_NAMES
-from nni_latency.runtimes.torch.operators import FEATURE_NAMES
-from nni_latency.runtimes.torch.counting import extract_features
-from nni_latency.model.regressors import MODEL_KINDS, FlopsModel, RelativeLinearModel, TwoRegimeModel
 from nni_latency.model.model import LatencyModel, OutOfRangeWarning, features_matrix
+from nni_latency.model.regressors import MODEL_KINDS, FlopsModel, RelativeLinearModel, TwoRegimeModel
+from nni_latency.runtimes.torch.counting import extract_features
+from nni_latency.runtimes.torch.operators import FEATURE_NAMES
+from nni_latency.suite.blocks import BlockSpec
 
 
 def _random_rows(count: int, seed: int, low: float = 1e2, high: float = 1e6) -> list[dict[str, float]]:

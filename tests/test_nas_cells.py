@@ -9,16 +9,16 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from nas_search import latency_only_search
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace
 from torch import nn
 
-from nni_latency.suite.blocks import ConvBNAct, MBConv
 from nni_latency.nas import (FBNet, FBNetLatencyLoss, FrozenLatencyProfiler, LatencyDARTS, LatencyProfiler,
-    predict_frozen)
+                             predict_frozen)
 from nni_latency.nas.loss import ExpectedLatency
 from nni_latency.nas.strategy import architecture_logits, architecture_probs
 from nni_latency.spaces.hub import build_space
-from nas_search import latency_only_search
+from nni_latency.suite.blocks import ConvBNAct, MBConv
 
 pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.model.OutOfRangeWarning", "ignore::UserWarning")
 
@@ -142,9 +142,9 @@ def test_unreachable_budget_is_refused_before_training(darts):
 @pytest.fixture
 def every_feature_costs():
     """A device model in which every feature costs something (the synthetic one never saw a linear layer)."""
-    from nni_latency.runtimes.torch.operators import FEATURE_ROLES
     from nni_latency.model.model import LatencyModel
     from nni_latency.model.regressors import RelativeLinearModel
+    from nni_latency.runtimes.torch.operators import FEATURE_ROLES
 
     names = RelativeLinearModel.DEFAULT_FEATURES
     weight = {"compute": 1e-6, "memory": 1e-8, "overhead": 0.01}

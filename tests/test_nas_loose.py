@@ -9,16 +9,15 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from nas_search import latency_only_search
+from nni.nas.nn.pytorch import Cell, ModelSpace
 from torch import nn
 
-from nni.nas.nn.pytorch import Cell, ModelSpace
-
 from nni_latency.nas import LatencyProfiler
+from nni_latency.nas.label_tables import subsets
 from nni_latency.nas.loose import LooseEnds
 from nni_latency.nas.loss import ExpectedLatency
-from nni_latency.nas.label_tables import subsets
 from nni_latency.spaces.hub import build_space
-from nas_search import latency_only_search
 
 pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.model.OutOfRangeWarning", "ignore::UserWarning")
 

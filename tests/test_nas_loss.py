@@ -15,12 +15,12 @@ from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty
 from nni.nas.strategy import GumbelDARTS
 from torch import nn
 
-from nni_latency.suite.blocks import ConvBNAct, MBConv, Skip
 from nni_latency.model.model import LatencyModel
+from nni_latency.nas.label_tables import fastest_latency
 from nni_latency.nas.loss import ExpectedLatency, FBNetLatencyLoss
 from nni_latency.nas.profiler import LatencyProfiler
 from nni_latency.nas.strategy import FBNet, architecture_logits
-from nni_latency.nas.label_tables import fastest_latency
+from nni_latency.suite.blocks import ConvBNAct, MBConv, Skip
 
 
 class TinySpace(ModelSpace):

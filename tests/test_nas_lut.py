@@ -12,7 +12,7 @@ import torch
 from nni_latency.cli.dispatch import main
 from nni_latency.model.model import LatencyModel
 from nni_latency.nas.lut import (LutRow, measure_rows, op_data_shape, predicted_rows, read_lut_txt, write_lut_json,
-    write_lut_txt)
+                                 write_lut_txt)
 from nni_latency.nas.profiler import LatencyProfiler
 from nni_latency.spaces.fbnet import CANDIDATE_NAMES, FBNetSpace
 

@@ -15,14 +15,13 @@ from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty, RangePr
 from nni.nas.profiler import ExpressionProfiler
 from torch import nn
 
-from nni_latency.suite.blocks import ConvBNAct, MBConv, ShuffleUnit, Skip
-from nni_latency.runtimes.torch.operators import FEATURE_NAMES
 from nni_latency.count.features import BlockFeatures, UncoveredOperatorWarning
 from nni_latency.model.model import LatencyModel
 from nni_latency.nas import ChoiceRecord, LatencySource, LutRow
 from nni_latency.nas.fallback import predict_frozen
 from nni_latency.nas.profiler import LatencyProfiler
-
+from nni_latency.runtimes.torch.operators import FEATURE_NAMES
+from nni_latency.suite.blocks import ConvBNAct, MBConv, ShuffleUnit, Skip
 
 # -- small spaces --------------------------------------------------------------------------------------
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from nni_latency.suite.blocks import ConvBNAct
 from nni_latency.nas import FrozenLatencyProfiler, LatencyProfiler, predict_frozen
 from nni_latency.spaces.hub import SPACES, build_space, profiler_for
+from nni_latency.suite.blocks import ConvBNAct
 
 # the synthetic device model has no matmul rows, so classifiers are out of its range; expected here
 pytestmark = pytest.mark.filterwarnings("ignore::nni_latency.model.model.OutOfRangeWarning",

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from nni_latency.files import fileio
-from nni_latency.runtimes.torch.operators import FEATURE_NAMES
-from nni_latency.model.regressors import MODEL_KINDS
 from nni_latency.model.model import LatencyModel
+from nni_latency.model.regressors import MODEL_KINDS
 from nni_latency.model.schema import SCHEMA_VERSION
+from nni_latency.runtimes.torch.operators import FEATURE_NAMES
 
 DEVICE = {"name": "test cpu", "type": "cpu", "threads": 1, "dtype": "fp32", "batch": 1, "protocol": "rotate"}
 

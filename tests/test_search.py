@@ -268,7 +268,7 @@ def test_supernet_computes_the_exported_architecture_while_switched():
     from nni.nas.strategy import GumbelDARTS
 
     from nni_latency.search.run import (_arch_layers, architecture_probabilities, exported_path, supernet_accuracy,
-        top1_accuracy)
+                                        top1_accuracy)
     from nni_latency.spaces import FBNetSpace
 
     torch.manual_seed(0)

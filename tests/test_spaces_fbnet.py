@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from nni_latency.suite.blocks import MBConv, Skip
 from nni_latency.spaces import CANDIDATE_NAMES, FBNetSpace
 from nni_latency.spaces.fbnet import default_strides, make_divisible
+from nni_latency.suite.blocks import MBConv, Skip
 
 # (stage, channels, resolution after the stage) of FBNet at 224 (paper, Table 1)
 PAPER_LAYOUT = [(1, 16, 112), (2, 24, 56), (3, 32, 28), (4, 64, 14), (5, 112, 14), (6, 184, 7), (7, 352, 7)]

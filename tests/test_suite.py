@@ -9,13 +9,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from nni_latency.files.config import load_config, packaged_config
+from nni_latency.runtimes.torch.counting import extract_features
+from nni_latency.runtimes.torch.operators import FEATURE_NAMES
 from nni_latency.suite import sampling as suite
-
 from nni_latency.suite.blocks import FAMILIES, TOKEN_INPUT_FAMILIES, BlockSpec, ChainSpec, spec_from_dict
 from nni_latency.suite.config import ChainConfig, ProfileConfig, TokenConfig
-from nni_latency.files.config import load_config, packaged_config
-from nni_latency.runtimes.torch.operators import FEATURE_NAMES
-from nni_latency.runtimes.torch.counting import extract_features
 from nni_latency.suite.sampling import TOKEN_BLOCK_FAMILIES, sample_chains, sample_specs, suite_specs
 
 

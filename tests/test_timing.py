@@ -12,14 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from nni_latency.runtimes.torch import timing
 from nni_latency.measure import allocator as allocator_module
-from nni_latency.measure.protocol import MeasurementProtocol
-from nni_latency.measure.protocol import ALLOCATORS, PROTOCOLS
 from nni_latency.measure.allocator import (AllocatorWarning, allocator_advice, apply_allocator_policy,
                                            use_steady_allocator)
-from nni_latency.measure.measurement import LatencyMeasurement, relative_spread
 from nni_latency.measure.latency import measure_latency
+from nni_latency.measure.measurement import LatencyMeasurement, relative_spread
+from nni_latency.measure.protocol import ALLOCATORS, PROTOCOLS, MeasurementProtocol
+from nni_latency.runtimes.torch import timing
 from nni_latency.runtimes.torch.device import resolve_device, resolve_dtype
 
 FAST = dict(min_run_time=0.01, max_run_time=0.05, retries=0)
@@ -310,7 +309,8 @@ def test_fp16_is_allowed_on_cuda_devices():
 
 
 def test_rotated_copies_have_tensors_of_their_own_and_fill_the_working_set():
-    from nni_latency.runtimes.torch.timing import clone_module as _clone, replicas as _replicas
+    from nni_latency.runtimes.torch.timing import clone_module as _clone
+    from nni_latency.runtimes.torch.timing import replicas as _replicas
 
     block = nn.Sequential(nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
     copy_ = _clone(block)

@@ -10,11 +10,11 @@ from typing import Sequence
 
 from torch import nn
 
-from ..errors import did_you_mean
-from ..runtimes.torch.operators import FEATURE_NAMES
 from ..count.features import BlockFeatures
-from ..runtimes.torch.counting import extract_features, run_counted
+from ..errors import InvalidInput, did_you_mean
 from ..measure.protocol import Counting
+from ..runtimes.torch.counting import extract_features, run_counted
+from ..runtimes.torch.operators import FEATURE_NAMES
 
 _logger = logging.getLogger(__name__)
 
@@ -40,15 +40,15 @@ def select_blocks(network: nn.Module, depth: int = 1,
         for name in names:
             if name not in available:
                 guess = did_you_mean(name, available)
-                raise ValueError(f"no block named {name!r} in {type(network).__name__}{guess}; "
+                raise InvalidInput(f"no block named {name!r} in {type(network).__name__}{guess}; "
                                  f"valid names: {_valid_names_hint(list(available)) or 'none'}")
             if name in (n for n, _ in chosen):
-                raise ValueError(f"block {name!r} is named twice in --blocks; name each block once")
+                raise InvalidInput(f"block {name!r} is named twice in --blocks; name each block once")
             chosen.append((name, available[name]))
         _check_disjoint(chosen)
         return chosen
     if not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be a positive integer, got {depth!r}")
+        raise InvalidInput(f"depth must be a positive integer, got {depth!r}")
     level: list[tuple[str, nn.Module]] = [("", network)]
     for _ in range(depth):
         expanded: list[tuple[str, nn.Module]] = []
@@ -65,7 +65,7 @@ def _check_disjoint(blocks: Sequence[tuple[str, nn.Module]]) -> None:
     for name, module in blocks:
         for sub in module.modules():
             if id(sub) in owner:
-                raise ValueError(f"blocks {owner[id(sub)]!r} and {name!r} overlap (one contains the other); "
+                raise InvalidInput(f"blocks {owner[id(sub)]!r} and {name!r} overlap (one contains the other); "
                                  "name blocks that do not contain each other")
             owner[id(sub)] = name
 
@@ -98,7 +98,7 @@ def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], in
         return whole, {name: None if name in untraceable else shapes for name, shapes in calls.items()}
     if untraceable:
         name, why = next(iter(untraceable.items()))
-        raise ValueError(f"block {name!r} is called with {why}, so it cannot be predicted alone; "
+        raise InvalidInput(f"block {name!r} is called with {why}, so it cannot be predicted alone; "
                          "choose other blocks with --depth or --blocks")
     return whole, calls
 
@@ -113,7 +113,7 @@ def block_features(name: str, module: nn.Module, calls: Sequence[Shapes],
             try:
                 cache[key] = extract_features(module, shapes[0] if len(shapes) == 1 else list(shapes), counting)
             except ValueError as error:
-                raise ValueError(f"block {name!r} cannot be run alone on its recorded input ({error})") from None
+                raise InvalidInput(f"block {name!r} cannot be run alone on its recorded input ({error})") from None
         features.append(cache[key])
     return features
 
@@ -140,7 +140,7 @@ def runnable_blocks(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]],
             while name and not calls.get(name):
                 name = name.rpartition(".")[0]
         if not name:
-            raise ValueError(f"block {block!r} is called with keyword or non-tensor arguments and no module around "
+            raise InvalidInput(f"block {block!r} is called with keyword or non-tensor arguments and no module around "
                              "it can be predicted alone; choose blocks with --depth or --blocks")
         chosen.append(name)
     kept = [name for name in dict.fromkeys(chosen)

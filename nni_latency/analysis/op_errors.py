@@ -15,10 +15,11 @@ from typing import Any, Sequence
 from torch import nn
 
 from ..count.features import BlockFeatures
+from ..errors import InvalidInput
+from ..measure.protocol import MeasurementProtocol
 from ..model.model import LatencyModel
 from ..runtimes.base import OpTimes
 from ..runtimes.torch.clock import time_ops
-from ..measure.protocol import MeasurementProtocol
 
 _logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def time_calls(module: nn.Module, input_shape: Sequence[int], model: LatencyMode
     timed = time_ops(module, input_shape, protocol)
     matched = _aligned([record.op for record in features.ops], timed) if timed is not None else None
     if matched is None:
-        raise ValueError(f"{type(module).__name__} runs different aten calls from one forward pass to the next "
+        raise InvalidInput(f"{type(module).__name__} runs different aten calls from one forward pass to the next "
                          "(data-dependent control flow), so its calls cannot be timed one by one")
     return features, matched
 

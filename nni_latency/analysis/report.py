@@ -22,19 +22,20 @@ from typing import Any, Mapping, Sequence
 
 from torch import nn
 
-from ..model.coverage import check_threads
-from ..deprecation import deprecated_names
-from ..measure.drift import check_drift
-from ..runtimes.torch.operators import FEATURE_NAMES
 from ..count.features import ROLES, BlockFeatures
-from ..measure.rounds import measure_modules
-from .op_errors import OpClassRow, format_op_classes, op_class_rows
-from ..model.terms import CostTerms, dominant_role
-from ..model.model import LatencyModel
-from .network import (Shapes, attribute_features, block_features, record_calls, runnable_blocks, select_blocks,
-    sum_features)
-from .parts import PARTS, auto_blocks, classified_modules, owner
+from ..deprecation import deprecated_names
+from ..errors import InvalidInput
+from ..measure.drift import check_drift
 from ..measure.protocol import Counting, MeasurementProtocol, protocol_of
+from ..measure.rounds import measure_modules
+from ..model.coverage import check_threads
+from ..model.model import LatencyModel
+from ..model.terms import CostTerms, dominant_role
+from ..runtimes.torch.operators import FEATURE_NAMES
+from .network import (Shapes, attribute_features, block_features, record_calls, runnable_blocks, select_blocks,
+                      sum_features)
+from .op_errors import OpClassRow, format_op_classes, op_class_rows
+from .parts import PARTS, auto_blocks, classified_modules, owner
 
 _logger = logging.getLogger(__name__)
 
@@ -332,12 +333,12 @@ def analyze_network(module: nn.Module, input_shape: Sequence[int], model: Latenc
     policy is the caller's to set (``timing.apply_allocator_policy``).
     """
     if ops and not measure:
-        raise ValueError("the per-operator view compares measured with predicted time: ask for measure=True too "
+        raise InvalidInput("the per-operator view compares measured with predicted time: ask for measure=True too "
                          "(--measure on the command line)")
     if top is not None and top < 1:
-        raise ValueError(f"top must be at least 1, got {top}")
+        raise InvalidInput(f"top must be at least 1, got {top}")
     if not 0 < bottleneck_share <= 1:
-        raise ValueError(f"bottleneck_share must be in (0, 1], got {bottleneck_share}")
+        raise InvalidInput(f"bottleneck_share must be in (0, 1], got {bottleneck_share}")
     input_shape = tuple(int(d) for d in input_shape)
     counting = model.counting  # features as the model's device counts them
     chosen, split = _choose_blocks(module, depth, blocks, input_shape, counting)

@@ -21,7 +21,7 @@ from typing import Iterator
 
 from .. import __version__
 from ..errors import describe_error
-from ..nas.quiet import quiet_third_party
+from .quiet import quiet_third_party
 
 __all__ = ["main", "COMMANDS"]
 

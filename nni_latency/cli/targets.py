@@ -18,8 +18,7 @@ from typing import Any, Iterator, Sequence
 from torch import nn
 
 from ..count.forward_checks import SHAPE_SEPARATOR, forward_inputs
-
-from ..errors import first_line
+from ..errors import InvalidInput, first_line
 
 _logger = logging.getLogger(__name__)
 
@@ -40,9 +39,9 @@ def parse_input_shape(text: str, dims: int | None = 4) -> tuple[int, ...]:
         shape = ()
     layout = "N,C,H,W" if dims == 4 else "comma-separated sizes, N,C,H,W for an image or B,N,C for tokens"
     if not shape or any(d <= 0 for d in shape):
-        raise ValueError(f"input shape {text!r} is malformed: give positive integers as {layout}, e.g. 1,3,224,224")
+        raise InvalidInput(f"input shape {text!r} is malformed: give positive integers as {layout}, e.g. 1,3,224,224")
     if dims is not None and len(shape) != dims:
-        raise ValueError(f"input shape {text!r} has {len(shape)} size(s), {dims} are needed ({layout}), "
+        raise InvalidInput(f"input shape {text!r} has {len(shape)} size(s), {dims} are needed ({layout}), "
                          "e.g. 1,3,224,224")
     return shape
 
@@ -51,7 +50,7 @@ def _split(spec: str) -> tuple[str, str]:
     # rpartition keeps a Windows drive letter ("C:\\nets\\a.py:net") in the location part.
     location, sep, attribute = str(spec).strip().rpartition(":")
     if not sep or not location or not attribute:
-        raise ValueError(f"target {spec!r} names no callable: {_FORM}")
+        raise InvalidInput(f"target {spec!r} names no callable: {_FORM}")
     return location, attribute
 
 
@@ -76,7 +75,7 @@ def _on_sys_path(directory: Path) -> Iterator[None]:
 def _import_file(location: str):
     path = Path(location).expanduser()
     if not path.is_file():
-        raise ValueError(f"target file {location!r} does not exist; {_FORM}")
+        raise InvalidInput(f"target file {location!r} does not exist; {_FORM}")
     resolved = path.resolve()
     # A stable, unique module name per file, registered so dataclasses and pickling-free reflection work.
     name = f"_nni_latency_target_{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:10]}"
@@ -84,7 +83,7 @@ def _import_file(location: str):
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, resolved)
     if spec is None or spec.loader is None:
-        raise ValueError(f"target file {location!r} cannot be loaded as Python; {_FORM}")
+        raise InvalidInput(f"target file {location!r} cannot be loaded as Python; {_FORM}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
@@ -92,7 +91,7 @@ def _import_file(location: str):
             spec.loader.exec_module(module)
     except Exception as error:  # the user's code: any failure is reported, not raised raw
         sys.modules.pop(name, None)
-        raise ValueError(f"importing target file {location!r} failed ({first_line(error, with_type=True)})") from error
+        raise InvalidInput(f"importing target file {location!r} failed ({first_line(error, with_type=True)})") from error
     return module
 
 
@@ -102,12 +101,12 @@ def _import_package_module(location: str):
     except ModuleNotFoundError as error:
         missing = error.name or location
         if location == missing or location.startswith(missing + "."):
-            raise ValueError(f"cannot import module {location!r} (no module named {missing!r}); check the "
+            raise InvalidInput(f"cannot import module {location!r} (no module named {missing!r}); check the "
                              "spelling, install its package, or give path/to/file.py:callable") from error
-        raise ValueError(f"importing module {location!r} failed: it imports {missing!r}, which is not "
+        raise InvalidInput(f"importing module {location!r} failed: it imports {missing!r}, which is not "
                          "installed") from error
     except Exception as error:
-        raise ValueError(f"importing module {location!r} failed ({first_line(error, with_type=True)})") from error
+        raise InvalidInput(f"importing module {location!r} failed ({first_line(error, with_type=True)})") from error
 
 
 def _candidates(namespace: Any, limit: int = 8) -> str:
@@ -125,7 +124,7 @@ def load_target_object(spec: str) -> Any:
     value: Any = namespace
     for part in attribute.split("."):
         if not hasattr(value, part):
-            raise ValueError(f"{location!r} has no attribute {attribute!r}; candidates there: {_candidates(namespace)}")
+            raise InvalidInput(f"{location!r} has no attribute {attribute!r}; candidates there: {_candidates(namespace)}")
         value = getattr(value, part)
     return value
 
@@ -171,21 +170,21 @@ def load_module_target(spec: str, input_shape: Sequence[int] | None = None) -> n
         try:
             return entry.build(image_size=size)
         except ValueError as error:
-            raise ValueError(f"network {str(spec).strip()!r} cannot be built for input {_join(input_shape)} "
+            raise InvalidInput(f"network {str(spec).strip()!r} cannot be built for input {_join(input_shape)} "
                              f"({error}); it takes {_join(entry.input_shape())} by default") from None
     target = load_target_object(spec)
     if isinstance(target, nn.Module):
         return target
     if not callable(target):
-        raise ValueError(f"target {spec!r} is a value of type {type(target).__name__}, not an nn.Module "
+        raise InvalidInput(f"target {spec!r} is a value of type {type(target).__name__}, not an nn.Module "
                          "or a callable returning one")
     try:
         module = target()
     except Exception as error:  # the user's code
-        raise ValueError(f"calling {spec}() failed ({first_line(error, with_type=True)}); the callable must build "
+        raise InvalidInput(f"calling {spec}() failed ({first_line(error, with_type=True)}); the callable must build "
                          "the network with no arguments") from error
     if not isinstance(module, nn.Module):
-        raise ValueError(f"target {spec!r} returned a value of type {type(module).__name__}, not a torch.nn.Module")
+        raise InvalidInput(f"target {spec!r} returned a value of type {type(module).__name__}, not a torch.nn.Module")
     _logger.debug("loaded %s from %s", type(module).__name__, spec)
     return module
 
@@ -224,7 +223,7 @@ def load_network(spec: str, shape_text: str | None) -> tuple[nn.Module, tuple[in
     else:
         shape = parse_input_shape(shape_text, dims=None) if shape_text else default_input_shape(spec)
     if shape is None:
-        raise ValueError("give --input-shape, e.g. 1,3,224,224 for an image or 1,196,192 for tokens")
+        raise InvalidInput("give --input-shape, e.g. 1,3,224,224 for an image or 1,196,192 for tokens")
     return load_module_target(spec, shape), shape
 
 

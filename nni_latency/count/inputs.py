@@ -10,7 +10,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import first_line
+from ..errors import ShapeError, first_line
 
 __all__ = ["make_inputs", "module_device_dtype", "failure_details"]
 
@@ -26,7 +26,7 @@ def make_inputs(input_shape: Sequence[int] | Sequence[Sequence[int]], device: st
         except TypeError:
             dims = ()
         if not dims or any(d <= 0 for d in dims):
-            raise ValueError(f"input shape {shape} is invalid: give positive integers such as 1,3,224,224")
+            raise ShapeError(f"input shape {shape} is invalid: give positive integers such as 1,3,224,224")
         shapes[index] = dims
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return tuple(torch.randn(*shape, generator=generator).to(device=device, dtype=dtype) for shape in shapes)

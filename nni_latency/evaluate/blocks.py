@@ -17,15 +17,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import plots
-from ..model.coverage import check_threads
-from ..measure.drift import check_drift
+from ..errors import InvalidInput
 from ..files.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, json_safe
 from ..fit.metrics import per_group_errors, regression_metrics, within_group_kendall
-from ..rows.store import load_records
-from ..model.model import LatencyModel
+from ..measure.drift import check_drift
 from ..measure.protocol import RESUME_FIELDS, protocol_of
+from ..model.coverage import check_threads
+from ..model.model import LatencyModel
+from ..rows.store import load_records
 from .testset import (TestSetConfig, generate_testset, label_records, measure_testset, measurement_protocol,
-    profiling_keys)
+                      profiling_keys)
 
 _logger = logging.getLogger(__name__)
 
@@ -64,14 +65,14 @@ def evaluate_model(model_path: str | Path | LatencyModel, config: TestSetConfig,
     model = model_path if isinstance(model_path, LatencyModel) else LatencyModel.load(model_path)
     out = ensure_writable_dir(output_dir)
     if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {threads}")
+        raise InvalidInput(f"--threads must be at least 1, got {threads}")
     check_threads(model, threads, stacklevel=3)
     blocks = generate_testset(config, protocol_of(model).batch, sorted(profiling_keys(model)))
     drift = None
     if dataset is not None:
         records = label_records(load_records(dataset), blocks)
         if not records:
-            raise ValueError(f"dataset {str(dataset)!r} has no measured rows")
+            raise InvalidInput(f"dataset {str(dataset)!r} has no measured rows")
         protocol = measurement_protocol(model, threads)
         differing = sorted({k for r in records for k in protocol_of(r).differences(protocol)})
         if differing:

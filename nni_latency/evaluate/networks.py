@@ -22,19 +22,19 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import plots
-from ..model.coverage import check_batch, check_threads
-from ..measure.drift import DriftCheck, check_drift
-from ..errors import first_line
 from ..count.features import UncoveredOperatorWarning
+from ..errors import InvalidInput, first_line
 from ..files.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, json_safe
-from ..measure.rounds import measure_rounds
-from ..rows.store import RowStore
 from ..fit.metrics import error_summary, worst_points
-from ..model.model import LatencyModel, OutOfRangeWarning
-from .selection import NETWORK_KINDS, NetworkSpec, SpaceCache, select_networks
-from ..measure.protocol import RESUME_FIELDS, MeasurementProtocol, protocol_of
+from ..measure.drift import DriftCheck, check_drift
 from ..measure.latency import measure_latency
+from ..measure.protocol import RESUME_FIELDS, MeasurementProtocol, protocol_of
+from ..measure.rounds import measure_rounds
+from ..model.coverage import check_batch, check_threads
+from ..model.model import LatencyModel, OutOfRangeWarning
+from ..rows.store import RowStore
 from ..runtimes.torch.device import resolve_device
+from .selection import NETWORK_KINDS, NetworkSpec, SpaceCache, select_networks
 
 _logger = logging.getLogger(__name__)
 
@@ -51,9 +51,9 @@ def network_protocol(model: LatencyModel, threads: int | None = None, device: st
                      rounds: int = DEFAULT_ROUNDS) -> MeasurementProtocol:
     """The model's protocol with the thread count, device and number of passes of this evaluation."""
     if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {threads}")
+        raise InvalidInput(f"--threads must be at least 1, got {threads}")
     if rounds < 1:
-        raise ValueError(f"--rounds must be at least 1, got {rounds}")
+        raise InvalidInput(f"--rounds must be at least 1, got {rounds}")
     changes: dict[str, Any] = {"rounds": rounds}
     if threads is not None:
         changes["threads"] = threads
@@ -66,7 +66,7 @@ def _run(spec: NetworkSpec, size: int, action: Callable[[], Any]) -> Any:
     try:
         return action()
     except RuntimeError as error:  # a network that cannot run at this size: say which and how to avoid it
-        raise ValueError(f"network {spec.name!r} cannot run at {size} px ({first_line(error)}); choose another "
+        raise InvalidInput(f"network {spec.name!r} cannot run at {size} px ({first_line(error)}); choose another "
                          "--image-size or leave it out") from None
 
 
@@ -166,9 +166,9 @@ def evaluate_networks(model: LatencyModel | str | Path, selection: str, output_d
     protocol = network_protocol(model, threads, device, rounds)
     batch = protocol_of(model).batch if batch is None else batch
     if batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {batch}")
+        raise InvalidInput(f"--batch must be at least 1, got {batch}")
     if image_size is not None and image_size < 1:
-        raise ValueError(f"--image-size must be at least 1, got {image_size}")
+        raise InvalidInput(f"--image-size must be at least 1, got {image_size}")
     spaces: dict = {}  # hub spaces, built once for this evaluation
     specs = select_networks(selection, seed, spaces)
     out = ensure_writable_dir(output_dir)

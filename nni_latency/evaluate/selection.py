@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import did_you_mean
-from ..zoo import hf as hf_models
 from .. import zoo
+from ..errors import InvalidInput, did_you_mean
+from ..zoo import hf as hf_models
 
 _logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def _hub_space(name: str, spaces: SpaceCache | None = None) -> nn.Module:
     if spaces is not None and name in spaces:
         return spaces[name]
     if name not in HUB_SPACES:
-        raise ValueError(f"unknown hub space {name!r}{did_you_mean(name, HUB_SPACES)}; use one of "
+        raise InvalidInput(f"unknown hub space {name!r}{did_you_mean(name, HUB_SPACES)}; use one of "
                          f"{', '.join(HUB_SPACES)}")
     from ..spaces.hub import build_space
 
@@ -101,7 +101,7 @@ def _plain(value: Any) -> Any:
 def hub_samples(space: str, count: int, seed: int = 0, spaces: SpaceCache | None = None) -> list[NetworkSpec]:
     """``count`` random architectures of hub space ``space``; sample ``i`` is drawn with seed ``seed + i``."""
     if count < 1:
-        raise ValueError(f"hub:{space}:{count} asks for no network; give a positive count, e.g. hub:{space}:5")
+        raise InvalidInput(f"hub:{space}:{count} asks for no network; give a positive count, e.g. hub:{space}:5")
     mutables = _hub_space(space, spaces).simplify()
     samples = []
     for index in range(count):
@@ -117,11 +117,11 @@ def hub_samples(space: str, count: int, seed: int = 0, spaces: SpaceCache | None
 def _parse_hub(term: str) -> tuple[str, int]:
     parts = term.split(":")
     if len(parts) != 3 or not parts[2].strip().isdigit():
-        raise ValueError(f"network selection {term!r} must look like hub:SPACE:N, e.g. hub:proxylessnas:5 "
+        raise InvalidInput(f"network selection {term!r} must look like hub:SPACE:N, e.g. hub:proxylessnas:5 "
                          f"(SPACE: {', '.join(HUB_SPACES)})")
     space = parts[1].strip()
     if space not in HUB_SPACES:
-        raise ValueError(f"unknown hub space {space!r} in {term!r}{did_you_mean(space, HUB_SPACES)}; use one of "
+        raise InvalidInput(f"unknown hub space {space!r} in {term!r}{did_you_mean(space, HUB_SPACES)}; use one of "
                          f"{', '.join(HUB_SPACES)}")
     return space, int(parts[2])
 
@@ -133,7 +133,7 @@ def select_networks(selection: str, seed: int = 0, spaces: SpaceCache | None = N
     """
     terms = [term.strip() for term in str(selection).split(",") if term.strip()]
     if not terms:
-        raise ValueError("the network selection is empty: give all, cnn, transformer, hybrid, zoo names, "
+        raise InvalidInput("the network selection is empty: give all, cnn, transformer, hybrid, zoo names, "
                          "hub:SPACE:N or hf:NAME")
     chosen: dict[str, NetworkSpec] = {}
     for term in terms:
@@ -148,7 +148,7 @@ def select_networks(selection: str, seed: int = 0, spaces: SpaceCache | None = N
             specs = [_zoo_spec(term)]
         else:
             known = ["all", *zoo.KINDS, *zoo.names()]
-            raise ValueError(f"unknown network {term!r}{did_you_mean(term, known)}; use all, {', '.join(zoo.KINDS)}, "
+            raise InvalidInput(f"unknown network {term!r}{did_you_mean(term, known)}; use all, {', '.join(zoo.KINDS)}, "
                              f"hub:SPACE:N (SPACE: {', '.join(HUB_SPACES)}), hf:NAME or hf:GROUP "
                              f"({', '.join(hf_models.HF_GROUPS)}) or zoo names: {', '.join(zoo.names())}")
         for spec in specs:

@@ -18,17 +18,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..suite.blocks import ACTIVATIONS, FAMILIES, BlockSpec
-from ..suite.config import ProfileConfig, TimingConfig
+from ..errors import InvalidInput
 from ..files.config import config_from_dict
-from ..runtimes.torch.counting import run_counted
 from ..files.fileio import ensure_writable_dir
-from ..rows.store import has_current_features, recount_features
-from ..profile.run import measure_specs
-from ..suite.sampling import round_channels, suite_specs
-from ..model.model import LatencyModel
-from ..measure.protocol import MeasurementProtocol, protocol_of
 from ..measure.latency import measure_latency
+from ..measure.protocol import MeasurementProtocol, protocol_of
+from ..model.model import LatencyModel
+from ..profile.run import measure_specs
+from ..rows.store import has_current_features, recount_features
+from ..runtimes.torch.counting import run_counted
+from ..suite.blocks import ACTIVATIONS, FAMILIES, FBNET_CANDIDATES, BlockSpec
+from ..suite.config import ProfileConfig, TimingConfig
+from ..suite.sampling import round_channels, suite_specs
 
 _logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class FBNetLayersConfig:
     """FBNet layers: each draws one input context and contributes every candidate block at it."""
 
     count: int = 0
-    candidates: list[str] | None = None  # None: all of nni_latency.spaces.fbnet.CANDIDATE_NAMES
+    candidates: list[str] | None = None  # None: all of nni_latency.suite.blocks.FBNET_CANDIDATES
     strides: list[int] = field(default_factory=lambda: [1, 2])
     resolutions: list[int] | None = None
     channels: list[int] | None = None
@@ -111,13 +112,13 @@ class _Sampler:
 
     def choice(self, values: Sequence, name: str):
         if not values:
-            raise ValueError(f"test-set config: {name} must list at least one value")
+            raise InvalidInput(f"test-set config: {name} must list at least one value")
         return values[int(self.rng.integers(len(values)))]
 
     def channels(self, bounds: Sequence[int] | None, multiple: int) -> int:
         low, high = bounds or self.config.channels
         if not 0 < low <= high:
-            raise ValueError(f"test-set config: channels [{low}, {high}] must be two positive sizes, low first")
+            raise InvalidInput(f"test-set config: channels [{low}, {high}] must be two positive sizes, low first")
         return round_channels(math.exp(self.rng.uniform(math.log(low), math.log(high))), multiple)
 
     def batch(self, batches: Sequence[int] | None) -> int:
@@ -166,7 +167,7 @@ def _draw(sampler: _Sampler, count: int, draw, what: str) -> list:
     while len(accepted) < count:
         attempts += 1
         if attempts > 50 * count + 100:
-            raise ValueError(f"test-set config: only {len(accepted)} of {count} {what} fit the ranges and size caps; "
+            raise InvalidInput(f"test-set config: only {len(accepted)} of {count} {what} fit the ranges and size caps; "
                              "widen channels/resolutions or raise max_mflops / max_mem_melements")
         item = draw()
         if item is not None:
@@ -188,7 +189,7 @@ def _fbnet_layer(config: FBNetLayersConfig, sampler: _Sampler, candidates: dict)
     blocks = []
     for name in config.candidates or list(candidates):
         if name not in candidates:
-            raise ValueError(f"test-set config: unknown FBNet candidate {name!r}; use names from "
+            raise InvalidInput(f"test-set config: unknown FBNet candidate {name!r}; use names from "
                              f"{', '.join(candidates)}")
         if candidates[name] is None:
             if stride == 1 and c_in == c_out:
@@ -207,24 +208,22 @@ def _fbnet_layer(config: FBNetLayersConfig, sampler: _Sampler, candidates: dict)
 def generate_testset(config: TestSetConfig, default_batch: int = 1,
                      exclude_keys: Sequence[str] = ()) -> list[TestBlock]:
     """The test blocks of ``config``: deterministic for a seed, never one of ``exclude_keys``."""
-    from ..spaces.fbnet import CANDIDATES  # imports NNI; only needed here
-
     sampler = _Sampler(config, default_batch, set(exclude_keys))
     blocks: list[TestBlock] = []
     if config.fbnet_layers.count > 0:
         layers = _draw(sampler, config.fbnet_layers.count,
-                       lambda: _fbnet_layer(config.fbnet_layers, sampler, CANDIDATES), "FBNet layers")
+                       lambda: _fbnet_layer(config.fbnet_layers, sampler, FBNET_CANDIDATES), "FBNet layers")
         blocks.extend(block for layer in layers for block in layer)
     for group in config.groups:
         if group.family not in FAMILIES:
-            raise ValueError(f"test-set config: group {group.name!r} has unknown family {group.family!r}; use one of "
+            raise InvalidInput(f"test-set config: group {group.name!r} has unknown family {group.family!r}; use one of "
                              f"{', '.join(FAMILIES)}")
         unknown = [a for a in group.activations if a not in ACTIVATIONS]
         if unknown:
-            raise ValueError(f"test-set config: group {group.name!r} has unknown activation {unknown[0]!r}; use "
+            raise InvalidInput(f"test-set config: group {group.name!r} has unknown activation {unknown[0]!r}; use "
                              f"some of {', '.join(ACTIVATIONS)}")
         if len(group.width_ratios) != 2 or not 0 < group.width_ratios[0] <= group.width_ratios[1]:
-            raise ValueError(f"test-set config: group {group.name!r} width_ratios must be [low, high], got "
+            raise InvalidInput(f"test-set config: group {group.name!r} width_ratios must be [low, high], got "
                              f"{group.width_ratios}")
 
         def draw(group=group):
@@ -236,7 +235,7 @@ def generate_testset(config: TestSetConfig, default_batch: int = 1,
 
         blocks.extend(_draw(sampler, group.count, draw, f"blocks of group {group.name!r}"))
     if not blocks:
-        raise ValueError("test-set config draws no blocks: give fbnet_layers.count or at least one group")
+        raise InvalidInput("test-set config draws no blocks: give fbnet_layers.count or at least one group")
     return blocks
 
 

@@ -14,6 +14,8 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from ..errors import InvalidInput
+
 _logger = logging.getLogger(__name__)
 
 __all__ = ["set_aside", "atomic_write", "atomic_write_text", "atomic_write_json", "append_jsonl", "read_jsonl",
@@ -28,7 +30,7 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
             pass
     except OSError as error:
-        raise ValueError(f"output directory {str(directory)!r} cannot be written ({error.strerror or error}); "
+        raise InvalidInput(f"output directory {str(directory)!r} cannot be written ({error.strerror or error}); "
                          "choose another with --output-dir") from None
     return directory
 
@@ -134,7 +136,7 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
             torn.append(number)
             continue
         if not isinstance(record, dict):
-            raise ValueError(f"{path}: line {number} is not a JSON object; fix or delete that line")
+            raise InvalidInput(f"{path}: line {number} is not a JSON object; fix or delete that line")
         yield record
     if torn:
         _logger.warning("%s: skipped %d incomplete line(s) (%s) left by an interrupted write", path, len(torn),

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import InvalidInput
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover -- Windows
@@ -37,7 +39,7 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise ValueError(f"--output-dir {str(folder)!r} is a file, not a directory; give a directory") from None
+        raise InvalidInput(f"--output-dir {str(folder)!r} is a file, not a directory; give a directory") from None
     if fcntl is None:
         yield folder
         return
@@ -50,7 +52,7 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[Path]:
         except BlockingIOError:
             handle.seek(0)
             holder = " ".join(handle.read().split()) or "another process"
-            raise ValueError(f"{str(folder)!r} is being written by {holder}; wait for it to finish, or give "
+            raise InvalidInput(f"{str(folder)!r} is being written by {holder}; wait for it to finish, or give "
                              "another --output-dir") from None
         held = True
         handle.seek(0)

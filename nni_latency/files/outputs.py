@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from ..errors import InvalidInput
 from .formats import LUT_FORMAT, LUT_TXT_START, MODEL_FORMAT
 
 _logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Output:
     def __post_init__(self):
         object.__setattr__(self, "path", Path(self.path))
         if self.kind not in KINDS:
-            raise ValueError(f"unknown output kind {self.kind!r}: use one of {', '.join(KINDS)}")
+            raise InvalidInput(f"unknown output kind {self.kind!r}: use one of {', '.join(KINDS)}")
 
 
 def _json_kind(value: object) -> str:
@@ -103,7 +104,7 @@ def _check_writable(output: Output) -> None:
     """The destination can be created: its nearest existing folder is a folder we may write in."""
     where = str(output.path)
     if output.path.is_dir():
-        raise ValueError(f"{output.flag} {where!r} is a directory, not a file; give the path of a file")
+        raise InvalidInput(f"{output.flag} {where!r} is a directory, not a file; give the path of a file")
     if output.path.exists():
         if not os.access(output.path, os.W_OK):
             raise PermissionError(13, "Permission denied", where)
@@ -126,14 +127,14 @@ def check_outputs(outputs: Iterable[Output], inputs: Mapping[str, str | os.PathL
         where = str(output.path)
         for flag, path in given.items():
             if _same_file(output.path, path):
-                raise ValueError(f"{output.flag} {where!r} is also this command's {flag}: writing there would destroy "
+                raise InvalidInput(f"{output.flag} {where!r} is also this command's {flag}: writing there would destroy "
                                  "it; give another path")
         for other in outputs[:index]:
             if _same_file(output.path, other.path):
-                raise ValueError(f"{output.flag} and {other.flag} both name {where!r}; give two different paths")
+                raise InvalidInput(f"{output.flag} and {other.flag} both name {where!r}; give two different paths")
         kind = file_kind(output.path)
         if kind is not None and kind != output.kind and output.path.is_file() and output.path.stat().st_size:
-            raise ValueError(f"{output.flag} {where!r} holds a {KINDS[kind]}, and this command would replace it by "
+            raise InvalidInput(f"{output.flag} {where!r} holds a {KINDS[kind]}, and this command would replace it by "
                              f"a {KINDS[output.kind]}; give another path, or move that file away first")
         _check_writable(output)
 

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import InvalidInput
 from ..measure.protocol import protocol_of
 from ..model.model import LatencyModel, features_matrix
 from ..model.regressors import MODEL_KINDS, make_regressor
@@ -60,7 +61,7 @@ def cross_validated_predictions(records: Sequence[dict], kind: str, folds: int =
     from sklearn.model_selection import KFold
 
     if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}: use one of {', '.join(MODEL_KINDS)}")
+        raise InvalidInput(f"unknown model kind {kind!r}: use one of {', '.join(MODEL_KINDS)}")
     names = make_regressor(kind, _runtime(records)).feature_names
     X = features_matrix([r["features"] for r in records], names)
     predictions = np.zeros(len(records))
@@ -98,9 +99,9 @@ def fit_with_cv(records: Sequence[dict], kind: str, device: dict[str, Any] | Non
     """Fit ``kind`` on measured rows; return it with every kind's cross-validated predictions of the rows (what
     its ``metrics["cv"]`` summarise, and what the fit plot draws), computed once."""
     if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}: use one of {', '.join(MODEL_KINDS)}")
+        raise InvalidInput(f"unknown model kind {kind!r}: use one of {', '.join(MODEL_KINDS)}")
     if len(records) < MIN_POINTS:
-        raise ValueError(f"only {len(records)} measured point(s); fitting needs at least {MIN_POINTS} "
+        raise InvalidInput(f"only {len(records)} measured point(s); fitting needs at least {MIN_POINTS} "
                          "(raise `count` in the config or profile again)")
     # The batch sizes the model covers, so a prediction at another one warns (``coverage.check_batch``).
     batches = sorted({int(b) for b in map(_row_batch, records) if b is not None})

@@ -13,6 +13,7 @@ from scipy import stats
 from sklearn.metrics import r2_score
 
 from ..deprecation import deprecated_names
+from ..errors import InvalidInput
 
 __all__ = ["absolute_percentage_errors", "signed_errors", "error_summary", "worst_points", "regression_metrics",
            "within_group_kendall", "per_group_errors"]
@@ -21,11 +22,11 @@ __all__ = ["absolute_percentage_errors", "signed_errors", "error_summary", "wors
 def _checked(measured, predicted) -> tuple[np.ndarray, np.ndarray]:
     measured, predicted = np.asarray(measured, float).ravel(), np.asarray(predicted, float).ravel()
     if measured.shape != predicted.shape:
-        raise ValueError(f"{len(measured)} measured latencies but {len(predicted)} predictions; pass one each")
+        raise InvalidInput(f"{len(measured)} measured latencies but {len(predicted)} predictions; pass one each")
     if np.any(~np.isfinite(measured)) or np.any(measured <= 0):
-        raise ValueError("measured latencies must be finite and positive; drop failed or zero measurements first")
+        raise InvalidInput("measured latencies must be finite and positive; drop failed or zero measurements first")
     if np.any(~np.isfinite(predicted)):
-        raise ValueError("predictions contain NaN or inf; check the model and the features it was given")
+        raise InvalidInput("predictions contain NaN or inf; check the model and the features it was given")
     return measured, predicted
 
 
@@ -60,7 +61,7 @@ def within_group_kendall(measured, predicted, groups: Sequence[Hashable], min_si
     measured, predicted = _checked(measured, predicted)
     labels = np.asarray([str(g) for g in groups])
     if len(labels) != len(measured):
-        raise ValueError(f"{len(labels)} group labels for {len(measured)} points; pass one label per point")
+        raise InvalidInput(f"{len(labels)} group labels for {len(measured)} points; pass one label per point")
     taus = []
     for label in np.unique(labels):
         members = labels == label
@@ -78,7 +79,7 @@ def per_group_errors(measured, predicted, groups: Sequence[Hashable]) -> dict[st
     errors = absolute_percentage_errors(measured, predicted)
     labels = np.asarray([str(g) for g in groups])
     if len(labels) != len(errors):
-        raise ValueError(f"{len(labels)} group labels for {len(errors)} points; pass one label per point")
+        raise InvalidInput(f"{len(labels)} group labels for {len(errors)} points; pass one label per point")
     return {str(label): {"count": int((labels == label).sum()),
                          "mdape": _median_or_nan(errors[labels == label]),
                          "within_10pct": float(np.mean(errors[labels == label] <= 0.10))}
@@ -101,7 +102,7 @@ def worst_points(labels: Sequence[Hashable], measured, predicted, count: int = 5
     measured, predicted = _checked(measured, predicted)
     errors = (predicted - measured) / measured
     if len(labels) != len(errors):
-        raise ValueError(f"{len(labels)} labels for {len(errors)} points; pass one label per point")
+        raise InvalidInput(f"{len(labels)} labels for {len(errors)} points; pass one label per point")
     order = sorted(range(len(errors)), key=lambda i: (-abs(errors[i]), i))[:count]  # ties: first come first
     return [{"name": labels[i], "measured_ms": float(measured[i]), "predicted_ms": float(predicted[i]),
              "error": float(errors[i])} for i in order]

@@ -20,8 +20,8 @@ import numpy as np
 
 from ..suite.blocks import BlockSpec
 from .latency import measure_latency
-from .protocol import MeasurementProtocol, protocol_of
 from .measurement import relative_spread
+from .protocol import MeasurementProtocol, protocol_of
 
 _logger = logging.getLogger(__name__)
 

@@ -11,6 +11,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..errors import InvalidInput
+
 __all__ = ["LatencyMeasurement", "relative_spread"]
 
 
@@ -45,7 +47,7 @@ class LatencyMeasurement:
         """One measurement of an item timed in several rounds: the runs of all rounds pooled, so its latency
         and spread are the first round's statistics over every run (a burst spoils some runs, not the estimate)."""
         if not rounds:
-            raise ValueError("merging measurements needs at least one round")
+            raise InvalidInput("merging measurements needs at least one round")
         first = rounds[0]
         return cls(times_ms=tuple(t for m in rounds for t in m.times_ms), number_per_run=first.number_per_run,
                    protocol=first.protocol, copies=first.copies, max_spread=first.max_spread,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..errors import InvalidInput
 from ..runtimes import DEFAULT_RUNTIME, RUNTIMES
 
 _logger = logging.getLogger(__name__)
@@ -88,39 +89,39 @@ class MeasurementProtocol:
         if not isinstance(self.dtype, str):
             set_field("dtype", _TORCH_DTYPE_NAMES.get(str(self.dtype), str(self.dtype)))  # a torch.dtype
         if not _DEVICE.fullmatch(self.device):
-            raise ValueError(f"unknown device {self.device!r}: use cpu, cuda or cuda:N")
+            raise InvalidInput(f"unknown device {self.device!r}: use cpu, cuda or cuda:N")
         if self.runtime not in RUNTIMES:
-            raise ValueError(f"unknown runtime {self.runtime!r}: use one of {', '.join(RUNTIMES)}")
+            raise InvalidInput(f"unknown runtime {self.runtime!r}: use one of {', '.join(RUNTIMES)}")
         for name in ("threads", "batch", "rounds"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}: use one of fp32, fp16, bf16")
+            raise InvalidInput(f"unknown dtype {self.dtype!r}: use one of fp32, fp16, bf16")
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}")
+            raise InvalidInput(f"unknown protocol {self.protocol!r}: use one of {', '.join(PROTOCOLS)}")
         if self.allocator not in ALLOCATORS:
-            raise ValueError(f"unknown allocator policy {self.allocator!r}: use one of {', '.join(ALLOCATORS)}")
+            raise InvalidInput(f"unknown allocator policy {self.allocator!r}: use one of {', '.join(ALLOCATORS)}")
         for name in TIMING_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+                raise InvalidInput(f"{name} must be a positive number, got {value!r}")
             set_field(name, float(value))
         if not isinstance(self.quantile, (int, float)) or isinstance(self.quantile, bool) or not 0 < self.quantile < 1:
-            raise ValueError(f"quantile must be a number between 0 and 1 (0.5: the median), got {self.quantile!r}")
+            raise InvalidInput(f"quantile must be a number between 0 and 1 (0.5: the median), got {self.quantile!r}")
         set_field("quantile", float(self.quantile))
         if self.min_run_time > self.max_run_time:
-            raise ValueError(f"min_run_time ({self.min_run_time}) must be at most max_run_time ({self.max_run_time})")
+            raise InvalidInput(f"min_run_time ({self.min_run_time}) must be at most max_run_time ({self.max_run_time})")
         if self.vector_width is None:
             set_field("vector_width", detect_vector_width(self.device))
         elif not _is_int(self.vector_width) or self.vector_width < 1:
-            raise ValueError(f"vector_width must be a positive integer, got {self.vector_width!r}")
+            raise InvalidInput(f"vector_width must be a positive integer, got {self.vector_width!r}")
         for name, level in (("l2_kb", 2), ("llc_kb", 3)):
             value = getattr(self, name)
             if value is None:
                 set_field(name, detect_cache_kb(self.device, level))
             elif not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive integer (KiB), got {value!r}")
+                raise InvalidInput(f"{name} must be a positive integer (KiB), got {value!r}")
 
     @property
     def counting(self) -> Counting:
@@ -165,7 +166,7 @@ class MeasurementProtocol:
         to 16 (what they were counted with), anything else to the defaults.
         """
         if not isinstance(data, Mapping):
-            raise ValueError(f"a measurement protocol must be a mapping of fields, got {type(data).__name__}")
+            raise InvalidInput(f"a measurement protocol must be a mapping of fields, got {type(data).__name__}")
         config = data.get("config")
         timing = config.get("timing") if isinstance(config, Mapping) else None
         timing = timing if isinstance(timing, Mapping) else {}

@@ -17,12 +17,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..count.features import BlockFeatures
-from ..errors import ModelFileError, RuntimeMismatch
-from .regressors import DEFAULT_KIND, MODEL_KINDS, _LatencyRegressor, make_regressor
+from ..errors import InvalidInput, ModelFileError, RuntimeMismatch
 from ..measure.protocol import Counting, MeasurementProtocol, protocol_of, records_protocol
 from ..runtimes import get_runtime, get_table
 from . import schema
 from .coverage import batch_of, check_batch
+from .regressors import DEFAULT_KIND, MODEL_KINDS, _LatencyRegressor, make_regressor
 from .terms import CostTerms, split_by_role
 
 _logger = logging.getLogger(__name__)
@@ -42,14 +42,14 @@ def features_matrix(rows: Sequence[BlockFeatures | Mapping[str, float]] | np.nda
     if isinstance(rows, np.ndarray):
         columns = list(columns if columns is not None else names)
         if rows.ndim != 2 or rows.shape[1] != len(columns):
-            raise ValueError(f"a feature array must be (n, {len(columns)}) in the order of the model's "
+            raise InvalidInput(f"a feature array must be (n, {len(columns)}) in the order of the model's "
                              f"feature_names, got shape {rows.shape}")
         return rows[:, [columns.index(n) for n in names]].astype(float)
     dicts = [row.as_dict(names) if isinstance(row, BlockFeatures) else row for row in rows]
     try:
         return np.array([[float(d[name]) for name in names] for d in dicts], float).reshape(len(dicts), len(names))
     except KeyError as error:
-        raise ValueError(f"feature row lacks {error.args[0]!r}; rows need {', '.join(names)}") from None
+        raise InvalidInput(f"feature row lacks {error.args[0]!r}; rows need {', '.join(names)}") from None
 
 
 def _check_costs(regressor: _LatencyRegressor, source: str) -> None:
@@ -145,9 +145,9 @@ class LatencyModel:
         X = features_matrix(rows, names)
         y = np.asarray(latencies_ms, float)
         if len(y) != len(X):
-            raise ValueError(f"{len(X)} feature rows but {len(y)} latencies")
+            raise InvalidInput(f"{len(X)} feature rows but {len(y)} latencies")
         if np.any(~np.isfinite(y)) or np.any(y <= 0):
-            raise ValueError("latencies must be finite and positive; drop NaN/inf/zero measurements first")
+            raise InvalidInput("latencies must be finite and positive; drop NaN/inf/zero measurements first")
         regressor = make_regressor(kind, runtime)
         regressor.fit(X[:, [names.index(n) for n in regressor.feature_names]], y)
         ranges = {name: (float(X[:, i].min()), float(X[:, i].max())) for i, name in enumerate(names)}

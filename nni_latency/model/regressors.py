@@ -28,6 +28,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.utils.validation import check_is_fitted
 
 from ..count.features import BLOCK_FEATURES
+from ..errors import InvalidInput
 from ..runtimes import DEFAULT_RUNTIME, get_table
 from ..runtimes.base import OpClass, OpTable
 
@@ -100,7 +101,7 @@ class _LatencyRegressor(RegressorMixin, BaseEstimator):
 
     def _check_points(self, y: np.ndarray) -> None:
         if len(y) < self.min_points:
-            raise ValueError(f"{self.kind} needs at least {self.min_points} points to fit, got {len(y)}")
+            raise InvalidInput(f"{self.kind} needs at least {self.min_points} points to fit, got {len(y)}")
 
 
 class _AffineRegressor(_LatencyRegressor):
@@ -158,7 +159,7 @@ class TwoRegimeModel(_LatencyRegressor):
                 if best is None or sse < best[0] - 1e-12 * max(1.0, best[0]):
                     best = (sse, linear, breakpoint, slope, offset)
         if best is None:
-            raise ValueError(f"two_regime found no split with {design.shape[1] + 1} points above it in {len(y)} points")
+            raise InvalidInput(f"two_regime found no split with {design.shape[1] + 1} points above it in {len(y)} points")
         _, linear, self.breakpoint_, self.slope_, self.offset_ = best
         self.coef_, self.intercept_ = linear[:-1], float(linear[-1])
         return self
@@ -231,7 +232,7 @@ class _ChosenFeatures:
         names = tuple(owner.DEFAULT_FEATURES if chosen is None else chosen)
         unknown = [name for name in names if not _is_feature(name)]
         if unknown or not names:
-            raise ValueError(f"{owner.kind} features {unknown or list(names)} are not features of this nni-latency "
+            raise InvalidInput(f"{owner.kind} features {unknown or list(names)} are not features of this nni-latency "
                              f"(known: {', '.join(BLOCK_FEATURES)}, and class.feature names of an operator table)")
         return names
 
@@ -421,7 +422,7 @@ def make_regressor(kind: str, runtime: str = DEFAULT_RUNTIME) -> _LatencyRegress
     """An unfitted regressor of ``kind`` for rows counted by ``runtime`` (``op_linear`` prices that runtime's
     operator classes; the other kinds fit block-level features, the same for every runtime)."""
     if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}: use one of {', '.join(MODEL_KINDS)}")
+        raise InvalidInput(f"unknown model kind {kind!r}: use one of {', '.join(MODEL_KINDS)}")
     if kind == OperatorCostModel.kind:
         return OperatorCostModel(get_table(runtime))
     return MODEL_KINDS[kind]()

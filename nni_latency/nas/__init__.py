@@ -17,14 +17,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ..errors import require
+
+require(("nni", "pytorch_lightning"), "nas", "nni_latency.nas (NNI's profiler, loss and strategies)")
+
 if TYPE_CHECKING:
+    from .fallback import FrozenLatencyProfiler, predict_frozen
+    from .label_tables import LatencyTerm
     from .loss import ExpectedLatency, FBNetLatencyLoss
     from .lut import ChoiceRecord, LutRow, predicted_rows, read_lut_txt, write_lut_json, write_lut_txt
     from .profiler import LatencyProfiler
     from .source import LatencySource
-    from .fallback import FrozenLatencyProfiler, predict_frozen
     from .strategy import FBNet, FBNetLightningModule, LatencyDARTS, LatencyProxyless
-    from .label_tables import LatencyTerm
 
 _EXPORTS = {
     "LatencyProfiler": "profiler",

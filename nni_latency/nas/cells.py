@@ -22,14 +22,13 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils._pytree import tree_flatten, tree_unflatten
-
 from nni.nas.nn.pytorch import Cell, Repeat
 from nni.nas.nn.pytorch.base import recursive_freeze
 from nni.nas.nn.pytorch.cell import create_cell_op_candidates, preprocess_cell_inputs
 from nni.nas.profiler.pytorch.utils import profiler_leaf_module
 from nni.nas.space import model_context
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ..count.features import UncoveredOperatorWarning
 from .loose import MERGE_RULES, SUFFIX, adapt_input_widths

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-from torch import nn
-
 from nni.mutable import Sample
 from nni.nas.profiler import Profiler
+from torch import nn
 
+from ..errors import InvalidInput
 from ..model.model import LatencyModel, OutOfRangeWarning
 from .profiler import _example_tensor, _load_device_model
 
@@ -40,7 +40,7 @@ def predict_frozen(network: nn.Module, example_input: torch.Tensor | Sequence[in
     try:
         return device_model.predict_module(network, shape)
     except ValueError as error:
-        raise ValueError(f"{type(network).__name__} fails on its example input: {error}") from None
+        raise InvalidInput(f"{type(network).__name__} fails on its example input: {error}") from None
 
 
 def sample_key(sample: Any) -> Any:
@@ -137,7 +137,7 @@ class FrozenLatencyProfiler(Profiler):
         try:
             return self.model_space.freeze(sample)
         except (KeyError, ValueError, TypeError) as error:
-            raise ValueError(f"sample is not an architecture of {type(self.model_space).__name__}: "
+            raise InvalidInput(f"sample is not an architecture of {type(self.model_space).__name__}: "
                              f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
         finally:
             nni_logger.setLevel(level)
@@ -147,7 +147,7 @@ class FrozenLatencyProfiler(Profiler):
         try:
             key = canonical_key(sample, self._graphs, self.model_space)
         except (KeyError, ValueError, TypeError) as error:  # NNI's ConstraintViolation is a ValueError
-            raise ValueError(f"sample is not an architecture of {type(self.model_space).__name__}: "
+            raise InvalidInput(f"sample is not an architecture of {type(self.model_space).__name__}: "
                              f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
         if key in self._memo:
             self.hits += 1

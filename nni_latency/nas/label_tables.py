@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
-
 from nni.mutable import Categorical, CategoricalMultiple, Mutable, MutableExpression
 
 _logger = logging.getLogger(__name__)

@@ -28,10 +28,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from nni.mutable import Categorical, MutableExpression
 from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from nni.mutable import Categorical, MutableExpression
+from ..errors import InvalidInput
 
 _logger = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def loose_end_cells(space: nn.Module) -> dict[str, LooseEnds]:
         if not isinstance(cell, Cell):
             continue
         if cell.merge_op not in MERGE_RULES:
-            raise ValueError(f"module {name!r} (Cell) merges its nodes with rule {cell.merge_op!r}, which the profiler "
+            raise InvalidInput(f"module {name!r} (Cell) merges its nodes with rule {cell.merge_op!r}, which the profiler "
                              f"does not know; use merge_op 'all' or 'loose_end', or use {FALLBACK_HINT}")
         if cell.merge_op != "loose_end":
             continue
@@ -140,10 +141,10 @@ def loose_end_cells(space: nn.Module) -> dict[str, LooseEnds]:
         slots = tuple((first + i, choice.label) for i, row in enumerate(cell.inputs) for choice in row)
         loose = LooseEnds(f"{cell.label}{SUFFIX}", first, slots)
         if loose.num_nodes > _MAX_NODES:
-            raise ValueError(f"module {name!r} (Cell) has {loose.num_nodes} nodes, over the {_MAX_NODES} whose loose "
+            raise InvalidInput(f"module {name!r} (Cell) has {loose.num_nodes} nodes, over the {_MAX_NODES} whose loose "
                              f"ends the profiler enumerates; use {FALLBACK_HINT}")
         if found.setdefault(loose.label, loose) != loose:
-            raise ValueError(f"module {name!r} (Cell) shares the label {cell.label!r} with a cell of another "
+            raise InvalidInput(f"module {name!r} (Cell) shares the label {cell.label!r} with a cell of another "
                              f"structure, so its loose ends are not one count; give it its own label or use "
                              f"{FALLBACK_HINT}")
     return found

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InvalidInput
 from .label_tables import fastest_latency
 
 _logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def check_target(source, target_ms: float | None, key: str = "target_ms") -> Non
         return
     fastest, exact = fastest_latency([(term.labels, term.table) for term in source.terms])  # any LatencySource
     if target_ms < fastest:
-        raise ValueError(f"{key}={target_ms:g} ms is unreachable: the fastest architecture of the space is predicted "
+        raise InvalidInput(f"{key}={target_ms:g} ms is unreachable: the fastest architecture of the space is predicted "
                          f"at {'' if exact else 'no less than '}{fastest:.4g} ms; raise {key} or search a smaller space")
 
 
@@ -71,7 +72,7 @@ class ExpectedLatency(nn.Module):
     def __init__(self, source):
         super().__init__()
         if getattr(source, "terms", None) is None:
-            raise ValueError(f"{type(source).__name__} predicts frozen architectures one at a time and has no latency "
+            raise InvalidInput(f"{type(source).__name__} predicts frozen architectures one at a time and has no latency "
                              "tables, so the differentiable FBNet term does not apply; search with a multi-trial "
                              "strategy and the profiler as a budget filter (RangeProfilerFilter(profiler, max=...))")
         self.label_values = source.label_values
@@ -110,7 +111,7 @@ class ExpectedLatency(nn.Module):
         covered = {label for key in joints for label in key}
         missing = [label for label in self.required if label not in probs and label not in covered] if check else []
         if missing:
-            raise ValueError(f"probabilities lack label(s) {', '.join(missing)}; the latency depends on them "
+            raise InvalidInput(f"probabilities lack label(s) {', '.join(missing)}; the latency depends on them "
                              "(build the profiler and the search on the same model space)")
         vectors = {label: self._vector(label, probs[label]) if check else self._to_axis(label, probs[label])
                    for label in self.required if label in probs}
@@ -119,7 +120,7 @@ class ExpectedLatency(nn.Module):
             shape = (len(self.label_values[op_label]), len(self._candidates(input_label)))
             joint = torch.as_tensor(joint, dtype=torch.float32) if not isinstance(joint, torch.Tensor) else joint
             if tuple(joint.shape) != shape:
-                raise ValueError(f"joint probabilities for ({op_label!r}, {input_label!r}) have shape "
+                raise InvalidInput(f"joint probabilities for ({op_label!r}, {input_label!r}) have shape "
                                  f"{tuple(joint.shape)}, expected {shape} (ops x inputs)")
             checked[(op_label, input_label)] = joint
             if needed is None or op_label in needed:  # marginals only where a table or a derived label reads them
@@ -144,13 +145,13 @@ class ExpectedLatency(nn.Module):
         if isinstance(given, Mapping):
             unknown = [v for v in given if v not in candidates]
             if unknown:
-                raise ValueError(f"probabilities for {label!r} name unknown candidate(s) {unknown}; "
+                raise InvalidInput(f"probabilities for {label!r} name unknown candidate(s) {unknown}; "
                                  f"candidates are {candidates}")
             given = [given.get(v, 0.0) for v in candidates]
         if not isinstance(given, torch.Tensor):
             given = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in given])
         if given.shape != (len(candidates),):
-            raise ValueError(f"probabilities for {label!r} have shape {tuple(given.shape)}, expected "
+            raise InvalidInput(f"probabilities for {label!r} have shape {tuple(given.shape)}, expected "
                              f"({len(candidates)},) for candidates {candidates}")
         return self._to_axis(label, given)
 
@@ -241,11 +242,11 @@ class ExpectedLatency(nn.Module):
             missing = [label for label in self.required if label not in plain and label not in extra
                        and label not in covered]
             if missing:
-                raise ValueError(f"logits lack label(s) {', '.join(missing)}; the latency depends on them "
+                raise InvalidInput(f"logits lack label(s) {', '.join(missing)}; the latency depends on them "
                                  "(build the profiler and the search on the same model space)")
             for label in plain + tuple(extra):
                 if logits[label].shape != (len(self._candidates(label)),):
-                    raise ValueError(f"logits for {label!r} have shape {tuple(logits[label].shape)}, expected "
+                    raise InvalidInput(f"logits for {label!r} have shape {tuple(logits[label].shape)}, expected "
                                      f"({len(self._candidates(label))},) for candidates {self._candidates(label)}")
             self._packed[layout] = self._packed_plan(plain, joints, extra)
         pad, width, order, index, values = self._packed[layout]
@@ -311,19 +312,19 @@ class FBNetLatencyLoss(nn.Module):
                  target_ms: float | None = None, reference_ms: float | None = None):
         super().__init__()
         if mode not in LOSS_MODES:
-            raise ValueError(f"unknown mode {mode!r}: use 'mul' (FBNet's CE * alpha * log(...)^beta) or 'add'")
+            raise InvalidInput(f"unknown mode {mode!r}: use 'mul' (FBNet's CE * alpha * log(...)^beta) or 'add'")
         if not alpha >= 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
+            raise InvalidInput(f"alpha must be >= 0, got {alpha}")
         if not beta > 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
+            raise InvalidInput(f"beta must be > 0, got {beta}")
         if target_ms is not None and not target_ms > 0:
-            raise ValueError(f"target_ms must be a positive latency in ms, got {target_ms}")
+            raise InvalidInput(f"target_ms must be a positive latency in ms, got {target_ms}")
         self.expected_latency = ExpectedLatency(profiler)
         check_target(profiler, target_ms)
         if reference_ms is None:
             reference_ms = profiler.uniform_expected_latency()
         if not reference_ms > 0:
-            raise ValueError(f"reference latency {reference_ms} ms is not positive; the device model predicts no "
+            raise InvalidInput(f"reference latency {reference_ms} ms is not positive; the device model predicts no "
                              "latency for this space, or give reference_ms explicitly")
         self.alpha, self.beta, self.mode = float(alpha), float(beta), mode
         self.target_ms = None if target_ms is None else float(target_ms)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from nni.mutable import Mutable
 
+from ..errors import InvalidInput
 from ..files.fileio import atomic_write_json, atomic_write_text
 from ..files.formats import LUT_FORMAT
 
@@ -89,7 +90,7 @@ def predicted_rows(profiler) -> list[LutRow]:
     """The profiler's prediction for every LayerChoice candidate, one row per distinct input shape."""
     rows = list(profiler.choices)
     if not rows:
-        raise ValueError("the space has no LayerChoice whose candidates are plain modules, so it has no lookup "
+        raise InvalidInput("the space has no LayerChoice whose candidates are plain modules, so it has no lookup "
                          "table; use the profiler's terms instead")
     return rows
 
@@ -169,7 +170,7 @@ def read_lut_txt(path: str | Path) -> dict[str, dict[tuple[int, ...], dict[str, 
             name, shape = str(record["op_name"]), tuple(int(v) for v in record["op_data_shape"])
             dtype, latency = str(record["op_dtype"]), float(record["op_latency"])
         except (ValueError, SyntaxError, KeyError, TypeError):
-            raise ValueError(f"{path}: line {number} is not an NNI 2.x lut record "
+            raise InvalidInput(f"{path}: line {number} is not an NNI 2.x lut record "
                              "({'op_name': ..., 'op_data_shape': (...), 'op_dtype': ..., 'op_latency': ...})") from None
         table.setdefault(name, {}).setdefault(shape, {})[dtype] = latency
     return table

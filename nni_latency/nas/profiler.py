@@ -26,21 +26,21 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-from torch import nn
-
 from nni.mutable import Categorical, CategoricalMultiple, Mutable, Sample
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.profiler import ExpressionProfiler
+from torch import nn
 
-from ..model.coverage import check_batch
-from ..deprecation import deprecated_names
-from ..count.inputs import make_inputs, module_device_dtype
 from ..count.features import warn_uncovered
+from ..count.inputs import make_inputs, module_device_dtype
+from ..deprecation import deprecated_names
+from ..errors import InvalidInput
+from ..model.coverage import check_batch
 from ..model.model import LatencyModel
+from .label_tables import LabelSpace, LatencyTerm, fastest_latency, merge_terms, table_expression
 from .loose import loose_end_cells
 from .lut import LutRow
 from .source import LatencySource
-from .label_tables import LabelSpace, LatencyTerm, fastest_latency, merge_terms, table_expression
 from .units import FALLBACK_HINT, SpaceAnalysis, SpaceError
 from .walk import TermBuilder
 
@@ -82,9 +82,9 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
                  device_model: LatencyModel | str | Path, *, max_combinations: int = DEFAULT_MAX_COMBINATIONS):
         super().__init__(model_space)
         if not isinstance(model_space, nn.Module):
-            raise ValueError(f"model_space must be an NNI ModelSpace, got {type(model_space).__name__}")
+            raise InvalidInput(f"model_space must be an NNI ModelSpace, got {type(model_space).__name__}")
         if max_combinations < 1:
-            raise ValueError(f"max_combinations must be at least 1, got {max_combinations}")
+            raise InvalidInput(f"max_combinations must be at least 1, got {max_combinations}")
         self.model_space = model_space
         self.device_model = _load_device_model(device_model)
         self.space_labels = LabelSpace(_categorical_choices(model_space, max_combinations),
@@ -141,7 +141,7 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
             for labels, table in self._lookup:
                 total += table[tuple(position(label, sample[label]) for label in labels)]
         except (KeyError, TypeError):
-            raise ValueError(self._sample_problem(sample)) from None
+            raise InvalidInput(self._sample_problem(sample)) from None
         return float(total)
 
     def _sample_problem(self, sample: Mapping[str, Any]) -> str:
@@ -201,17 +201,17 @@ def _load_device_model(device_model) -> LatencyModel:
         return device_model
     if isinstance(device_model, (str, Path)):
         return LatencyModel.load(device_model)
-    raise ValueError(f"device_model must be a LatencyModel or the path of a device_model.json, "
+    raise InvalidInput(f"device_model must be a LatencyModel or the path of a device_model.json, "
                      f"got {type(device_model).__name__}")
 
 
 def _categorical_choices(space: nn.Module, max_combinations: int) -> dict[str, Categorical | CategoricalMultiple]:
     if not isinstance(space, Mutable):
-        raise ValueError(f"{type(space).__name__} is not an NNI ModelSpace; build the space with "
+        raise InvalidInput(f"{type(space).__name__} is not an NNI ModelSpace; build the space with "
                          "nni.nas.nn.pytorch.ModelSpace (or predict a fixed network with LatencyModel.predict_module)")
     choices = space.simplify()
     if not choices:
-        raise ValueError(f"model space {type(space).__name__} has no choices; predict a fixed network with "
+        raise InvalidInput(f"model space {type(space).__name__} has no choices; predict a fixed network with "
                          "LatencyModel.predict_module instead")
     for label, mutable in choices.items():
         if isinstance(mutable, CategoricalMultiple):
@@ -223,7 +223,7 @@ def _categorical_choices(space: nn.Module, max_combinations: int) -> dict[str, C
             continue
         else:
             why = f"is a {type(mutable).__name__}, which latency tables cannot follow"
-        raise ValueError(f"module {_owner(space, label)} has choice {label!r} that {why}; use {FALLBACK_HINT}")
+        raise InvalidInput(f"module {_owner(space, label)} has choice {label!r} that {why}; use {FALLBACK_HINT}")
     return choices
 
 
@@ -239,13 +239,13 @@ def _owner(space: nn.Module, label: str) -> str:
 def _example_tensor(example_input, space: nn.Module) -> torch.Tensor:
     if isinstance(example_input, torch.Tensor):
         if example_input.dim() == 0:
-            raise ValueError("example_input must have a batch dimension, e.g. a (1, 3, 224, 224) tensor")
+            raise InvalidInput("example_input must have a batch dimension, e.g. a (1, 3, 224, 224) tensor")
         return example_input.detach()
     if isinstance(example_input, (tuple, list, torch.Size)) and example_input and all(
             isinstance(d, int) and not isinstance(d, bool) for d in example_input):
         device, dtype = module_device_dtype(space)
         return make_inputs(tuple(example_input), device=device, dtype=dtype)[0]
-    raise ValueError(f"example_input must be a tensor or a shape such as (1, 3, 224, 224), got {example_input!r}")
+    raise InvalidInput(f"example_input must be a tensor or a shape such as (1, 3, 224, 224), got {example_input!r}")
 
 
 def _check_device_model(model: LatencyModel, example: torch.Tensor, has_dtype: bool) -> None:

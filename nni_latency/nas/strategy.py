@@ -15,13 +15,13 @@ import logging
 from typing import Any
 
 import torch
-from torch import nn
-
 from nni.nas.oneshot.pytorch.differentiable import GumbelDartsLightningModule
 from nni.nas.oneshot.pytorch.profiler import ProfilerPenalty
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell
 from nni.nas.strategy import DARTS, GumbelDARTS, Proxyless
+from torch import nn
 
+from ..errors import InvalidInput
 from .loss import FBNetLatencyLoss
 
 _logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def attach_latency_loss(oneshot_module, latency_loss: FBNetLatencyLoss):
 
 def _check_penalty(strategy: str, penalty) -> None:
     if isinstance(penalty, ProfilerPenalty) or not isinstance(penalty, FBNetLatencyLoss):
-        raise ValueError(f"{strategy} needs penalty=FBNetLatencyLoss(profiler, ...), got {type(penalty).__name__}; "
+        raise InvalidInput(f"{strategy} needs penalty=FBNetLatencyLoss(profiler, ...), got {type(penalty).__name__}; "
                          "NNI's profiler penalties receive floats from NNI 3.0's training step and give no "
                          "gradient (see docs/NAS.md)")
 

@@ -19,10 +19,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from nni.nas.nn.pytorch import Cell, LayerChoice, Repeat
 from torch import nn
 from torch.utils._pytree import tree_flatten
-
-from nni.nas.nn.pytorch import Cell, LayerChoice, Repeat
 
 from ..count.features import BlockFeatures, UncoveredOperatorWarning
 

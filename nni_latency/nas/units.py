@@ -15,23 +15,22 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
-
 from nni.mutable import Mutable
 from nni.nas.nn.pytorch import Cell, InputChoice, ModelSpace, MutableModule, Repeat
 from nni.nas.nn.pytorch.base import recursive_freeze
 from nni.nas.profiler.pytorch.utils import profiler_leaf_module
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from ..count.features import UncoveredOperatorWarning
 from ..count.inputs import failure_details, make_inputs, module_device_dtype
-from ..errors import first_line
+from ..errors import InvalidInput, first_line
 from ..model.model import LatencyModel
 from .cells import CellShim, check_stage
-from .loose import adapt_input_widths
-from .structure import (FALLBACK_HINT, SpaceError, called_parts, count_with_parts, feature_row,
-    is_container, module_signature)
 from .label_tables import LabelSpace, reduce_table, table_expression
+from .loose import adapt_input_widths
+from .structure import (FALLBACK_HINT, SpaceError, called_parts, count_with_parts, feature_row, is_container,
+                        module_signature)
 
 _logger = logging.getLogger(__name__)
 
@@ -160,7 +159,7 @@ class SpaceAnalysis:
         except SpaceError:
             raise
         except (RuntimeError, ValueError, TypeError, AssertionError, KeyError, IndexError) as error:
-            raise ValueError(
+            raise InvalidInput(
                 f"NNI's shape inference failed between the blocks of {type(self.space).__name__} "
                 f"({first_line(error)}); "
                 "functional code in a container's forward needs an NNI shape formula: move it into a module "

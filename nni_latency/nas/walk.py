@@ -15,14 +15,13 @@ import logging
 from typing import Any, Sequence
 
 import numpy as np
+from nni.nas.nn.pytorch import LayerChoice, Repeat
 from torch import nn
 
-from nni.nas.nn.pytorch import LayerChoice, Repeat
-
 from ..count.features import BlockFeatures
+from .label_tables import LatencyTerm, product, reduce_table
 from .lut import LutRow
 from .structure import marginal_latency
-from .label_tables import LatencyTerm, product, reduce_table
 from .units import SpaceAnalysis, UnitCall, UnitShim
 
 _logger = logging.getLogger(__name__)

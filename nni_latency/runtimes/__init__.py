@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from ..errors import MissingDependency, did_you_mean
+from ..errors import InvalidInput, did_you_mean, require
 
 if TYPE_CHECKING:
     from .base import OpTable, Runtime
@@ -30,16 +30,10 @@ _loaded: dict[str, "Runtime"] = {}
 def get_runtime(name: str = DEFAULT_RUNTIME) -> "Runtime":
     """The runtime called ``name`` (one instance per process)."""
     if name not in RUNTIMES:
-        raise ValueError(f"unknown runtime {name!r}{did_you_mean(name, RUNTIMES)}: use one of {', '.join(RUNTIMES)}")
+        raise InvalidInput(f"unknown runtime {name!r}{did_you_mean(name, RUNTIMES)}: use one of {', '.join(RUNTIMES)}")
     if name not in _loaded:
         module, cls, needs, extra = RUNTIMES[name]
-        for package in needs:
-            try:
-                importlib.import_module(package)
-            except ImportError:
-                raise MissingDependency(f"the {name} runtime needs {', '.join(needs)}, which is not installed: "
-                                        f"pip install 'nni-latency[{extra}]' (or pip install {' '.join(needs)})"
-                                        ) from None
+        require(needs, extra or "", f"the {name} runtime")
         _loaded[name] = getattr(importlib.import_module(module, __name__), cls)()
     return _loaded[name]
 
@@ -47,5 +41,5 @@ def get_runtime(name: str = DEFAULT_RUNTIME) -> "Runtime":
 def get_table(name: str = DEFAULT_RUNTIME) -> "OpTable":
     """The operator table of runtime ``name`` (``<runtime>.operators.TABLE``), without importing the runtime."""
     if name not in RUNTIMES:
-        raise ValueError(f"unknown runtime {name!r}{did_you_mean(name, RUNTIMES)}: use one of {', '.join(RUNTIMES)}")
+        raise InvalidInput(f"unknown runtime {name!r}{did_you_mean(name, RUNTIMES)}: use one of {', '.join(RUNTIMES)}")
     return importlib.import_module(f"{RUNTIMES[name][0]}.operators", __name__).TABLE

@@ -4,6 +4,10 @@
 the files it writes. ``run_search(load_search_config(path))`` is the whole thing from Python.
 """
 
+from ..errors import require
+
+require(("nni", "pytorch_lightning"), "nas", "nni-latency search")
+
 from .config import SearchConfig, load_search_config
 from .run import SearchResult, run_search
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import did_you_mean
+from ..errors import ConfigError, did_you_mean
 from ..files.config import apply_overrides, config_from_dict, config_to_dict, packaged_config, read_yaml
 from ..nas.loss import LOSS_MODES
 from ..spaces.fbnet import CANDIDATE_NAMES
@@ -214,7 +214,7 @@ class SearchConfig:
         try:
             check_arguments(space.name, space.arguments, where="space key")
         except ValueError as error:
-            raise ValueError(f"space: {error}") from None
+            raise ConfigError(f"space: {error}") from None
         if space.name == "fbnet":
             candidates = space.arguments.get("candidates", CANDIDATE_NAMES)
             unknown = [c for c in candidates if c not in CANDIDATE_NAMES]
@@ -302,7 +302,7 @@ class SearchConfig:
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise ConfigError(message)
 
 
 def _did_you_mean(values: Sequence[str], known: Sequence[str]) -> str:
@@ -356,7 +356,7 @@ def load_search_config(path: str | os.PathLike | None = None, overrides: Sequenc
         data["space"] = _space_section(_switched_space(yaml_space, data.get("space") or {}, overrides))
         config = config_from_dict(SearchConfig, data)
     except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
+        raise ConfigError(f"{source}: {error}") from None
     if output_dir is not None:
         config.output_dir = str(output_dir)
     return config.validate()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..errors import InvalidInput
 from .config import DataConfig
 
 _logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class _ImageFiles(Dataset):
             with Image.open(self.files[index]) as image:
                 pixels = np.asarray(image.convert("RGB").resize((self.size, self.size), Image.BILINEAR))
         except (OSError, UnidentifiedImageError) as error:
-            raise ValueError(f"image {str(self.files[index])!r} cannot be read ({error}); remove it from "
+            raise InvalidInput(f"image {str(self.files[index])!r} cannot be read ({error}); remove it from "
                              "the image folder") from None
         image = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255.0
         return (image - self.mean) / self.std, int(self.labels[index])
@@ -159,10 +160,10 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
         images = data.reshape(len(data), 3, 32, 32)
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path} is not a CIFAR-10 python batch ({type(error).__name__}: {error}); "
+        raise InvalidInput(f"{path} is not a CIFAR-10 python batch ({type(error).__name__}: {error}); "
                          "re-extract cifar-10-python.tar.gz") from None
     if len(labels) != len(images):
-        raise ValueError(f"{path} has {len(images)} images but {len(labels)} labels; re-extract cifar-10-python.tar.gz")
+        raise InvalidInput(f"{path} has {len(images)} images but {len(labels)} labels; re-extract cifar-10-python.tar.gz")
     return images, labels
 
 
@@ -171,7 +172,7 @@ def _cifar10(path: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarra
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
-        raise ValueError(f"data.path {str(path)!r} lacks CIFAR-10 file(s) {', '.join(missing)}; point it at the "
+        raise InvalidInput(f"data.path {str(path)!r} lacks CIFAR-10 file(s) {', '.join(missing)}; point it at the "
                          "extracted cifar-10-python.tar.gz (the folder holding data_batch_1..5 and test_batch)")
     train = [_cifar_batch(folder / name) for name in names[:-1]]
     test = _cifar_batch(folder / "test_batch")
@@ -186,7 +187,7 @@ def _image_folder(path: Path) -> tuple[list[Path], np.ndarray, list[str]]:
         files.extend(found)
         labels.extend([label] * len(found))
     if len(classes) < 2 or not files:
-        raise ValueError(f"data.path {str(path)!r} is not an image folder: it needs one subfolder per class "
+        raise InvalidInput(f"data.path {str(path)!r} is not an image folder: it needs one subfolder per class "
                          f"(at least 2) holding images ({', '.join(IMAGE_SUFFIXES)}); found {len(classes)} "
                          f"subfolder(s) and {len(files)} image(s)")
     return files, np.asarray(labels), classes
@@ -201,7 +202,7 @@ def load_splits(config: DataConfig, input_size: int) -> DataSplits:
     else:
         path = Path(str(config.path)).expanduser()
         if not path.is_dir():
-            raise ValueError(f"data.path {str(path)!r} does not exist or is not a folder; set data.path to the "
+            raise InvalidInput(f"data.path {str(path)!r} does not exist or is not a folder; set data.path to the "
                              f"folder holding the {config.dataset} data")
         if config.dataset == "cifar10":
             (images, labels), test_pool = _cifar10(path)

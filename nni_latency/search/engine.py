@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import InvalidInput
 from .config import SearchConfig
 
 _logger = logging.getLogger(__name__)
@@ -43,11 +44,11 @@ def _training_service(value: Any):
     if isinstance(value, str):
         return utils.training_service_config_factory(value)
     if not isinstance(value, dict) or "platform" not in value:
-        raise ValueError("execution.training_service must be a platform name (local, remote, ...) or NNI's "
+        raise InvalidInput("execution.training_service must be a platform name (local, remote, ...) or NNI's "
                          f"training-service mapping with a platform key, got {value!r}")
     service = utils.load_training_service_config(dict(value))
     if isinstance(service, dict):
-        raise ValueError(f"execution.training_service.platform {value['platform']!r} is not one of NNI's training "
+        raise InvalidInput(f"execution.training_service.platform {value['platform']!r} is not one of NNI's training "
                          "services; use local, remote, openpai, kubeflow, frameworkcontroller, aml, dlc")
     return service
 
@@ -69,7 +70,7 @@ def nni_experiment_config(config: SearchConfig, max_trials: int | None = None):
         nni_config.canonical_copy()  # NNI's own validation
     except (ValueError, TypeError, AssertionError, AttributeError) as error:
         text = " ".join(str(error).split()) or type(error).__name__
-        raise ValueError(f"execution: NNI rejects this experiment config ({text}); see the keys of NNI's "
+        raise InvalidInput(f"execution: NNI rejects this experiment config ({text}); see the keys of NNI's "
                          "experiment config (https://nni.readthedocs.io/en/stable/reference/experiment_config.html)"
                          ) from None
     return nni_config
@@ -83,7 +84,7 @@ def check_node_runtime() -> Path:
     folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
     node = folder / ("node.exe" if os.name == "nt" else "node") if folder else None
     if node is None or not node.is_file() or not (folder / "main.js").is_file() or not os.access(node, os.X_OK):
-        raise ValueError(f"NNI's node runtime is missing ({node or 'no nni_node package'}), which execution.engine nni "
+        raise InvalidInput(f"NNI's node runtime is missing ({node or 'no nni_node package'}), which execution.engine nni "
                          "needs for its manager; reinstall NNI (pip install --force-reinstall nni==3.0) or set "
                          "execution.engine in_process")
     return node
@@ -94,7 +95,7 @@ def check_port(port: int, platform: str) -> None:
     for taken in (port, port + 1) if platform in _WEBSOCKET_PLATFORMS else (port,):
         with socket.socket() as probe:
             if probe.connect_ex(("localhost", taken)) == 0:
-                raise ValueError(f"execution.port: port {taken} is already in use (another NNI experiment? "
+                raise InvalidInput(f"execution.port: port {taken} is already in use (another NNI experiment? "
                                  f"`nnictl stop --port {taken}` stops one); set execution.port to a free port")
 
 
@@ -120,11 +121,11 @@ def trial_threads(nni_config) -> int | None:
         gpus = _gpu_count(service)
         slots = gpus * service.max_trial_number_per_gpu // per_trial
         if concurrency > slots:
-            raise ValueError(f"execution.trial_concurrency {concurrency} with trial_gpu_number {per_trial} needs "
+            raise InvalidInput(f"execution.trial_concurrency {concurrency} with trial_gpu_number {per_trial} needs "
                              f"{concurrency * per_trial} GPU(s), this machine has {gpus}; lower "
                              f"execution.trial_concurrency to {max(slots, 1)} or execution.trial_gpu_number")
     elif concurrency > cores:
-        raise ValueError(f"execution.trial_concurrency {concurrency} exceeds the {cores} CPU core(s) of this machine; "
+        raise InvalidInput(f"execution.trial_concurrency {concurrency} exceeds the {cores} CPU core(s) of this machine; "
                          f"lower execution.trial_concurrency to {cores} (or give trials GPUs with trial_gpu_number)")
     return max(1, cores // concurrency)
 
@@ -203,7 +204,7 @@ def run_experiment(config: SearchConfig, space, strategy, records, max_trials: i
             records.detach()
     except RuntimeError as error:
         if "not idle" in str(error):  # NNI's own port check, when another process took the port meanwhile
-            raise ValueError(f"execution.port: port {execution.port} is already in use; set execution.port to a "
+            raise InvalidInput(f"execution.port: port {execution.port} is already in use; set execution.port to a "
                              "free port") from None
         raise
     finally:

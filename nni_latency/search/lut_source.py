@@ -16,10 +16,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..errors import InvalidInput
 from ..files.formats import LUT_FORMAT
+from ..nas.label_tables import LatencyTerm
 from ..nas.profiler import LatencyProfiler
 from ..nas.source import LatencySource
-from ..nas.label_tables import LatencyTerm
 
 _logger = logging.getLogger(__name__)
 
@@ -31,13 +32,13 @@ def load_lut_rows(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"latency.lut {str(path)!r} does not exist; write it with "
+        raise InvalidInput(f"latency.lut {str(path)!r} does not exist; write it with "
                          "`nni-latency lut --measure`") from None
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"latency.lut {str(path)!r} cannot be read as JSON ({error})") from None
+        raise InvalidInput(f"latency.lut {str(path)!r} cannot be read as JSON ({error})") from None
     is_table = isinstance(data, Mapping) and data.get("format") == LUT_FORMAT
     if not (is_table and isinstance(data.get("rows"), list)):
-        raise ValueError(f"latency.lut {str(path)!r} is not an nni-latency lookup table "
+        raise InvalidInput(f"latency.lut {str(path)!r} is not an nni-latency lookup table "
                          "(lut.json from `nni-latency lut`)")
     metadata = {k: v for k, v in data.items() if k != "rows"}
     return data["rows"], metadata
@@ -54,7 +55,7 @@ class TableLatency(LatencySource):
         times: dict[str, dict[str, float]] = {}
         for row in rows:
             if row.get(column) is None:
-                raise ValueError(f"lookup-table row {row.get('layer')}/{row.get('candidate')} has no {column}; "
+                raise InvalidInput(f"lookup-table row {row.get('layer')}/{row.get('candidate')} has no {column}; "
                                  "write the table with `nni-latency lut --measure`")
             times.setdefault(str(row["layer"]), {})[str(row["candidate"])] = float(row[column])
         constant = float(sum(float(term.table) for term in profiler.terms if not term.labels))
@@ -63,7 +64,7 @@ class TableLatency(LatencySource):
             layer = times.get(label)
             missing = [v for v in values if layer is None or str(v) not in layer]
             if missing:
-                raise ValueError(f"the lookup table lacks layer {label!r} candidate(s) {missing}; it was written for "
+                raise InvalidInput(f"the lookup table lacks layer {label!r} candidate(s) {missing}; it was written for "
                                  "another space: rerun `nni-latency lut` with the search's space arguments")
             terms.append(LatencyTerm((label,), np.array([layer[str(v)] for v in values], float), (column,)))
         self.terms = terms

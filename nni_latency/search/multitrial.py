@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from nni.nas.strategy.middleware import StrategyMiddleware
 
+from ..errors import InvalidInput
 from .config import SearchConfig
 from .data import DataSplits
 
@@ -199,7 +200,7 @@ def _reward(config: SearchConfig, profiler) -> Callable[[float, float], float]:
     options = config.multi_trial
     target = config.latency.target_ms or getattr(profiler, "uniform_expected_latency", lambda: None)()
     if options.latency == "objective" and target is None:
-        raise ValueError(f"multi_trial.latency objective on {config.space.name} needs latency.target_ms: its profiler "
+        raise InvalidInput(f"multi_trial.latency objective on {config.space.name} needs latency.target_ms: its profiler "
                          "(FrozenLatencyProfiler) has no tables to take the space's mean latency from")
     if options.latency == "filter" or not target:
         return lambda accuracy, latency: accuracy
@@ -220,7 +221,7 @@ def run_trials(config: SearchConfig, space, splits: DataSplits, profiler,
     if path is not None and path.exists() and not config.execution.resume:
         path.unlink()  # a new search: earlier records are not its own
     if config.execution.resume and (path is None or not path.exists()):
-        raise ValueError(f"execution.resume: {path} does not exist, so there is no interrupted search to resume in "
+        raise InvalidInput(f"execution.resume: {path} does not exist, so there is no interrupted search to resume in "
                          "this output_dir; unset execution.resume to start a new one")
     records = TrialRecords(profiler.profile, reward, path)
     remaining = config.multi_trial.trials - len(records.trials)
@@ -249,7 +250,7 @@ def run_trials(config: SearchConfig, space, splits: DataSplits, profiler,
     trials = records.trials
     finished = [t for t in trials if math.isfinite(t.reward)]
     if not finished:
-        raise ValueError(f"no architecture within latency.target_ms={config.latency.target_ms} ms was found; raise "
+        raise InvalidInput(f"no architecture within latency.target_ms={config.latency.target_ms} ms was found; raise "
                          "the budget or use multi_trial.latency objective")
     best = max(finished, key=lambda t: t.reward)
     return best.sample, name, trials

@@ -11,8 +11,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..plots import pyplot, save_figure
+from ..errors import InvalidInput
 from ..files.fileio import atomic_write_json, atomic_write_text
+from ..plots import pyplot, save_figure
 
 _logger = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def plot_curves(history: Mapping[str, Sequence[Mapping[str, Any]]], path: Path) 
 def write_result(result: Mapping[str, Any], output_dir: Path) -> Path:
     missing = [k for k in RESULT_KEYS if k not in result]
     if missing:
-        raise ValueError(f"result lacks {', '.join(missing)}")
+        raise InvalidInput(f"result lacks {', '.join(missing)}")
     path = output_dir / "result.json"
     atomic_write_json(path, dict(result))
     return path

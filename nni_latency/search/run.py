@@ -22,13 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..suite.config import ProfileConfig
+from ..errors import InvalidInput
 from ..files.config import load_config, packaged_config
-from ..measure.drift import check_drift
 from ..files.fileio import atomic_write_json, ensure_writable_dir
-from ..model.model import LatencyModel
-from ..measure.protocol import MeasurementProtocol, protocol_of
+from ..measure.drift import check_drift
 from ..measure.latency import measure_latency
+from ..measure.protocol import MeasurementProtocol, protocol_of
+from ..model.model import LatencyModel
+from ..suite.config import ProfileConfig
 from . import report
 from .config import MULTI_TRIAL, LatencyConfig, SearchConfig, SpaceConfig
 from .data import DataSplits, load_splits, make_loader
@@ -282,7 +283,7 @@ def _check_retrain_off(config: SearchConfig, space: nn.Module) -> None:
     layer_labels = {module.label for module in space.modules() if isinstance(module, LayerChoice)}
     others = [label for label in space.simplify() if label not in layer_labels]
     if config.retrain.epochs == 0 and others:
-        raise ValueError(f"retrain.epochs 0 reports the supernet's own accuracy, which needs a space of LayerChoices "
+        raise InvalidInput(f"retrain.epochs 0 reports the supernet's own accuracy, which needs a space of LayerChoices "
                          f"only; {config.space.name} also has {others[0]!r}: set retrain.epochs to 1 or more")
 
 

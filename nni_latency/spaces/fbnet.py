@@ -22,29 +22,18 @@ import math
 from collections import OrderedDict
 from typing import Sequence
 
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from torch import nn
 
-from nni.nas.nn.pytorch import LayerChoice, ModelSpace
-
-from ..suite.blocks import MBConv, Skip
+from ..errors import InvalidInput
+from ..suite.blocks import FBNET_CANDIDATES, MBConv, Skip
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ["FBNetSpace", "CANDIDATES", "CANDIDATE_NAMES", "PAPER_STAGES", "PAPER_CHANNELS", "PAPER_STRIDES",
            "PAPER_STEM_STRIDE", "PAPER_HEAD_CHANNELS", "make_divisible", "default_strides", "candidate_layer"]
 
-# name -> (kernel, expansion, groups); None marks the skip candidate.
-CANDIDATES: dict[str, tuple[int, int, int] | None] = {
-    "k3_e1": (3, 1, 1),
-    "k3_e1_g2": (3, 1, 2),
-    "k3_e3": (3, 3, 1),
-    "k3_e6": (3, 6, 1),
-    "k5_e1": (5, 1, 1),
-    "k5_e1_g2": (5, 1, 2),
-    "k5_e3": (5, 3, 1),
-    "k5_e6": (5, 6, 1),
-    "skip": None,
-}
+CANDIDATES = FBNET_CANDIDATES
 CANDIDATE_NAMES: tuple[str, ...] = tuple(CANDIDATES)
 
 PAPER_STAGES = (1, 4, 4, 4, 4, 4, 1)
@@ -123,14 +112,14 @@ class FBNetSpace(ModelSpace):
                  candidates: Sequence[str] = CANDIDATE_NAMES, dropout: float = 0.0):
         super().__init__()
         if width_mult <= 0 or depth_mult <= 0:
-            raise ValueError(f"width_mult and depth_mult must be positive, got {width_mult} and {depth_mult}")
+            raise InvalidInput(f"width_mult and depth_mult must be positive, got {width_mult} and {depth_mult}")
         unknown = [name for name in candidates if name not in CANDIDATES]
         if unknown or not candidates:
-            raise ValueError(f"unknown FBNet candidate(s) {unknown or candidates!r}: use names from "
+            raise InvalidInput(f"unknown FBNet candidate(s) {unknown or candidates!r}: use names from "
                              f"{', '.join(CANDIDATE_NAMES)}")
         stem_stride, stage_strides = strides if strides is not None else default_strides(input_size)
         if len(stage_strides) != len(PAPER_STAGES):
-            raise ValueError(f"strides needs one stride per stage ({len(PAPER_STAGES)}), got {len(stage_strides)}")
+            raise InvalidInput(f"strides needs one stride per stage ({len(PAPER_STAGES)}), got {len(stage_strides)}")
         self.input_size = input_size
         self.num_classes = num_classes
         self.stem_stride, self.stage_strides = stem_stride, tuple(stage_strides)

@@ -14,7 +14,8 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from ..errors import did_you_mean
+
+from ..errors import InvalidInput, did_you_mean
 
 _logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def space_entry(name: str) -> SpaceEntry:
     """The entry of space ``name``; an unknown name is a one-line error listing the valid ones."""
     if name not in SPACES:
         hint = did_you_mean(name, SPACES)
-        raise ValueError(f"unknown space {name!r}{hint}; use one of {', '.join(SPACES)}")
+        raise InvalidInput(f"unknown space {name!r}{hint}; use one of {', '.join(SPACES)}")
     return SPACES[name]
 
 
@@ -87,11 +88,11 @@ def check_arguments(name: str, arguments: Mapping[str, Any], where: str = "argum
     for key, value in arguments.items():
         if key not in parameters:
             hint = did_you_mean(key, parameters)
-            raise ValueError(f"{name} has no {where} {key!r}{hint}; it accepts {', '.join(parameters)}")
+            raise InvalidInput(f"{name} has no {where} {key!r}{hint}; it accepts {', '.join(parameters)}")
         default = parameters[key].default
         if isinstance(default, (int, float)) and not isinstance(default, bool) and not (
                 isinstance(value, (int, float)) and not isinstance(value, bool)):
-            raise ValueError(f"{where} {key}={value!r} must be a number like its default {default!r}, e.g. "
+            raise InvalidInput(f"{where} {key}={value!r} must be a number like its default {default!r}, e.g. "
                              f"{where} {key}={default!r}")
 
 
@@ -105,7 +106,7 @@ def build_space(name: str, input_size: int | None = None, num_classes: int | Non
     if num_classes is not None:
         if entry.classes_argument is None:
             if num_classes != 10:
-                raise ValueError(f"{name} has 10 outputs (NNI builds its CIFAR-style classifier with 10); use a "
+                raise InvalidInput(f"{name} has 10 outputs (NNI builds its CIFAR-style classifier with 10); use a "
                                  f"dataset with 10 classes, not {num_classes}")
         else:
             arguments.setdefault(entry.classes_argument, num_classes)
@@ -114,7 +115,7 @@ def build_space(name: str, input_size: int | None = None, num_classes: int | Non
         return _space_class(entry)(**arguments)
     except (TypeError, ValueError, AssertionError) as error:
         given = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
-        raise ValueError(f"{name} rejected its arguments {given or '(none)'} ({error})") from None
+        raise InvalidInput(f"{name} rejected its arguments {given or '(none)'} ({error})") from None
 
 
 def profiler_for(name: str, space, example_input, device_model, **kwargs):

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..errors import InvalidInput
 from .cell_ops import CELL_OPS, build_cell_op
 from .tokens import TOKEN_FAMILIES
 
@@ -21,7 +22,7 @@ __all__ = [
     "BlockSpec", "ChainSpec", "spec_from_dict", "FAMILIES", "TOKEN_INPUT_FAMILIES", "ACTIVATIONS", "build_block",
     "ConvBNAct", "MBConv", "DepthwiseSeparable", "BasicBlock", "Bottleneck", "SqueezeExcite", "ShuffleUnit", "Skip",
     "Classifier", "GhostBottleneck", "MixConv", "DenseLayer", "FullyConnected", "ConvAct", "StreamHead",
-    "VECTOR_INPUT_FAMILIES", "VARIANTS",
+    "VECTOR_INPUT_FAMILIES", "VARIANTS", "FBNET_CANDIDATES",
 ]
 
 
@@ -33,8 +34,23 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 def _activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}: use one of {', '.join(ACTIVATIONS)}")
+        raise InvalidInput(f"unknown activation {name!r}: use one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
+
+
+# FBNet's candidate blocks (Wu et al. 2019, Table 2): name -> (kernel, expansion, groups) of an MBConv; None marks
+# the skip candidate. ``spaces.FBNetSpace`` searches over them; the held-out test set draws whole layers of them.
+FBNET_CANDIDATES: dict[str, tuple[int, int, int] | None] = {
+    "k3_e1": (3, 1, 1),
+    "k3_e1_g2": (3, 1, 2),
+    "k3_e3": (3, 3, 1),
+    "k3_e6": (3, 6, 1),
+    "k5_e1": (5, 1, 1),
+    "k5_e1_g2": (5, 1, 2),
+    "k5_e3": (5, 3, 1),
+    "k5_e6": (5, 6, 1),
+    "skip": None,
+}
 
 
 class ConvBNAct(nn.Sequential):
@@ -334,7 +350,7 @@ class BlockSpec:
 
     def __post_init__(self):
         if self.variant not in VARIANTS.get(self.family, ("",)):
-            raise ValueError(f"block family {self.family!r} has no variant {self.variant!r}: use one of "
+            raise InvalidInput(f"block family {self.family!r} has no variant {self.variant!r}: use one of "
                              f"{', '.join(repr(v) for v in VARIANTS.get(self.family, ('',)))}")
 
     @property
@@ -361,7 +377,7 @@ class BlockSpec:
         """The block; with ``seed``, its weights are drawn from a generator seeded with it, and the caller's
         random state is left as it was."""
         if self.family not in FAMILIES:
-            raise ValueError(f"unknown block family {self.family!r}: use one of {', '.join(FAMILIES)}")
+            raise InvalidInput(f"unknown block family {self.family!r}: use one of {', '.join(FAMILIES)}")
         if seed is None:
             return FAMILIES[self.family](self)
         with torch.random.fork_rng(devices=[]):  # blocks are built on the CPU: only its generator is used
@@ -385,7 +401,7 @@ class ChainSpec:
 
     def __post_init__(self):
         if not self.blocks:
-            raise ValueError("a chain needs at least one block")
+            raise InvalidInput("a chain needs at least one block")
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InvalidInput
+
 __all__ = ["CELL_OPS", "ReLUConvBN", "DilConv", "SepConv", "FactorizedReduce", "build_cell_op"]
 
 
@@ -44,7 +46,7 @@ class FactorizedReduce(nn.Module):
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
         if c_out % 2:
-            raise ValueError(f"factorized reduce needs an even output width, got {c_out}")
+            raise InvalidInput(f"factorized reduce needs an even output width, got {c_out}")
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, 2, bias=False)
         self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, 2, bias=False)
@@ -72,4 +74,4 @@ def build_cell_op(op: str, c_in: int, c_out: int, kernel: int = 3, stride: int =
         return FactorizedReduce(c_in, c_out)
     if op == "relu_conv_bn":
         return ReLUConvBN(c_in, c_out, kernel, stride)
-    raise ValueError(f"unknown cell op {op!r}: use one of {', '.join(CELL_OPS)}")
+    raise InvalidInput(f"unknown cell op {op!r}: use one of {', '.join(CELL_OPS)}")

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import InvalidInput
 from .blocks import FAMILIES, TOKEN_INPUT_FAMILIES, VARIANTS, BlockSpec, ChainSpec
 from .cell_ops import CELL_OPS
 from .config import ProfileConfig
@@ -250,10 +251,10 @@ def _work_proxy(spec: BlockSpec) -> float:
 def _families(config: ProfileConfig) -> dict[str, float]:
     unknown = [f for f in config.families if f not in FAMILIES]
     if unknown:
-        raise ValueError(f"unknown block family {unknown[0]!r} in families: use some of {', '.join(FAMILIES)}")
+        raise InvalidInput(f"unknown block family {unknown[0]!r} in families: use some of {', '.join(FAMILIES)}")
     families = {f: w for f, w in config.families.items() if config.tokens.enabled or f not in TOKEN_BLOCK_FAMILIES}
     if sum(families.values()) <= 0:
-        raise ValueError("families: give at least one family a positive weight")
+        raise InvalidInput("families: give at least one family a positive weight")
     return families
 
 

@@ -14,6 +14,8 @@ import logging
 import torch
 from torch import nn
 
+from ..errors import InvalidInput
+
 _logger = logging.getLogger(__name__)
 
 __all__ = ["TokenAttention", "TokenMLP", "PatchEmbed", "WindowAttention", "MobileViTBlock", "ConvNeXtBlock",
@@ -30,7 +32,7 @@ class TokenAttention(nn.Module):
     def __init__(self, width: int, heads: int, explicit: bool = False, tokens: int = 0):
         super().__init__()
         if width % heads:
-            raise ValueError(f"attention width {width} is not divisible by {heads} heads")
+            raise InvalidInput(f"attention width {width} is not divisible by {heads} heads")
         self.heads, self.explicit = heads, explicit
         self.norm = nn.LayerNorm(width)
         self.qkv = nn.Linear(width, 3 * width)
@@ -86,7 +88,7 @@ class WindowAttention(nn.Module):
     def __init__(self, width: int, heads: int, side: int, window: int):
         super().__init__()
         if side % window:
-            raise ValueError(f"token grid {side}x{side} does not split into {window}x{window} windows")
+            raise InvalidInput(f"token grid {side}x{side} does not split into {window}x{window} windows")
         self.side, self.window = side, window
         self.attention = TokenAttention(width, heads, explicit=True, tokens=window * window)
 

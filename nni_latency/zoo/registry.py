@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
+
 from ..errors import did_you_mean
 
 __all__ = ["ZooEntry", "KINDS", "register", "names", "get", "build"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ...errors import InvalidInput
+
 __all__ = ["check_threads", "check_positive", "check_not_a_directory", "INPUT_SHAPE_HELP", "TARGET_HELP"]
 
 # Help shared by the commands that take a network and its input.
@@ -20,7 +22,7 @@ INPUT_SHAPE_HELP = ("input shape with the batch: N,C,H,W for an image (e.g. 1,3,
 def check_positive(value: int | None, flag: str) -> None:
     """A count-like flag (``--batch``, ``--stride``, ...) must be at least 1 when given."""
     if value is not None and value < 1:
-        raise ValueError(f"{flag} must be at least 1, got {value}")
+        raise InvalidInput(f"{flag} must be at least 1, got {value}")
 
 
 def check_threads(threads: int | None, flag: str = "--threads") -> None:
@@ -29,7 +31,7 @@ def check_threads(threads: int | None, flag: str = "--threads") -> None:
     check_positive(threads, flag)
     cpus = os.cpu_count() or 1
     if threads is not None and threads > cpus:
-        raise ValueError(f"{flag} {threads} is more than the {cpus} CPU(s) of this machine; use 1 to {cpus} "
+        raise InvalidInput(f"{flag} {threads} is more than the {cpus} CPU(s) of this machine; use 1 to {cpus} "
                          "(1 gives the most stable timings)")
 
 
@@ -39,4 +41,4 @@ def check_not_a_directory(path: str | os.PathLike | None, what: str, inside: str
         return
     candidate = Path(path) / inside
     hint = f"did you mean {str(candidate)!r}?" if candidate.exists() else f"give a file such as {str(candidate)!r}"
-    raise ValueError(f"{what} {str(path)!r} is a directory, not a file; {hint}")
+    raise InvalidInput(f"{what} {str(path)!r} is a directory, not a file; {hint}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 
+from ...errors import InvalidInput
 from . import INPUT_SHAPE_HELP, TARGET_HELP
 
 
@@ -48,7 +49,7 @@ def _check_runnable(network, input_shape, model, target: str) -> None:
         model.count(network, input_shape)
     large = [w for w in caught if "too large to run here" in str(w.message)]
     if large:
-        raise ValueError(f"{target} on {','.join(map(str, input_shape))} is too large for analyze, which runs every "
+        raise InvalidInput(f"{target} on {','.join(map(str, input_shape))} is too large for analyze, which runs every "
                          f"block ({str(large[0].message).split(': ')[0]}); give a smaller --input-shape, or use "
                          "`nni-latency predict` for its total")
 
@@ -56,30 +57,30 @@ def _check_runnable(network, input_shape, model, target: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from ...analysis.report import analyze_network
     from ...files.fileio import atomic_write_json
-    from ...measure.hostload import watch_host
-    from ...model.model import LatencyModel
     from ...files.outputs import Output, check_outputs, keep_previous
-    from ...plots import plot_op_classes, plot_report
-    from ...measure.protocol import protocol_of
-    from ..targets import input_hint, load_network
     from ...measure.allocator import apply_allocator_policy
+    from ...measure.hostload import watch_host
+    from ...measure.protocol import protocol_of
+    from ...model.model import LatencyModel
+    from ...plots import plot_op_classes, plot_report
+    from ..targets import input_hint, load_network
     from . import check_not_a_directory, check_threads
 
     if args.depth is not None and args.depth < 1:
-        raise ValueError(f"--depth must be at least 1, got {args.depth}")
+        raise InvalidInput(f"--depth must be at least 1, got {args.depth}")
     if args.top is not None and args.top < 1:
-        raise ValueError(f"--top must be at least 1, got {args.top}")
+        raise InvalidInput(f"--top must be at least 1, got {args.top}")
     check_threads(args.threads)
     blocks = [name.strip() for name in args.blocks.split(",") if name.strip()] if args.blocks is not None else None
     if blocks is not None and not blocks:
-        raise ValueError("--blocks is empty: give qualified module names such as layer1,layer2")
+        raise InvalidInput("--blocks is empty: give qualified module names such as layer1,layer2")
     check_not_a_directory(args.json, "--json", "report.json")
     check_not_a_directory(args.plot, "--plot", "report.png")
     check_not_a_directory(args.ops_plot, "--ops-plot", "ops.png")
     if (args.ops or args.ops_plot) and not args.measure:
-        raise ValueError("--ops compares measured with predicted time per operator class: add --measure")
+        raise InvalidInput("--ops compares measured with predicted time per operator class: add --measure")
     if args.ops_plot and not args.ops:
-        raise ValueError("--ops-plot draws the per-operator view: add --ops")
+        raise InvalidInput("--ops-plot draws the per-operator view: add --ops")
     check_outputs([Output(p, kind, flag) for p, kind, flag in ((args.json, "report", "--json"),
                                                                (args.plot, "plot", "--plot"),
                                                                (args.ops_plot, "plot", "--ops-plot")) if p],
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
                                      progress=not args.no_progress, ops=args.ops)
     except ValueError as error:
         hint = input_hint(network, args.target) if "does not fit" in str(error) else None
-        raise ValueError(f"{error}; {hint}" if hint else str(error)) from None
+        raise InvalidInput(f"{error}; {hint}" if hint else str(error)) from None
     print(report.format_table())
     if args.measure:
         report.measurement["host_load"] = host.record()  # how busy other processes kept the host meanwhile

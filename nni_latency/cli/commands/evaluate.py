@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 
+from ...errors import InvalidInput
+
 _NETWORK_ONLY = ("batch", "image_size", "device", "rounds")
 _BLOCK_ONLY = ("config", "dataset")
 
@@ -44,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _refuse(args: argparse.Namespace, names: tuple[str, ...], where: str) -> None:
     given = [name for name in names if getattr(args, name) is not None]
     if given:
-        raise ValueError(f"--{given[0].replace('_', '-')} applies {where}")
+        raise InvalidInput(f"--{given[0].replace('_', '-')} applies {where}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.networks is not None:
         _refuse(args, _BLOCK_ONLY, "to the block test set, not to --networks")
         if args.overrides:
-            raise ValueError("--set applies to the block test set, not to --networks")
+            raise InvalidInput("--set applies to the block test set, not to --networks")
     else:
         _refuse(args, _NETWORK_ONLY, "with --networks only (the block test set is measured as its config says)")
     folder = args.output_dir = args.output_dir or f"runs/evaluate{'_networks' if args.networks is not None else ''}"
@@ -86,12 +88,12 @@ def _print_advice(protocol) -> None:
 
 
 def _run_blocks(args: argparse.Namespace) -> int:
-    from ...files.config import find_config, load_config, packaged_config
     from ...evaluate.blocks import evaluate_model, format_metrics
     from ...evaluate.testset import TestSetConfig, measurement_protocol
+    from ...files.config import find_config, load_config, packaged_config
+    from ...measure.allocator import apply_allocator_policy
     from ...measure.hostload import watch_host
     from ...model.model import LatencyModel
-    from ...measure.allocator import apply_allocator_policy
 
     config_path = find_config(args.config) if args.config else packaged_config("testset_cpu.yaml")
     config = load_config(config_path, TestSetConfig, args.overrides)
@@ -116,10 +118,10 @@ def _run_blocks(args: argparse.Namespace) -> int:
 
 
 def _run_networks(args: argparse.Namespace) -> int:
-    from ...measure.hostload import watch_host
-    from ...model.model import LatencyModel
     from ...evaluate.networks import DEFAULT_ROUNDS, evaluate_networks, format_networks, network_protocol
     from ...measure.allocator import apply_allocator_policy
+    from ...measure.hostload import watch_host
+    from ...model.model import LatencyModel
 
     rounds = DEFAULT_ROUNDS if args.rounds is None else args.rounds
     model = LatencyModel.load(args.model)  # loaded once, passed down

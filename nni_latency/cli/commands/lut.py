@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
+from ...errors import InvalidInput
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def _space_kwargs(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--space-arg {item!r} is not KEY=VALUE, e.g. width_mult=0.5")
+            raise InvalidInput(f"--space-arg {item!r} is not KEY=VALUE, e.g. width_mult=0.5")
         try:
             kwargs[key.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
@@ -50,11 +50,12 @@ def _space_kwargs(items: list[str]) -> dict:
 
 def _tabled_space(name: str, input_size: int, kwargs: dict):
     """``spaces.hub.build_space``, for a space with lookup tables only; ``kwargs`` named as --space-arg in errors."""
-    from ...spaces.hub import build_space as build, check_arguments, space_entry
+    from ...spaces.hub import build_space as build
+    from ...spaces.hub import check_arguments, space_entry
 
     entry = space_entry(name)
     if not entry.tables:
-        raise ValueError(f"{name} has no lookup table: {entry.why}; predict its architectures with "
+        raise InvalidInput(f"{name} has no lookup table: {entry.why}; predict its architectures with "
                          "nni_latency.nas.FrozenLatencyProfiler")
     check_arguments(name, kwargs, where="--space-arg")
     return build(name, input_size, **kwargs)
@@ -64,16 +65,16 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from ...files.fileio import ensure_writable_dir
-    from ...model.model import LatencyModel
     from ...files.outputs import Output, check_outputs, keep_previous
+    from ...measure.allocator import apply_allocator_policy
+    from ...measure.protocol import protocol_of
+    from ...model.model import LatencyModel
     from ...nas.lut import measure_rows, predicted_rows, write_lut_json, write_lut_txt
     from ...nas.profiler import LatencyProfiler
-    from ...measure.protocol import protocol_of
-    from ...measure.allocator import apply_allocator_policy
     from . import check_threads
 
     if args.input_size < 1:
-        raise ValueError(f"--input-size must be a positive number of pixels, got {args.input_size}")
+        raise InvalidInput(f"--input-size must be a positive number of pixels, got {args.input_size}")
     check_threads(args.threads)
     output_dir = ensure_writable_dir(args.output_dir)
     outputs = [Output(output_dir / name, "lut", "--output-dir")
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     protocol = protocol_of(model)
     batch = args.batch if args.batch is not None else protocol.batch
     if batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {batch}")
+        raise InvalidInput(f"--batch must be at least 1, got {batch}")
     dtype = protocol.dtype
     space = _tabled_space(args.space, args.input_size, _space_kwargs(args.space_arg))
 

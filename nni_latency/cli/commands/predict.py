@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ...errors import InvalidInput
 from . import INPUT_SHAPE_HELP, TARGET_HELP
 
 # The block flags that count something: each must be at least 1.
@@ -42,13 +43,13 @@ def _check_block_flags(args: argparse.Namespace) -> None:
         check_positive(getattr(args, name), f"--{name.replace('_', '-')}")
     for flag, channels in (("--c-in", args.c_in), ("--c-out", args.c_out)):
         if channels % args.groups:
-            raise ValueError(f"--groups {args.groups} does not divide {flag} {channels}; give channel counts that "
+            raise InvalidInput(f"--groups {args.groups} does not divide {flag} {channels}; give channel counts that "
                              "are multiples of --groups")
     if args.kernel % 2 == 0 and args.family not in _POOLS:
-        raise ValueError(f"--kernel {args.kernel} is even; {args.family} pads by kernel // 2, which needs an odd "
+        raise InvalidInput(f"--kernel {args.kernel} is even; {args.family} pads by kernel // 2, which needs an odd "
                          "kernel (1, 3, 5, 7)")
     if args.family == "shuffle" and args.stride == 1 and (args.c_in != args.c_out or args.c_in % 2):
-        raise ValueError(f"--family shuffle at stride 1 splits and keeps its channels: give --c-out equal to --c-in "
+        raise InvalidInput(f"--family shuffle at stride 1 splits and keeps its channels: give --c-out equal to --c-in "
                          f"and even, got {args.c_in} -> {args.c_out}")
 
 
@@ -56,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     import functools
     import json
 
-    from ...suite.blocks import BlockSpec
     from ...model.model import LatencyModel
+    from ...suite.blocks import BlockSpec
     from ..targets import input_hint, load_network, parse_input_shape
 
     model = LatencyModel.load(args.model)
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         features = model.count(module, shape)  # the one path: the same features and warnings as predict_module
     except ValueError as error:
-        raise ValueError(f"{error}; {hint}" if hint and "does not fit" in str(error) else str(error)) from None
+        raise InvalidInput(f"{error}; {hint}" if hint and "does not fit" in str(error) else str(error)) from None
     latency = model.predict_one(features)
     if args.json:
         print(json.dumps({"block": name, "input_shape": list(shape), "predicted_ms": latency,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ...errors import InvalidInput
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -30,16 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...suite.config import ProfileConfig
     from ...files.config import load_config, packaged_config
     from ...files.locking import folder_lock
     from ...files.outputs import PROFILE_OUTPUTS, check_profile_folder
-    from ...measure.hostload import watch_host
-    from ...profile.run import profile_protocol, run_profile
-    from ...plots import plot_fit
-    from ...profile.summary import format_profile_summary
     from ...measure.allocator import apply_allocator_policy
+    from ...measure.hostload import watch_host
+    from ...plots import plot_fit
+    from ...profile.run import profile_protocol, run_profile
+    from ...profile.summary import format_profile_summary
     from ...runtimes.torch.device import resolve_device
+    from ...suite.config import ProfileConfig
     from . import check_threads
 
     device = resolve_device(args.device)
@@ -70,5 +72,5 @@ def _batch_sizes(text: str) -> list[int]:
     except ValueError:
         sizes = []
     if not sizes or any(size < 1 for size in sizes):
-        raise ValueError(f"--batches {text!r} must list positive batch sizes, e.g. 1,8")
+        raise InvalidInput(f"--batches {text!r} must list positive batch sizes, e.g. 1,8")
     return sorted(set(sizes))

@@ -34,11 +34,11 @@ def _quiet_after_import(verbose: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ...files.locking import folder_lock
+    from ...measure.allocator import apply_allocator_policy
     from ...search.config import load_search_config
     from ...search.engine import SearchInterrupted
     from ...search.run import latency_protocol, run_search
-    from ...files.locking import folder_lock
-    from ...measure.allocator import apply_allocator_policy
 
     _quiet_after_import(getattr(args, "verbose", False))
 

@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ...count.features import BlockFeatures, OpRecord, warn_uncovered
 from ...count.inputs import failure_details, make_inputs, module_device_dtype
+from ...errors import ShapeError
 from ...measure.protocol import LEGACY_VECTOR_WIDTH, Counting, detect_cache_kb
 from .operators import FEATURE_NAMES, classify_op
 
@@ -136,6 +137,6 @@ def extract_features(module: nn.Module, input_shape: Sequence[int] | Sequence[Se
         features, _ = run_counted(module, inputs, counting, threads)
     except (RuntimeError, ValueError, IndexError, TypeError) as error:
         shape_text = " and ".join(",".join(map(str, t.shape)) for t in inputs)
-        raise ValueError(f"input shape {shape_text} does not fit {type(module).__name__} "
+        raise ShapeError(f"input shape {shape_text} does not fit {type(module).__name__} "
                          f"({failure_details(module, error)})") from error
     return features

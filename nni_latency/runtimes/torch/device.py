@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ...errors import InvalidInput
 from ...measure.protocol import DTYPES, TORCH_DTYPES
 
 __all__ = ["resolve_device", "resolve_dtype", "device_description"]
@@ -18,16 +19,16 @@ def resolve_device(device: str | torch.device) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from error
+        raise InvalidInput(f"unknown device {device!r}: use cpu, cuda or cuda:N") from error
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but no CUDA GPU is available to torch "
+            raise InvalidInput(f"device {device!r} requested but no CUDA GPU is available to torch "
                              f"{torch.__version__}; use --device cpu or install a CUDA build of torch")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} does not exist: this machine has "
+            raise InvalidInput(f"device {device!r} does not exist: this machine has "
                              f"{torch.cuda.device_count()} GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
     elif resolved.type != "cpu":
-        raise ValueError(f"device type {resolved.type!r} is not supported: use cpu or cuda[:N]")
+        raise InvalidInput(f"device type {resolved.type!r} is not supported: use cpu or cuda[:N]")
     return resolved
 
 
@@ -38,9 +39,9 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     elif dtype in DTYPES:
         resolved = getattr(torch, TORCH_DTYPES.get(dtype, dtype))
     else:
-        raise ValueError(f"unknown dtype {dtype!r}: use one of fp32, fp16, bf16")
+        raise InvalidInput(f"unknown dtype {dtype!r}: use one of fp32, fp16, bf16")
     if resolved == torch.float16 and device.type == "cpu":
-        raise ValueError("dtype fp16 is not supported on cpu: use fp32 (or bf16), or profile a cuda device")
+        raise InvalidInput("dtype fp16 is not supported on cpu: use fp32 (or bf16), or profile a cuda device")
     return resolved
 
 

@@ -25,7 +25,7 @@ from torch import nn
 from ...count.features import BlockFeatures
 from ...count.forward_checks import branch_note
 from ...count.inputs import make_inputs, module_device_dtype
-from ...errors import first_line
+from ...errors import ShapeError, first_line
 from ...measure.protocol import Counting
 from .counting import as_counting, extract_features, run_counted
 
@@ -84,7 +84,7 @@ def _meta_features(meta: nn.Module, shapes: list[tuple[int, ...]], counting: Cou
     except Exception as error:  # noqa: BLE001 -- any failure here means "count it for real"
         input_bytes = 4 * sum(math.prod(shape) for shape in shapes)
         if input_bytes > LARGE_BYTES:
-            raise ValueError(f"input shape {_text(shapes)} is too large to run here ({input_bytes / 2**30:.3g} GiB "
+            raise ShapeError(f"input shape {_text(shapes)} is too large to run here ({input_bytes / 2**30:.3g} GiB "
                              f"for the input alone) and {type(meta).__name__} cannot be counted without running it "
                              f"({first_line(error)}); give a smaller shape") from None
         _logger.debug("meta counting failed (%s); counting on real tensors", error)
