@@ -230,11 +230,10 @@ def test_bad_inputs_exit_with_one_line_errors(model_path, tmp_path, capsys, argv
 def test_a_test_set_is_measured_with_the_statistic_the_model_was_fitted_to(synthetic_model):
     """The profile's rounds and quantile are part of what its latencies mean: a test set's timing budget that
     does not name them keeps the model's, and one that does wins."""
-    from nni_latency.evaluate.testset import measurement_protocol
     from nni_latency.suite.config import TimingConfig
 
     synthetic_model.device.update(rounds=2, quantile=0.25, min_run_time=0.04)
-    protocol = measurement_protocol(synthetic_model, None, TimingConfig(min_run_time=0.2))
+    protocol = synthetic_model.measuring_protocol(timing=TimingConfig(min_run_time=0.2))
     assert (protocol.rounds, protocol.quantile, protocol.min_run_time) == (2, 0.25, 0.2)
-    protocol = measurement_protocol(synthetic_model, 2, TimingConfig(quantile=0.5, rounds=1))
+    protocol = synthetic_model.measuring_protocol(threads=2, timing=TimingConfig(quantile=0.5, rounds=1))
     assert (protocol.rounds, protocol.quantile, protocol.threads) == (1, 0.5, 2)

@@ -14,7 +14,7 @@ from torch import nn
 from nni_latency.count.features import BLOCK_FEATURE_NAMES, BlockFeatures, UncoveredOperatorWarning
 from nni_latency.count.inputs import make_inputs
 from nni_latency.runtimes.torch.counting import extract_features
-from nni_latency.runtimes.torch.operators import FEATURE_DOCS, FEATURE_NAMES, FEATURE_ROLES
+from nni_latency.runtimes.torch.operators import FEATURE_NAMES
 from nni_latency.suite.blocks import FAMILIES, VARIANTS, BlockSpec
 
 KIND_FIELDS = ("flops_dense", "flops_pointwise", "flops_grouped", "flops_depthwise")
@@ -483,10 +483,9 @@ def test_training_mode_is_restored_and_counting_uses_eval():
     assert "native_dropout" not in features.op_counts and "dropout" not in features.op_counts
 
 
-def test_feature_tables_are_consistent():
-    assert set(FEATURE_DOCS) == set(FEATURE_NAMES) == set(FEATURE_ROLES)
-    assert set(FEATURE_ROLES.values()) == {"compute", "memory", "overhead"}
-    assert BlockFeatures().as_dict(FEATURE_NAMES) == dict.fromkeys(FEATURE_NAMES, 0.0)
+def test_a_counted_row_holds_every_feature_and_a_hand_made_one_only_its_own():
+    assert BlockFeatures(flops=2.0).as_dict() == {"flops": 2.0}
+    assert BlockFeatures(flops=2.0).as_dict(FEATURE_NAMES) == {**dict.fromkeys(FEATURE_NAMES, 0.0), "flops": 2.0}
     assert extract_features(nn.ReLU(), (1, 4)).as_dict().keys() == set(FEATURE_NAMES)  # a counted row: all of them
 
 

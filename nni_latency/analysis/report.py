@@ -383,8 +383,7 @@ def analyze_network(module: nn.Module, input_shape: Sequence[int], model: Latenc
                            model_device=dict(model.device), split=split, blocks=ranked, total_predicted_ms=total,
                            model_protocol=model.protocol)
     if measure:
-        protocol = protocol_of(model)
-        protocol = protocol.replace(**{k: v for k, v in (("device", device), ("threads", threads)) if v is not None})
+        protocol = model.measuring_protocol(threads=threads, device=device)
         modules = {row.name: block for row, (_, block) in zip(rows, chosen)}
         check_threads(model, threads, stacklevel=3)
         drift = check_drift(model, protocol, stacklevel=3)  # did the machine move since profiling?

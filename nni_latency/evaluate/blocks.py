@@ -25,8 +25,7 @@ from ..measure.protocol import RESUME_FIELDS, protocol_of
 from ..model.coverage import check_threads
 from ..model.model import LatencyModel
 from ..rows.store import load_records
-from .testset import (TestSetConfig, generate_testset, label_records, measure_testset, measurement_protocol,
-                      profiling_keys)
+from .testset import TestSetConfig, generate_testset, label_records, measure_testset, profiling_keys
 
 _logger = logging.getLogger(__name__)
 
@@ -73,18 +72,18 @@ def evaluate_model(model_path: str | Path | LatencyModel, config: TestSetConfig,
         records = label_records(load_records(dataset), blocks)
         if not records:
             raise InvalidInput(f"dataset {str(dataset)!r} has no measured rows")
-        protocol = measurement_protocol(model, threads)
+        protocol = model.measuring_protocol(threads=threads)
         differing = sorted({k for r in records for k in protocol_of(r).differences(protocol)})
         if differing:
             warnings.warn(f"{dataset} was measured with other {', '.join(differing)} than the model "
                           f"({', '.join(f'{k}={getattr(protocol, k)!r}' for k in differing)}); errors include "
                           "that difference", stacklevel=2)
     else:
-        drift = check_drift(model, measurement_protocol(model, threads, config.timing))
+        drift = check_drift(model, model.measuring_protocol(threads=threads, timing=config.timing))
         records = measure_testset(blocks, model, out, threads, config.timing, progress)
     predicted = model.predict([r["features"] for r in records])
     metrics = score_predictions(records, predicted, config.threshold_ms)
-    protocol = measurement_protocol(model, threads, config.timing)
+    protocol = model.measuring_protocol(threads=threads, timing=config.timing)
     metrics.update({
         "model": {"path": model.source or str(model_path), "kind": model.kind, "device": model.device.get("name", "unknown"),
                   "batch": protocol_of(model).batch},

@@ -38,28 +38,13 @@ from .selection import NETWORK_KINDS, NetworkSpec, SpaceCache, select_networks
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_networks", "NetworkEvaluation", "network_protocol", "measure_networks", "predict_networks",
+__all__ = ["evaluate_networks", "NetworkEvaluation", "measure_networks", "predict_networks",
            "score_networks", "format_networks", "DEFAULT_ROUNDS", "WORST"]
 
 DEFAULT_ROUNDS = 3  # a network takes long enough that three passes keep a run short and a burst out of it
 WORST = 5
 
 Measure = Callable[[Any, Sequence[int]], Any]  # (module, input_shape) -> LatencyMeasurement
-
-
-def network_protocol(model: LatencyModel, threads: int | None = None, device: str | None = None,
-                     rounds: int = DEFAULT_ROUNDS) -> MeasurementProtocol:
-    """The model's protocol with the thread count, device and number of passes of this evaluation."""
-    if threads is not None and threads < 1:
-        raise InvalidInput(f"--threads must be at least 1, got {threads}")
-    if rounds < 1:
-        raise InvalidInput(f"--rounds must be at least 1, got {rounds}")
-    changes: dict[str, Any] = {"rounds": rounds}
-    if threads is not None:
-        changes["threads"] = threads
-    if device is not None:
-        changes["device"] = str(resolve_device(device))  # a one-line error when it is absent
-    return protocol_of(model).replace(**changes)
 
 
 def _run(spec: NetworkSpec, size: int, action: Callable[[], Any]) -> Any:
@@ -163,7 +148,7 @@ def evaluate_networks(model: LatencyModel | str | Path, selection: str, output_d
     started = time.perf_counter()
     model_path = str(model) if not isinstance(model, LatencyModel) else None
     model = model if isinstance(model, LatencyModel) else LatencyModel.load(model)
-    protocol = network_protocol(model, threads, device, rounds)
+    protocol = model.measuring_protocol(threads=threads, device=device, rounds=rounds)
     batch = protocol_of(model).batch if batch is None else batch
     if batch < 1:
         raise InvalidInput(f"--batch must be at least 1, got {batch}")

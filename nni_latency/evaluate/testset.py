@@ -34,7 +34,7 @@ from ..suite.sampling import round_channels, suite_specs
 _logger = logging.getLogger(__name__)
 
 __all__ = ["TestSetConfig", "BlockGroupConfig", "FBNetLayersConfig", "TestBlock", "generate_testset",
-           "profiling_keys", "measurement_protocol", "measure_testset", "refresh_features", "label_records"]
+           "profiling_keys", "measure_testset", "refresh_features", "label_records"]
 
 _FBNET_FAMILY = "fbnet_candidate"
 
@@ -251,15 +251,6 @@ def profiling_keys(model: LatencyModel) -> set[str]:
         return set()
 
 
-def measurement_protocol(model: LatencyModel, threads: int | None = None,
-                         timing: TimingConfig | None = None) -> MeasurementProtocol:
-    """The model's protocol, with ``threads`` and the timing budget of ``timing`` when they are given."""
-    protocol = protocol_of(model)
-    if timing is not None:
-        protocol = protocol.with_timing(timing)
-    return protocol if threads is None else protocol.replace(threads=threads)
-
-
 def refresh_features(records: Sequence[dict]) -> list[dict]:
     """Rows whose features predate this version's feature set, recounted from their spec (the rows given
     are left as they are). A latency does not depend on how features are counted."""
@@ -290,7 +281,7 @@ def measure_testset(blocks: Sequence[TestBlock], model: LatencyModel, output_dir
                     progress: bool = True) -> list[dict]:
     """Measure every block not yet in ``output_dir/testset.jsonl`` with the model's protocol; all rows, in order."""
     out = ensure_writable_dir(output_dir)
-    protocol = measurement_protocol(model, threads, timing)
+    protocol = model.measuring_protocol(threads=threads, timing=timing)
     specs = list({b.spec.key: b.spec for b in blocks}.values())
 
     def measure(module, shape):

@@ -20,6 +20,7 @@ from ..count.features import BlockFeatures
 from ..errors import InvalidInput, ModelFileError, RuntimeMismatch
 from ..measure.protocol import Counting, MeasurementProtocol, protocol_of, records_protocol
 from ..runtimes import get_runtime, get_table
+from ..runtimes.torch.device import resolve_device
 from . import schema
 from .coverage import batch_of, check_batch
 from .regressors import DEFAULT_KIND, MODEL_KINDS, _LatencyRegressor, make_regressor
@@ -127,6 +128,23 @@ class LatencyModel:
     def feature_names(self) -> tuple[str, ...]:
         """Every feature its runtime counts, in the column order of the arrays ``predict`` takes."""
         return get_table(self.runtime).all_feature_names
+
+    def measuring_protocol(self, *, threads: int | None = None, device: str | None = None, timing: Any = None,
+                           rounds: int | None = None, runtime: str | None = None) -> MeasurementProtocol:
+        """The protocol to measure against this model: its own (``protocol_of``), with the thread count, device,
+        timing budget (a ``TimingConfig`` or mapping) and rounds a command asks for; every value checked first
+        (one line each), a device that is absent and a runtime that is not the model's refused."""
+        self.check_runtime(runtime, "this measurement")
+        for flag, value in (("--threads", threads), ("--rounds", rounds)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidInput(f"{flag} must be at least 1, got {value!r}")
+        protocol = protocol_of(self)
+        if timing is not None:
+            protocol = protocol.with_timing(timing)
+        changes = {name: value for name, value in (("threads", threads), ("rounds", rounds)) if value is not None}
+        if device is not None:
+            changes["device"] = str(resolve_device(device))  # a one-line error when it is absent
+        return protocol.replace(**changes)
 
     def check_runtime(self, runtime: str | None, what: str = "this") -> None:
         """Refuse, in one line, to answer for another runtime than the model's (None: the model's own)."""

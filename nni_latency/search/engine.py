@@ -68,7 +68,7 @@ def nni_experiment_config(config: SearchConfig, max_trials: int | None = None):
             trial_gpu_number=execution.trial_gpu_number, max_experiment_duration=execution.max_experiment_duration,
             nni_manager_ip=execution.nni_manager_ip, experiment_working_directory=str(Path(directory).resolve()))
         nni_config.canonical_copy()  # NNI's own validation
-    except (ValueError, TypeError, AssertionError, AttributeError) as error:
+    except (ValueError, TypeError, AssertionError) as error:  # how NNI's config classes reject a value
         text = " ".join(str(error).split()) or type(error).__name__
         raise InvalidInput(f"execution: NNI rejects this experiment config ({text}); see the keys of NNI's "
                          "experiment config (https://nni.readthedocs.io/en/stable/reference/experiment_config.html)"

@@ -89,7 +89,7 @@ def _print_advice(protocol) -> None:
 
 def _run_blocks(args: argparse.Namespace) -> int:
     from ...evaluate.blocks import evaluate_model, format_metrics
-    from ...evaluate.testset import TestSetConfig, measurement_protocol
+    from ...evaluate.testset import TestSetConfig
     from ...files.config import find_config, load_config, packaged_config
     from ...measure.allocator import apply_allocator_policy
     from ...measure.hostload import watch_host
@@ -99,7 +99,7 @@ def _run_blocks(args: argparse.Namespace) -> int:
     config = load_config(config_path, TestSetConfig, args.overrides)
     measuring = args.dataset is None and (args.threads is None or args.threads >= 1)
     model = LatencyModel.load(args.model)  # loaded once, passed down
-    protocol = measurement_protocol(model, args.threads, config.timing) if measuring else None
+    protocol = model.measuring_protocol(threads=args.threads, timing=config.timing) if measuring else None
     if protocol is not None:
         apply_allocator_policy(protocol)
     with watch_host("measuring the test set") if measuring else contextlib.nullcontext() as host:
@@ -118,14 +118,14 @@ def _run_blocks(args: argparse.Namespace) -> int:
 
 
 def _run_networks(args: argparse.Namespace) -> int:
-    from ...evaluate.networks import DEFAULT_ROUNDS, evaluate_networks, format_networks, network_protocol
+    from ...evaluate.networks import DEFAULT_ROUNDS, evaluate_networks, format_networks
     from ...measure.allocator import apply_allocator_policy
     from ...measure.hostload import watch_host
     from ...model.model import LatencyModel
 
     rounds = DEFAULT_ROUNDS if args.rounds is None else args.rounds
     model = LatencyModel.load(args.model)  # loaded once, passed down
-    protocol = network_protocol(model, args.threads, args.device, rounds)
+    protocol = model.measuring_protocol(threads=args.threads, device=args.device, rounds=rounds)
     apply_allocator_policy(protocol)
     with watch_host("measuring the networks") as host:
         result = evaluate_networks(model, args.networks, args.output_dir,

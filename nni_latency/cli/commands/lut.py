@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     write_lut_txt(written[1], rows, dtype=dtype)
 
     if args.measure:
-        protocol = protocol.replace(device=args.device or protocol.device, threads=args.threads or protocol.threads)
+        protocol = model.measuring_protocol(threads=args.threads, device=args.device)
         apply_allocator_policy(protocol)
         start = time.perf_counter()
         rows = measure_rows(profiler, rows, protocol, progress=lambda done, total, row: print(
