@@ -29,7 +29,7 @@ def timing_settings(profile_timing, threads: int, quick: bool) -> dict[str, Any]
 
 def profile_timing(profile: Profile):
     """The timing budget the profile was measured with (its protocol's ``working_set_mb``, run times, spread)."""
-    from nni_latency.measure.protocol import protocol_of
+    from nni_latency.runtimes.protocol import protocol_of
 
     return protocol_of(profile.model)
 

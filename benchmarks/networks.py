@@ -23,7 +23,7 @@ from torch import nn
 from nni_latency.files.fileio import append_jsonl, atomic_write_json, read_jsonl
 from nni_latency.measure.allocator import apply_allocator_policy
 from nni_latency.measure.latency import measure_latency
-from nni_latency.measure.protocol import MeasurementProtocol
+from nni_latency.runtimes.protocol import MeasurementProtocol
 from nni_latency.spaces.hub import build_space
 from nni_latency.suite.blocks import BasicBlock, ConvBNAct, MBConv
 

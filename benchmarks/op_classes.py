@@ -89,7 +89,7 @@ def summarise(results: Sequence[dict], names: Sequence[str]) -> list[dict[str, A
 
 def run(args, profile) -> dict[str, Any]:
     from nni_latency.evaluate.selection import select_networks
-    from nni_latency.measure.protocol import protocol_of
+    from nni_latency.runtimes.protocol import protocol_of
 
     models = _models(profile)
     protocol = protocol_of(profile.model)
@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from nni_latency.files.fileio import atomic_write_json, atomic_write_text
     from nni_latency.measure.allocator import apply_allocator_policy
-    from nni_latency.measure.protocol import MeasurementProtocol
+    from nni_latency.runtimes.protocol import MeasurementProtocol
 
     apply_allocator_policy(MeasurementProtocol(allocator="steady"))
     host = hostcheck.start(args, "benchmarks/op_classes.py")

@@ -141,7 +141,7 @@ def run_testset(args, profile: Profile, predictors: dict, timing: dict[str, Any]
     from nni_latency.evaluate.testset import TestSetConfig, generate_testset, measure_testset, profiling_keys
     from nni_latency.files.config import load_config, packaged_config
     from nni_latency.files.fileio import read_jsonl
-    from nni_latency.measure.protocol import protocol_of
+    from nni_latency.runtimes.protocol import protocol_of
     from nni_latency.suite.config import TimingConfig
 
     config_name = "testset_cpu.yaml"
@@ -355,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # This process measures under the steady allocator; the allocator table measures both policies in fresh
     # child processes (``run_allocator``). The library leaves the policy to its caller.
     from nni_latency.measure.allocator import apply_allocator_policy
-    from nni_latency.measure.protocol import MeasurementProtocol
+    from nni_latency.runtimes.protocol import MeasurementProtocol
 
     apply_allocator_policy(MeasurementProtocol(allocator="steady"))
     args.cache_dir.mkdir(parents=True, exist_ok=True)

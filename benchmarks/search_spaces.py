@@ -229,8 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     from nni_latency.files.fileio import atomic_write_text
     from nni_latency.measure.allocator import apply_allocator_policy
-    from nni_latency.measure.protocol import protocol_of
     from nni_latency.model.model import LatencyModel
+    from nni_latency.runtimes.protocol import protocol_of
 
     host = hostcheck.start(args, "benchmarks/search_spaces.py")
     model = LatencyModel.load(Path(args.profile_dir) / "device_model.json")

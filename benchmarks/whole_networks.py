@@ -60,7 +60,7 @@ HF_REGIME = Regime("HF transformers implementations, 1 thread, batch 1", "hf_t1_
 
 
 def _protocol(model, regime: Regime, timing: dict[str, Any], rounds: int):
-    from nni_latency.measure.protocol import TIMING_FIELDS, protocol_of
+    from nni_latency.runtimes.protocol import TIMING_FIELDS, protocol_of
 
     return protocol_of(model).replace(threads=regime.threads, allocator=regime.allocator, rounds=2 * rounds,
                                       **{k: timing[k] for k in TIMING_FIELDS})
@@ -71,7 +71,7 @@ def _measure(spec_dicts: list[dict], protocol_dict: dict, dataset: str, batch: i
     """Measure in this process (run in a spawned child for the plain-glibc regime: it never set a policy)."""
     from nni_latency.evaluate.networks import measure_networks
     from nni_latency.evaluate.selection import NetworkSpec
-    from nni_latency.measure.protocol import MeasurementProtocol
+    from nni_latency.runtimes.protocol import MeasurementProtocol
 
     specs = [NetworkSpec(**d) for d in spec_dicts]
     measure_networks(specs, MeasurementProtocol(**protocol_dict), Path(dataset), batch, image_size,
@@ -165,7 +165,7 @@ def run_regime(regime: Regime, specs, args, profile, timing: dict[str, Any], spa
     """Measure, predict and score ``specs`` in ``regime``; a JSON-able summary (also written to the cache)."""
     from nni_latency.evaluate.networks import score_networks
     from nni_latency.measure.drift import check_drift
-    from nni_latency.measure.protocol import protocol_of
+    from nni_latency.runtimes.protocol import protocol_of
 
     model, predictors = regime_model(regime, profile, args)
     protocol = _protocol(model, regime, timing, args.zoo_rounds)
@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finish_arguments(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from nni_latency.measure.allocator import apply_allocator_policy
-    from nni_latency.measure.protocol import MeasurementProtocol
+    from nni_latency.runtimes.protocol import MeasurementProtocol
 
     apply_allocator_policy(MeasurementProtocol(allocator="steady"))  # this process; glibc runs in a child
     host = hostcheck.start(args, "benchmarks/whole_networks.py")

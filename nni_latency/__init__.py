@@ -35,13 +35,13 @@ if TYPE_CHECKING:
     from .measure.allocator import AllocatorWarning, apply_allocator_policy
     from .measure.drift import DriftCheck, DriftWarning, check_drift
     from .measure.latency import measure_latency
-    from .measure.measurement import LatencyMeasurement
-    from .measure.protocol import MeasurementProtocol, protocol_of
     from .model import (DEFAULT_KIND, MODEL_KINDS, CostTerms, FlopsModel, LatencyModel, OutOfRangeWarning,
                         RelativeLinearModel, TwoRegimeModel)
     from .model.coverage import CoverageWarning
     from .profile.run import ProfileResult, run_profile
     from .runtimes import get_runtime
+    from .runtimes.measurement import LatencyMeasurement
+    from .runtimes.protocol import MeasurementProtocol, protocol_of
     from .runtimes.torch.counting import extract_features
     from .runtimes.torch.operators import FEATURE_NAMES
     from .suite.blocks import BlockSpec, build_block
@@ -58,9 +58,9 @@ _EXPORTS = {
     "UncoveredOperatorWarning": "count.features",
     "FEATURE_NAMES": "runtimes.torch.operators",
     "extract_features": "runtimes.torch.counting",
-    "MeasurementProtocol": "measure.protocol",
-    "protocol_of": "measure.protocol",
-    "LatencyMeasurement": "measure.measurement",
+    "MeasurementProtocol": "runtimes.protocol",
+    "protocol_of": "runtimes.protocol",
+    "LatencyMeasurement": "runtimes.measurement",
     "measure_latency": "measure.latency",
     "apply_allocator_policy": "measure.allocator",
     "AllocatorWarning": "measure.allocator",

@@ -55,7 +55,7 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "parts": ("analysis.parts",),
     "profiling": ("profile.run", "runtimes.torch.device"),
     "progress": ("measure.progress",),
-    "protocol": ("measure.protocol",),
+    "protocol": ("runtimes.protocol",),
     "quiet": ("cli.quiet",),
     "regressors": ("model.regressors",),
     "resume": ("rows.resume", "rows.store"),
@@ -65,7 +65,7 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "summary": ("profile.summary",),
     "targets": ("cli.targets",),
     "testset": ("evaluate.testset",),
-    "timing": ("measure.latency", "measure.measurement", "measure.allocator", "runtimes.torch.timing",
+    "timing": ("measure.latency", "runtimes.measurement", "measure.allocator", "runtimes.torch.timing",
                "runtimes.torch.device"),
     "tokens": ("suite.tokens",),
 }

@@ -9,9 +9,9 @@ import torch
 from nni_latency.fit.fitting import MIN_POINTS
 from nni_latency.measure import allocator
 from nni_latency.measure.allocator import apply_allocator_policy
-from nni_latency.measure.protocol import MeasurementProtocol
 from nni_latency.model.model import LatencyModel
 from nni_latency.model.regressors import RelativeLinearModel
+from nni_latency.runtimes.protocol import MeasurementProtocol
 from nni_latency.runtimes.torch.counting import extract_features
 from nni_latency.runtimes.torch.operators import FEATURE_ROLES
 from nni_latency.suite.blocks import BlockSpec

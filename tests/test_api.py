@@ -98,7 +98,7 @@ MOVED_MODULES = {
     "parts": ("nni_latency.parts", "encoder_blocks", "nni_latency.analysis.parts"),
     "profiling": ("nni_latency.profiling", "device_description", "nni_latency.runtimes.torch.device"),
     "progress": ("nni_latency.progress", "progress_bar", "nni_latency.measure.progress"),
-    "protocol": ("nni_latency.protocol", "MeasurementProtocol", "nni_latency.measure.protocol"),
+    "protocol": ("nni_latency.protocol", "MeasurementProtocol", "nni_latency.runtimes.protocol"),
     "quiet": ("nni_latency.quiet", "quiet_nni", "nni_latency.cli.quiet"),
     "regressors": ("nni_latency.regressors", "OperatorCostModel", "nni_latency.model.regressors"),
     "resume": ("nni_latency.resume", "set_aside", "nni_latency.files.fileio"),

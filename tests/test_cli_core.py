@@ -325,7 +325,7 @@ def test_profile_batches_cover_every_size_asked_for(tiny_profile_config, tmp_pat
     timed = []
 
     def fake_measure(module, shape, protocol, **kwargs):
-        from nni_latency.measure.measurement import LatencyMeasurement
+        from nni_latency.runtimes.measurement import LatencyMeasurement
 
         timed.append(shape[0])
         return LatencyMeasurement(times_ms=(0.1 * shape[0],), number_per_run=1, protocol="rotate", copies=2)

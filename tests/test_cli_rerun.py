@@ -20,9 +20,9 @@ from nni_latency import plots
 from nni_latency.cli.dispatch import main
 from nni_latency.files import fileio
 from nni_latency.files.fileio import atomic_write_json, atomic_write_text
-from nni_latency.measure.measurement import LatencyMeasurement
 from nni_latency.plots import pyplot, save_figure
 from nni_latency.profile import run as profiling
+from nni_latency.runtimes.measurement import LatencyMeasurement
 
 
 def _run(argv: list[str]) -> SimpleNamespace:

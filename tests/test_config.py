@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from nni_latency.files.config import apply_overrides, config_from_dict, config_to_dict, load_config, packaged_config
-from nni_latency.measure.protocol import ALLOCATORS, PROTOCOLS
 from nni_latency.model.regressors import MODEL_KINDS
+from nni_latency.runtimes.protocol import ALLOCATORS, PROTOCOLS
 from nni_latency.suite.blocks import FAMILIES
 from nni_latency.suite.config import ProfileConfig, TimingConfig
 

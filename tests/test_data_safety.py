@@ -26,9 +26,9 @@ from nni_latency.cli.dispatch import main
 from nni_latency.files.config import apply_overrides, find_config
 from nni_latency.files.locking import folder_lock
 from nni_latency.files.outputs import file_kind
-from nni_latency.measure.measurement import LatencyMeasurement
 from nni_latency.profile import run as profiling
 from nni_latency.rows.check import check_one_protocol, select_rows
+from nni_latency.runtimes.measurement import LatencyMeasurement
 
 
 def _run(argv: list[str]) -> SimpleNamespace:

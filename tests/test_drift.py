@@ -11,9 +11,9 @@ from nni_latency import DriftWarning
 from nni_latency.files.config import load_config
 from nni_latency.measure import drift
 from nni_latency.measure.drift import DRIFT_FLOOR, PROBE_BLOCKS, PROBE_ROUNDS, check_drift, probe_protocol, record_probe
-from nni_latency.measure.measurement import LatencyMeasurement
-from nni_latency.measure.protocol import MeasurementProtocol
 from nni_latency.profile import run as profiling
+from nni_latency.runtimes.measurement import LatencyMeasurement
+from nni_latency.runtimes.protocol import MeasurementProtocol
 from nni_latency.suite.config import ProfileConfig
 
 # ms of each probe block (by its input shape) on the fake device

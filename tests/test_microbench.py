@@ -16,11 +16,11 @@ from nni_latency.files.fileio import read_jsonl
 from nni_latency.fit.fitting import MIN_POINTS
 from nni_latency.measure import allocator
 from nni_latency.measure.allocator import AllocatorWarning
-from nni_latency.measure.measurement import LatencyMeasurement
-from nni_latency.measure.protocol import MeasurementProtocol
 from nni_latency.profile import run as profiling
 from nni_latency.profile.run import measure_specs
 from nni_latency.rows.store import load_records
+from nni_latency.runtimes.measurement import LatencyMeasurement
+from nni_latency.runtimes.protocol import MeasurementProtocol
 from nni_latency.runtimes.torch import timing
 from nni_latency.runtimes.torch.counting import extract_features
 from nni_latency.runtimes.torch.operators import FEATURE_NAMES

@@ -13,9 +13,9 @@ from nni_latency.cli import dispatch as cli
 from nni_latency.evaluate import networks as network_evaluation
 from nni_latency.evaluate.networks import evaluate_networks, format_networks, score_networks
 from nni_latency.files.fileio import read_jsonl
-from nni_latency.measure.measurement import LatencyMeasurement
 from nni_latency.model.coverage import CoverageWarning
 from nni_latency.plots import networks_figure
+from nni_latency.runtimes.measurement import LatencyMeasurement
 
 TWO = "squeezenet1_1,mobilenet_v3_small"
 SIZE = 32

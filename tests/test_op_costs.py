@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from nni_latency.measure.protocol import Counting, MeasurementProtocol
 from nni_latency.model.model import LatencyModel, features_matrix
 from nni_latency.model.regressors import MIN_OP_ROWS, OperatorCostModel
 from nni_latency.rows.ops import op_rows, op_sum_ratios
 from nni_latency.rows.store import combined_rows
+from nni_latency.runtimes.protocol import Counting, MeasurementProtocol
 from nni_latency.runtimes.torch.clock import time_ops
 from nni_latency.runtimes.torch.counting import extract_features
 from nni_latency.runtimes.torch.operators import FEATURE_NAMES, OP_CLASSES, OP_FEATURE_NAMES, OVERHEAD_FEATURES

@@ -9,11 +9,11 @@ import pytest
 from conftest import TINY_PROFILE_COUNT
 
 from nni_latency.files.fileio import read_jsonl
-from nni_latency.measure.measurement import LatencyMeasurement
-from nni_latency.measure.protocol import (LEGACY_VECTOR_WIDTH, TIMING_FIELDS, MeasurementProtocol, detect_vector_width,
-                                          protocol_of)
 from nni_latency.model.model import LatencyModel
 from nni_latency.profile import run as profiling
+from nni_latency.runtimes.measurement import LatencyMeasurement
+from nni_latency.runtimes.protocol import (LEGACY_VECTOR_WIDTH, TIMING_FIELDS, MeasurementProtocol, detect_vector_width,
+                                           protocol_of)
 from nni_latency.suite.config import ProfileConfig, TimingConfig
 
 BAD_FIELDS = {

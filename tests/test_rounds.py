@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from nni_latency.files.fileio import read_jsonl
-from nni_latency.measure.protocol import MeasurementProtocol
 from nni_latency.measure.rounds import measure_rounds
 from nni_latency.rows.store import RowStore, combine_rounds
+from nni_latency.runtimes.protocol import MeasurementProtocol
 
 
 class Scripted:

@@ -16,8 +16,8 @@ from nni_latency.measure import allocator as allocator_module
 from nni_latency.measure.allocator import (AllocatorWarning, allocator_advice, apply_allocator_policy,
                                            use_steady_allocator)
 from nni_latency.measure.latency import measure_latency
-from nni_latency.measure.measurement import LatencyMeasurement, relative_spread
-from nni_latency.measure.protocol import ALLOCATORS, PROTOCOLS, MeasurementProtocol
+from nni_latency.runtimes.measurement import LatencyMeasurement, relative_spread
+from nni_latency.runtimes.protocol import ALLOCATORS, PROTOCOLS, MeasurementProtocol
 from nni_latency.runtimes.torch import timing
 from nni_latency.runtimes.torch.device import resolve_device, resolve_dtype
 

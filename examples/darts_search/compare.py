@@ -46,8 +46,8 @@ def _measure(results: dict[str, dict], config, device_model: str, rounds: int) -
     """Every found network timed once per round, the networks interleaved within a round."""
     from nni_latency.measure.allocator import apply_allocator_policy
     from nni_latency.measure.latency import measure_latency
-    from nni_latency.measure.protocol import protocol_of
     from nni_latency.model import LatencyModel
+    from nni_latency.runtimes.protocol import protocol_of
     from nni_latency.search.run import build_space
 
     protocol = protocol_of(LatencyModel.load(device_model))

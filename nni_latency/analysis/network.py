@@ -12,7 +12,7 @@ from torch import nn
 
 from ..count.features import BlockFeatures
 from ..errors import InvalidInput, did_you_mean
-from ..measure.protocol import Counting
+from ..runtimes.protocol import Counting
 from ..runtimes.torch.counting import extract_features, run_counted
 from ..runtimes.torch.operators import FEATURE_NAMES
 

@@ -16,9 +16,9 @@ from torch import nn
 
 from ..count.features import BlockFeatures
 from ..errors import InvalidInput
-from ..measure.protocol import MeasurementProtocol
 from ..model.model import LatencyModel
 from ..runtimes.base import OpTimes
+from ..runtimes.protocol import MeasurementProtocol
 from ..runtimes.torch.clock import time_ops
 
 _logger = logging.getLogger(__name__)

@@ -26,11 +26,11 @@ from ..count.features import ROLES, BlockFeatures
 from ..deprecation import deprecated_names
 from ..errors import InvalidInput
 from ..measure.drift import check_drift
-from ..measure.protocol import Counting, MeasurementProtocol, protocol_of
 from ..measure.rounds import measure_modules
 from ..model.coverage import check_threads
 from ..model.model import LatencyModel
 from ..model.terms import CostTerms, dominant_role
+from ..runtimes.protocol import Counting, MeasurementProtocol, protocol_of
 from ..runtimes.torch.operators import FEATURE_NAMES
 from .network import (Shapes, attribute_features, block_features, record_calls, runnable_blocks, select_blocks,
                       sum_features)

@@ -21,10 +21,10 @@ from ..errors import InvalidInput
 from ..files.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, json_safe
 from ..fit.metrics import per_group_errors, regression_metrics, within_group_kendall
 from ..measure.drift import check_drift
-from ..measure.protocol import RESUME_FIELDS, protocol_of
 from ..model.coverage import check_threads
 from ..model.model import LatencyModel
 from ..rows.store import load_records
+from ..runtimes.protocol import RESUME_FIELDS, protocol_of
 from .testset import TestSetConfig, generate_testset, label_records, measure_testset, profiling_keys
 
 _logger = logging.getLogger(__name__)

@@ -28,11 +28,11 @@ from ..files.fileio import atomic_write_json, atomic_write_text, ensure_writable
 from ..fit.metrics import error_summary, worst_points
 from ..measure.drift import DriftCheck, check_drift
 from ..measure.latency import measure_latency
-from ..measure.protocol import RESUME_FIELDS, MeasurementProtocol, protocol_of
 from ..measure.rounds import measure_rounds
 from ..model.coverage import check_batch, check_threads
 from ..model.model import LatencyModel, OutOfRangeWarning
 from ..rows.store import RowStore
+from ..runtimes.protocol import RESUME_FIELDS, MeasurementProtocol, protocol_of
 from ..runtimes.torch.device import resolve_device
 from .selection import NETWORK_KINDS, NetworkSpec, SpaceCache, select_networks
 

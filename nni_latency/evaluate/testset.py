@@ -22,10 +22,10 @@ from ..errors import InvalidInput
 from ..files.config import config_from_dict
 from ..files.fileio import ensure_writable_dir
 from ..measure.latency import measure_latency
-from ..measure.protocol import MeasurementProtocol, protocol_of
 from ..model.model import LatencyModel
 from ..profile.run import measure_specs
 from ..rows.store import has_current_features, recount_features
+from ..runtimes.protocol import MeasurementProtocol, protocol_of
 from ..runtimes.torch.counting import run_counted
 from ..suite.blocks import ACTIVATIONS, FAMILIES, FBNET_CANDIDATES, BlockSpec
 from ..suite.config import ProfileConfig, TimingConfig

@@ -14,11 +14,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InvalidInput
-from ..measure.protocol import protocol_of
 from ..model.model import LatencyModel, features_matrix
 from ..model.regressors import MODEL_KINDS, make_regressor
 from ..rows.ops import op_rows
 from ..runtimes import get_table
+from ..runtimes.protocol import protocol_of
 from .metrics import regression_metrics
 
 _logger = logging.getLogger(__name__)

@@ -1,3 +1,3 @@
-"""Measuring: the protocol every block is timed under (``protocol``), a measurement and its statistics
-(``measurement``), one module timed by its runtime (``latency``), many items in interleaved rounds (``rounds``),
-networks each in a fresh process (``isolated``), the allocator policy, the host's load and the drift probe."""
+"""Measuring, above the runtimes: one module timed by its protocol's runtime (``latency``), many items in
+interleaved rounds appended to a row store (``rounds``), networks each in a fresh process (``isolated``), the
+allocator policy of a measuring process, the host's load while measuring, and the drift probe."""

@@ -17,7 +17,7 @@ import logging
 import os
 import warnings
 
-from .protocol import MeasurementProtocol
+from ..runtimes.protocol import MeasurementProtocol
 
 _logger = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..runtimes.measurement import relative_spread
+from ..runtimes.protocol import MeasurementProtocol, protocol_of
 from ..suite.blocks import BlockSpec
 from .latency import measure_latency
-from .measurement import relative_spread
-from .protocol import MeasurementProtocol, protocol_of
 
 _logger = logging.getLogger(__name__)
 

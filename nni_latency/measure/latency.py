@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..runtimes import get_runtime
+from ..runtimes.measurement import LatencyMeasurement
+from ..runtimes.protocol import MeasurementProtocol
 from .allocator import warn_if_unset
-from .measurement import LatencyMeasurement
-from .protocol import MeasurementProtocol
 
 __all__ = ["measure_latency", "protocol_with"]
 

@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from ..errors import RowsError
 from ..rows.check import check_one_protocol, protocol_mismatch
 from ..rows.store import RowStore, combine_rounds
+from ..runtimes.measurement import LatencyMeasurement
+from ..runtimes.protocol import MeasurementProtocol
 from .latency import measure_latency
-from .measurement import LatencyMeasurement
 from .progress import progress_bar
-from .protocol import MeasurementProtocol
 
 _logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import warnings
 import weakref
 from typing import Any, Sequence
 
-from ..measure.protocol import protocol_of, records_protocol
+from ..runtimes.protocol import protocol_of, records_protocol
 
 _logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from ..count.features import BlockFeatures
 from ..errors import InvalidInput, ModelFileError, RuntimeMismatch
-from ..measure.protocol import Counting, MeasurementProtocol, protocol_of, records_protocol
 from ..runtimes import get_runtime, get_table
+from ..runtimes.protocol import Counting, MeasurementProtocol, protocol_of, records_protocol
 from ..runtimes.torch.device import resolve_device
 from . import schema
 from .coverage import batch_of, check_batch

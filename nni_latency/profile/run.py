@@ -26,8 +26,6 @@ from ..files.fileio import ensure_writable_dir, set_aside
 from ..fit.fitting import MIN_POINTS, fit_with_cv, reference_model
 from ..measure.drift import record_probe
 from ..measure.latency import measure_latency
-from ..measure.measurement import LatencyMeasurement
-from ..measure.protocol import ALLOCATORS, PROTOCOLS, MeasurementProtocol, protocol_of
 from ..measure.rounds import measure_rounds
 from ..model.model import LatencyModel
 from ..model.regressors import MODEL_KINDS
@@ -35,6 +33,8 @@ from ..rows.ops import op_sum_ratios
 from ..rows.resume import check_resume
 from ..rows.store import RowStore
 from ..runtimes import RUNTIMES, get_runtime
+from ..runtimes.measurement import LatencyMeasurement
+from ..runtimes.protocol import ALLOCATORS, PROTOCOLS, MeasurementProtocol, protocol_of
 from ..runtimes.torch.device import device_description, resolve_device, resolve_dtype
 from ..suite.blocks import BlockSpec
 from ..suite.config import ProfileConfig

@@ -6,8 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..measure.protocol import protocol_of
 from ..model.terms import dominant_role
+from ..runtimes.protocol import protocol_of
 
 __all__ = ["format_profile_summary"]
 

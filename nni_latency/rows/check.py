@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import RowsError
-from ..measure.protocol import RESUME_FIELDS, MeasurementProtocol, protocol_of
+from ..runtimes.protocol import RESUME_FIELDS, MeasurementProtocol, protocol_of
 
 __all__ = ["ROW_FIELDS", "first_difference", "check_one_protocol", "select_rows", "check_same_machine",
            "protocol_mismatch"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import RowsError
-from ..measure.protocol import MeasurementProtocol
+from ..runtimes.protocol import MeasurementProtocol
 from .check import check_one_protocol, check_same_machine, first_difference, protocol_mismatch
 from .store import RowStore
 

@@ -23,9 +23,9 @@ import numpy as np
 
 from ..errors import RowsError
 from ..files.fileio import append_jsonl, read_jsonl, set_aside
-from ..measure.measurement import LatencyMeasurement
-from ..measure.protocol import protocol_of
 from ..runtimes import get_runtime, get_table
+from ..runtimes.measurement import LatencyMeasurement
+from ..runtimes.protocol import protocol_of
 from ..suite.blocks import spec_from_dict
 from .check import check_one_protocol, select_rows
 

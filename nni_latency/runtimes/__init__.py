@@ -1,5 +1,6 @@
 """The runtimes a device model can describe, one folder each behind one small interface (``base.Runtime``): eager
-PyTorch (``torch``) and ONNX Runtime (``onnxruntime``, the optional ``[onnx]`` extra).
+PyTorch (``torch``) and ONNX Runtime (``onnxruntime``, the optional ``[onnx]`` extra). What every runtime is told
+(``protocol``: how to run and time a module) and what it answers (``measurement``) sit beside the interface.
 
 ``get_runtime(name)`` imports a runtime on first use; one whose packages are not installed is refused in one line
 that names the extra to install. ``get_table(name)`` is a runtime's operator table alone (its ``operators``

@@ -27,8 +27,8 @@ from ..files.config import load_config, packaged_config
 from ..files.fileio import atomic_write_json, ensure_writable_dir
 from ..measure.drift import check_drift
 from ..measure.latency import measure_latency
-from ..measure.protocol import MeasurementProtocol, protocol_of
 from ..model.model import LatencyModel
+from ..runtimes.protocol import MeasurementProtocol, protocol_of
 from ..suite.config import ProfileConfig
 from . import report
 from .config import MULTI_TRIAL, LatencyConfig, SearchConfig, SpaceConfig

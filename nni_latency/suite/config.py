@@ -9,8 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..measure.protocol import MeasurementProtocol
 from ..runtimes import DEFAULT_RUNTIME
+from ..runtimes.protocol import MeasurementProtocol
 
 __all__ = ["ProfileConfig", "TimingConfig", "TokenConfig", "ChainConfig"]
 

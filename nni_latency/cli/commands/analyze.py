@@ -60,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from ...files.outputs import Output, check_outputs, keep_previous
     from ...measure.allocator import apply_allocator_policy
     from ...measure.hostload import watch_host
-    from ...measure.protocol import protocol_of
     from ...model.model import LatencyModel
     from ...plots import plot_op_classes, plot_report
+    from ...runtimes.protocol import protocol_of
     from ..targets import input_hint, load_network
     from . import check_not_a_directory, check_threads
 

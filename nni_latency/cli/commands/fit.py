@@ -25,12 +25,12 @@ def run(args: argparse.Namespace) -> int:
     from ...files.fileio import set_aside
     from ...files.outputs import Output, check_outputs
     from ...fit.fitting import fit_with_cv, reference_model
-    from ...measure.protocol import protocol_of
     from ...model.model import LatencyModel
     from ...plots import plot_fit
     from ...profile.run import op_check
     from ...profile.summary import format_profile_summary
     from ...rows.store import load_records
+    from ...runtimes.protocol import protocol_of
     from . import check_not_a_directory
 
     check_not_a_directory(args.dataset, "dataset", "microbench.jsonl")

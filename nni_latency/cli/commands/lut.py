@@ -67,10 +67,10 @@ def run(args: argparse.Namespace) -> int:
     from ...files.fileio import ensure_writable_dir
     from ...files.outputs import Output, check_outputs, keep_previous
     from ...measure.allocator import apply_allocator_policy
-    from ...measure.protocol import protocol_of
     from ...model.model import LatencyModel
     from ...nas.lut import measure_rows, predicted_rows, write_lut_json, write_lut_txt
     from ...nas.profiler import LatencyProfiler
+    from ...runtimes.protocol import protocol_of
     from . import check_threads
 
     if args.input_size < 1:

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ...measure.protocol import MeasurementProtocol
 from ..base import OpTimes
+from ..protocol import MeasurementProtocol
 from .operators import FREE_OPS
 from .timing import prepared
 

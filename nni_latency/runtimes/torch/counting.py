@@ -23,7 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ...count.features import BlockFeatures, OpRecord, warn_uncovered
 from ...count.inputs import failure_details, make_inputs, module_device_dtype
 from ...errors import ShapeError
-from ...measure.protocol import LEGACY_VECTOR_WIDTH, Counting, detect_cache_kb
+from ..protocol import LEGACY_VECTOR_WIDTH, Counting, detect_cache_kb
 from .operators import FEATURE_NAMES, classify_op
 
 _logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ...errors import InvalidInput
-from ...measure.protocol import DTYPES, TORCH_DTYPES
+from ..protocol import DTYPES, TORCH_DTYPES
 
 __all__ = ["resolve_device", "resolve_dtype", "device_description"]
 

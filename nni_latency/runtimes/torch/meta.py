@@ -26,7 +26,7 @@ from ...count.features import BlockFeatures
 from ...count.forward_checks import branch_note
 from ...count.inputs import make_inputs, module_device_dtype
 from ...errors import ShapeError, first_line
-from ...measure.protocol import Counting
+from ..protocol import Counting
 from .counting import as_counting, extract_features, run_counted
 
 _logger = logging.getLogger(__name__)

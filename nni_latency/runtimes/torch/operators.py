@@ -26,8 +26,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ...measure.protocol import Counting
 from ..base import OpClass, OpTable
+from ..protocol import Counting
 
 _logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from torch import nn
 from torch.utils import benchmark
 
 from ...count.inputs import make_inputs
-from ...measure.measurement import LatencyMeasurement, relative_spread
-from ...measure.protocol import MeasurementProtocol
+from ..measurement import LatencyMeasurement, relative_spread
+from ..protocol import MeasurementProtocol
 from .device import resolve_device, resolve_dtype
 
 _logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import InvalidInput
-from ..runtimes import DEFAULT_RUNTIME, RUNTIMES
+from . import DEFAULT_RUNTIME, RUNTIMES
 
 _logger = logging.getLogger(__name__)
 
