@@ -150,6 +150,13 @@ BAD_FILES = {
     "negative_intercept": (lambda d: json.dumps(d | {"parameters": d["parameters"] | {"intercept": -0.5}}),
                            "weight 'intercept' is -0.5"),
     "boolean_weight": (lambda d: json.dumps(_weight(d, 0, True)), "parameters.weights.{0} is true"),
+    # Numbers must be JSON numbers, and a weight must name a feature: "0.5" used as 0.5 or a typo ignored would
+    # predict something other than what the file says.
+    "string_weight": (lambda d: json.dumps(_weight(d, 0, "0.5")), "weight {0} is '0.5' (str), not a number"),
+    "string_intercept": (lambda d: json.dumps(d | {"parameters": d["parameters"] | {"intercept": "1e3"}}),
+                         "intercept is '1e3' (str), not a number"),
+    "unknown_weight": (lambda d: json.dumps(d | {"parameters": d["parameters"] | {
+        "weights": d["parameters"]["weights"] | {"flopz": 1e-6}}}), "feature(s) this model does not have: flopz"),
     "device_not_a_dict": (lambda d: json.dumps(d | {"device": "not a dict"}), "'device' must be an object"),
     "device_bad_protocol": (lambda d: json.dumps(d | {"device": d["device"] | {"threads": "x"}}),
                             "'device' describes an invalid measurement protocol (threads"),

@@ -70,6 +70,28 @@ def _huber_lstsq(design: np.ndarray, y: np.ndarray, weights: np.ndarray | None, 
     return coef
 
 
+def _number(state: Mapping[str, Any], key: str, where: str = "") -> float:
+    """``state[key]`` as a float, only when the file holds a JSON number there (``"0.5"`` and ``true`` are not)."""
+    value = state[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}{key} is {value!r} ({type(value).__name__}), not a number: write it as a JSON "
+                         "number")
+    return float(value)
+
+
+def _weights(state: Mapping[str, Any], names: Sequence[str]) -> np.ndarray:
+    """The ``weights`` object of a state over ``names``: a number for each, and none for a feature the model does
+    not have (a typo would otherwise be ignored without a word)."""
+    weights = state["weights"]
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"weights is {type(weights).__name__}, not an object of feature -> number")
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(f"weights name {len(unknown)} feature(s) this model does not have: {', '.join(unknown[:5])}"
+                         f"{' ...' if len(unknown) > 5 else ''}")
+    return np.array([_number(weights, name, "weight ") for name in names], float)
+
+
 class _LatencyRegressor(RegressorMixin, BaseEstimator):
     """Shared plumbing: the feature columns a kind uses, its affine terms, and parameter (de)serialisation."""
 
@@ -210,11 +232,11 @@ class TwoRegimeModel(_LatencyRegressor):
     @classmethod
     def from_state(cls, state):
         model = cls()
-        model.coef_ = np.array([state["a"], state["b"], state["c"]], float)
-        model.intercept_ = float(state["d"])
+        model.coef_ = np.array([_number(state, key) for key in ("a", "b", "c")], float)
+        model.intercept_ = _number(state, "d")
         # A single-regime fit has breakpoint -inf, which strict JSON stores as null.
-        model.breakpoint_ = -np.inf if state["breakpoint"] is None else float(state["breakpoint"])
-        model.slope_, model.offset_ = float(state["slope"]), float(state["offset"])
+        model.breakpoint_ = -np.inf if state["breakpoint"] is None else _number(state, "breakpoint")
+        model.slope_, model.offset_ = _number(state, "slope"), _number(state, "offset")
         return model
 
 
@@ -283,8 +305,8 @@ class RelativeLinearModel(_AffineRegressor):
     def from_state(cls, state):
         # Files written before the feature set was a parameter list no "features": they used LEGACY_FEATURES.
         model = cls(features=tuple(state.get("features", cls.LEGACY_FEATURES)))
-        model.coef_ = np.array([state["weights"][name] for name in model.feature_names], float)
-        model.intercept_ = float(state["intercept"])
+        model.coef_ = _weights(state, model.feature_names)
+        model.intercept_ = _number(state, "intercept")
         return model
 
 
@@ -301,7 +323,7 @@ class FlopsModel(_AffineRegressor):
     @classmethod
     def from_state(cls, state):
         model = cls()
-        model.coef_, model.intercept_ = np.array([state["c"]], float), float(state["d"])
+        model.coef_, model.intercept_ = np.array([_number(state, "c")], float), _number(state, "d")
         return model
 
 
@@ -399,8 +421,8 @@ class OperatorCostModel(_AffineRegressor):
     def from_state(cls, state):
         # Files written before a model could describe another runtime have no "runtime": eager PyTorch.
         model = cls(get_table(state.get("runtime", DEFAULT_RUNTIME)))
-        model.coef_ = np.array([state["weights"][name] for name in model.feature_names], float)
-        model.intercept_ = float(state["intercept"])
+        model.coef_ = _weights(state, model.feature_names)
+        model.intercept_ = _number(state, "intercept")
         model.sources_ = dict(state.get("sources") or {})
         return model
 
