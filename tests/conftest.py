@@ -98,6 +98,25 @@ def tiny_profile_config(tmp_path, tiny_profile_yaml):
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_profile(tmp_path_factory, tiny_profile_yaml):
+    """A folder profiled once for the session with the tiny config: ``device_model.json`` and its own rows
+    ``microbench.jsonl`` (read-only by convention: copy what a test changes)."""
+    import contextlib
+    import io
+
+    from nni_latency.cli.dispatch import main
+
+    root = tmp_path_factory.mktemp("tiny_profile")
+    config = root / "tiny.yaml"
+    config.write_text(tiny_profile_yaml, encoding="utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["profile", "--config", str(config), "--output-dir", str(root / "run"), "--no-progress"])
+    assert code == 0, err.getvalue()
+    return root / "run"
+
+
 @pytest.fixture
 def allocator_never_enabled(monkeypatch):
     """A process that has not enabled the steady allocator policy, where enabling it fails the test."""

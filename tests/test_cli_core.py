@@ -100,7 +100,7 @@ def test_profile_model_describes_the_device_and_protocol(profiled):
 def test_profile_prints_the_summary(profiled):
     out = profiled.result.out
     assert "device model: op_linear on " in out
-    assert "operators timed in place: their sum is a median" in out
+    assert "operators timed in place, with the fitted per-call overheads, sum to a median" in out
     assert f"profiled {profiled.count} blocks" in out
     assert "parameters:" in out and "cross-validated fit" in out and "-bound" in out
     assert "wrote " in out and "device_model.json" in out and "fit.svg" in out

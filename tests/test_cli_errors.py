@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -171,6 +172,36 @@ def test_a_read_only_destination_is_one_line(files):
     locked.mkdir(mode=0o555)
     result = _run(["fit", str(files["dataset.jsonl"]), "--output", str(locked / "m.json"), "--no-plot"])
     assert result.code == 2 and "permission denied" in result.err and str(locked) in result.err
+
+
+def _unwritable(kind: str, tmp_path) -> str:
+    """A destination the OS refuses, whatever the permission bits say: under /proc (root too), or (not root) in a
+    read-only folder."""
+    if kind == "proc":
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("needs Linux /proc")
+        return "/proc/nni-latency-test/report"
+    if os.name != "posix" or os.geteuid() == 0:
+        pytest.skip("root may write into a read-only folder")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    return str(locked / "report")
+
+
+@pytest.mark.parametrize("flag, suffix", [("--json", ".json"), ("--plot", ".png")], ids=["json", "plot"])
+@pytest.mark.parametrize("kind", ["proc", "read_only_folder"])
+def test_an_unwritable_report_is_refused_before_the_report_is_printed(files, flag, suffix, kind):
+    """The campaign's case: analyze printed the whole report, then failed to write it."""
+    where = _unwritable(kind, files["tmp"]) + suffix
+    result = _run(["analyze", "zoo:resnet18", "--model", str(files["model.json"]), "--input-shape", "1,3,32,32",
+                   flag, where])
+    lines = [line for line in result.err.splitlines() if ": warning: " not in line]
+    assert result.code == 2 and len(lines) == 1, result.err
+    if kind == "proc":
+        assert f"{flag} {where!r} cannot be written" in lines[0] and "choose a location you may write" in lines[0]
+    else:
+        assert f"permission denied on '{Path(where).parent}'" in lines[0]
+    assert not result.out  # nothing computed, nothing printed
 
 
 @pytest.mark.parametrize("error, word", [

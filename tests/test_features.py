@@ -260,12 +260,30 @@ def test_views_only_module_records_no_op_at_all():
     assert all(value == 0 for name, value in features.as_dict().items() if not name.startswith("overhead."))
 
 
+def _rnn_counted(layer: nn.RNNBase, x: torch.Tensor, totals: dict[str, float]) -> None:
+    """A recurrent layer as its matrix multiplies: per layer and direction, the input's [T*B, I] x [I, G*H], then one
+    [B, H] x [H, G*H] per step (G gates: 4 for an LSTM, 3 for a GRU), the recurrent weights read at each step."""
+    steps, batch = (x.shape[1], x.shape[0]) if layer.batch_first else (x.shape[0], x.shape[1])
+    rows, hidden, directions = layer.weight_ih_l0.shape[0], layer.hidden_size, 2 if layer.bidirectional else 1
+    for index in range(layer.num_layers * directions):
+        inputs = layer.input_size if index < directions else hidden * directions
+        totals["acts"] += 2 * steps * batch * rows
+        totals["inp"] += steps * batch * (inputs + hidden)
+        totals["flops"] += 2.0 * steps * batch * rows * (inputs + hidden)
+        totals["weights"] += rows * inputs + steps * rows * hidden
+        totals["conv_ops"] += 1 + steps
+
+
 def _hand_counted(module: nn.Module, shape) -> dict[str, float]:
-    """acts / inp / flops / weights / conv_ops of every conv and linear, from forward hooks and the formula."""
+    """acts / inp / flops / weights / conv_ops of every conv, linear and recurrent layer, from forward hooks and the
+    formula."""
     totals = {"acts": 0.0, "inp": 0.0, "flops": 0.0, "weights": 0.0, "conv_ops": 0.0}
 
     def hook(layer, inputs, output):
         (x,) = inputs
+        if isinstance(layer, nn.RNNBase):
+            _rnn_counted(layer, x, totals)
+            return
         if isinstance(layer, nn.Linear):
             macs = output.numel() * layer.in_features
         elif layer.transposed:
@@ -279,7 +297,7 @@ def _hand_counted(module: nn.Module, shape) -> dict[str, float]:
         totals["conv_ops"] += 1
 
     handles = [m.register_forward_hook(hook) for m in module.modules()
-               if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+               if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear, nn.RNNBase))]
     with torch.no_grad():
         module.eval()(*make_inputs(shape))
     for handle in handles:
@@ -318,11 +336,27 @@ FAMILY_SPECS |= {
     "stream_head": BlockSpec("stream_head", 16, 16, 7, kernel=7),
     "attention_heads": BlockSpec("attention_heads", 16, 16, 7, heads=2),
 }
+# Issue 28's families beyond classification (token ones on a 7 or 14 grid; sequences of 6 steps).
+FAMILY_SPECS |= {
+    "unet_up_k4": BlockSpec("unet_up", 32, 16, 7, kernel=4),
+    "unet_up_k3": BlockSpec("unet_up", 32, 16, 7, kernel=3),
+    "sr_up": BlockSpec("sr_up", 16, 16, 8),
+    "aspp": BlockSpec("aspp", 32, 16, 14),
+    "video": BlockSpec("video", 16, 32, 14),
+    "tcn_d8": BlockSpec("tcn", 16, 32, 50, variant="d8"),
+    "tcn": BlockSpec("tcn", 16, 32, 50),
+    "sequence_lstm": BlockSpec("sequence", 16, 24, 6),
+    "sequence_gru": BlockSpec("sequence", 16, 24, 6, variant="gru"),
+    "swin": BlockSpec("swin", 64, 64, 14, kernel=7, expansion=4, heads=2),
+    "levit": BlockSpec("levit", 32, 32, 7, heads=2),
+    "conv_pos": BlockSpec("conv_pos", 16, 16, 7),
+}
 # Families added later are covered with a default spec.
 FAMILY_SPECS |= {family: BlockSpec(family, 16, 16, 14, variant=VARIANTS.get(family, ("",))[0]) for family in FAMILIES
                  if family not in {spec.family for spec in FAMILY_SPECS.values()}}
 # Attention multiplies activations by activations: FLOPs no layer hook sees (test_attention_blocks).
-ATTENTION_SPECS = {"attention", "attention_explicit", "window_attention", "mobilevit", "attention_heads"}
+ATTENTION_SPECS = {"attention", "attention_explicit", "window_attention", "mobilevit", "attention_heads", "swin",
+                   "levit"}
 
 
 @pytest.mark.parametrize("spec", [s for k, s in FAMILY_SPECS.items() if k not in ATTENTION_SPECS],
@@ -401,30 +435,41 @@ def test_adding_features_merges_op_counts():
     assert (a + b).conv_ops == 2 and (a + b).mem_ops == 1
 
 
-class _LSTMHolder(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.rnn = nn.LSTM(4, 8)
+class _Uncovered(nn.Module):
+    """Two operators no formula covers: a Bessel function (6 elements in, 6 out) and a running maximum (6 in; 6
+    values and 6 indices out)."""
 
     def forward(self, x):
-        return self.rnn(x)[0]
+        return torch.special.bessel_j0(x) + torch.cummax(x, dim=-1)[0]
 
 
-def test_uncovered_operator_warns_once_naming_the_module():
-    # Once through warnings' own registry, so under the default filters (catch_warnings starts it afresh).
-    module = _LSTMHolder()
+def test_uncovered_operators_are_named_in_one_warning_once_per_context():
+    # Once per warnings context (each command runs in one): the same pass again, or another shape, says nothing new.
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        first = extract_features(module, (3, 1, 4))
-        second = extract_features(module, (3, 1, 4))
-        extract_features(_LSTMHolder(), (5, 1, 4))
-    uncovered = [w for w in caught if issubclass(w.category, UncoveredOperatorWarning)]
-    assert len(uncovered) == 1
-    message = str(uncovered[0].message)
-    assert "rnn (LSTM)" in message and "aten." in message
-    assert "\n" not in message
-    assert first.uncovered and first.uncovered == second.uncovered
+        warnings.simplefilter("always")
+        first = extract_features(_Uncovered(), (2, 3))
+        second = extract_features(_Uncovered(), (2, 3))
+        extract_features(_Uncovered(), (4, 3))
+    uncovered = [str(w.message) for w in caught if issubclass(w.category, UncoveredOperatorWarning)]
+    assert len(uncovered) == 1 and "\n" not in uncovered[0]
+    assert "aten.cummax (1 call, 18 elements, in module '<root> (_Uncovered)')" in uncovered[0]
+    assert "aten.special_bessel_j0 (1 call, 12 elements, in module '<root> (_Uncovered)')" in uncovered[0]
+    assert first.uncovered == second.uncovered == ("aten.cummax", "aten.special_bessel_j0")
     assert first.mem_ops > 0 and first.mem_elements > 0  # still counted, as memory-bound
+    with warnings.catch_warnings(record=True) as caught:  # a new context (the next command) hears of them again
+        warnings.simplefilter("always")
+        extract_features(_Uncovered(), (2, 3))
+    assert len([w for w in caught if issubclass(w.category, UncoveredOperatorWarning)]) == 1
+
+
+@pytest.mark.parametrize("module,shape", [(nn.LSTM(4, 8, 2), (3, 1, 4)), (nn.GRU(4, 8), (3, 1, 4)),
+                                          (nn.InstanceNorm2d(4, affine=True), (1, 4, 5, 5)),
+                                          (nn.Upsample(scale_factor=2, mode="trilinear"), (1, 2, 3, 4, 4))],
+                         ids=["lstm", "gru", "instance_norm", "trilinear"])
+def test_operators_beyond_classification_are_covered(module, shape):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UncoveredOperatorWarning)
+        assert extract_features(module, shape).uncovered == ()
 
 
 def test_covered_operators_do_not_warn():

@@ -194,7 +194,8 @@ def _run_cli(argv, capsys):
 
 def test_evaluate_networks_command_end_to_end(model_path, tmp_path, monkeypatch, capsys):
     fake = FakeMeasure()
-    monkeypatch.setattr(network_evaluation, "measure_latency", lambda module, shape, protocol: fake(module, shape))
+    # each network in a fresh process of its own: the builder the child would call, and its timing, faked here
+    monkeypatch.setattr(network_evaluation, "measure_fresh", lambda build, shape, protocol: fake(build(), shape))
     out = tmp_path / "out"
     argv = ["evaluate", "--model", str(model_path), "--networks", TWO, "--image-size", str(SIZE), "--rounds", "2",
             "--output-dir", str(out), "--no-progress"]

@@ -64,6 +64,102 @@ CASES = {
 }
 
 
+class _Gather(nn.Module):
+    """A gather by a precomputed index, then an add: ``embedding(table, ids)``, ``x.index_select(1, ids)`` or
+    Swin's ``table[index]`` (advanced indexing)."""
+
+    def __init__(self, how: str, rows: int, ids: list[int]):
+        super().__init__()
+        self.how, self.table = how, nn.Embedding(rows, 2) if how == "embedding" else None
+        self.register_buffer("ids", torch.tensor(ids))
+        self.register_buffer("rows", torch.arange(rows * 2.0).view(rows, 2))
+
+    def forward(self, x):
+        if self.how == "embedding":
+            return self.table(self.ids) + x
+        if self.how == "index_select":
+            return x.index_select(1, self.ids)
+        return self.rows[self.ids] + x
+
+
+class _Copy(nn.Module):
+    """``x (1, 16, 64)`` split into heads of ``dim`` values made contiguous (a head split), or ``x`` transposed and
+    concatenated with itself (CoaT's class token before strided tokens)."""
+
+    def __init__(self, dim: int = 0):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        if self.dim:
+            return x.view(1, 16, 64 // self.dim, self.dim).transpose(1, 2).contiguous()
+        tokens = x.transpose(1, 2)
+        return torch.cat((tokens, tokens), dim=2)
+
+
+# Issue 28: calls beyond CNN classification, each a class of its own (expected features by hand).
+CASES |= {
+    # oneDNN deconvolution: positions are the input's; vflops = 2 x 64 x 16 x 16 x 16; nothing folded
+    "conv_transposed_onednn": (nn.ConvTranspose2d(16, 8, 4, 2, 1), (1, 16, 8, 8), [
+        ("conv_transposed", {"calls": 1, "vflops": 2 * 64 * 16 * 16 * 16, "im2col": 0, "elements": 16 * 64 + 8 * 256,
+                             "weights": 16 * 8 * 16})]),
+    # ATen's transposed path: a GEMM into 49 positions x 16 x 4 columns, folded by col2im
+    "conv_transposed_aten": (nn.ConvTranspose2d(32, 16, 2, 2), (1, 32, 7, 7), [
+        ("conv_transposed", {"vflops": 2 * 49 * 32 * 16 * 4, "im2col": 49 * 16 * 4, "elements": 32 * 49 + 16 * 196})]),
+    # vol2col: 256 positions x 8 channels x 27 taps; FLOPs = 2 x 16 x 256 outputs x 8 x 27
+    "conv3d_vol2col": (nn.Conv3d(8, 16, 3, padding=1), (1, 8, 4, 8, 8), [
+        ("conv_gemm_3d", {"calls": 1, "flops": 2 * 16 * 256 * 8 * 27, "im2col": 256 * 8 * 27,
+                          "elements": 8 * 256 + 16 * 256, "weights": 16 * 8 * 27})]),
+    "depthwise_3d": (nn.Conv3d(32, 32, 3, padding=1, groups=32), (1, 32, 4, 8, 8), [
+        ("conv_depthwise_3d", {"calls": 1, "vflops": 2 * 256 * 32 * 27, "elements": 2 * 32 * 256})]),
+    # padding 8 > 6: oneDNN runs it as a GEMM per channel
+    "depthwise_dilated_8": (nn.Conv2d(32, 32, 3, padding=8, dilation=8, groups=32), (1, 32, 20, 20), [
+        ("conv_depthwise_gemm", {"calls": 1, "vflops": 2 * 400 * 32 * 9, "elements": 2 * 32 * 400})]),
+    "depthwise_1d_kernel_15": (nn.Conv1d(16, 16, 15, padding=7, groups=16), (1, 16, 64), [
+        ("conv_depthwise_gemm", {"vflops": 2 * 64 * 16 * 15, "elements": 2 * 16 * 64})]),
+    # padding 6 = the dilated reach: oneDNN's depthwise kernel still takes it
+    "depthwise_dilated_6": (nn.Conv2d(32, 32, 3, padding=6, dilation=6, groups=32), (1, 32, 20, 20), [
+        ("conv_depthwise", {"vflops": 2 * 400 * 32 * 9})]),
+    # LSTM, 3 steps of 4 inputs, 8 hidden: FLOPs = 4 gates x (4 + 8) x 8 x 2 x 3; weights read = 32 x 4 + 3 x 32 x 8;
+    # then its final states stacked (h, c)
+    "lstm_one_layer": (nn.LSTM(4, 8), (3, 1, 4), [
+        ("rnn", {"calls": 1, "steps": 3, "flops": 2 * 3 * 32 * 12, "weights": 32 * 4 + 3 * 32 * 8,
+                 "elements": 3 * 4 + 3 * 8}), ("move", {"elements": 8 + 8}), ("move", {"elements": 8 + 8})]),
+    # batch first, 2 layers: a batch of 2 made time-major (a transposing copy: runs of 4 inputs), 5 steps; the second
+    # layer's input is the first one's 8 outputs
+    "lstm_two_layers_batch_first": (nn.LSTM(4, 8, 2, batch_first=True), (2, 5, 4), [
+        ("transpose_copy", {"elements": 2 * 40}),
+        ("rnn", {"steps": 5, "flops": 2 * 5 * 2 * 32 * 12, "weights": 32 * 4 + 5 * 32 * 8, "elements": 40 + 80}),
+        ("rnn", {"steps": 5, "flops": 2 * 5 * 2 * 32 * 16, "weights": 32 * 8 + 5 * 32 * 8, "elements": 80 + 80}),
+        ("move", {"elements": 2 * 32}), ("move", {"elements": 2 * 32})]),
+    # gathered = the rows read by index; elements = the index + the rows read and written (not the table)
+    "embedding": (_Gather("embedding", 100, [3, 1, 4, 1, 5]), (5, 2), [
+        ("gather", {"calls": 1, "gathered": 10, "elements": 5 + 2 * 10}), ("simple", {"elements": 30})]),
+    "index_select": (_Gather("index_select", 6, [0, 2, 4]), (1, 6, 4), [
+        ("gather", {"gathered": 12, "elements": 3 + 2 * 12})]),
+    "relative_position_bias": (_Gather("index", 9, [8, 0, 4, 4, 2, 6]), (6, 2), [
+        ("index", {"calls": 1, "gathered": 12, "elements": 6 + 2 * 12}), ("simple", {"elements": 36})]),
+    "upsample_nearest": (nn.Upsample(scale_factor=2), (1, 4, 3, 3), [
+        ("upsample_nearest", {"calls": 1, "elements": 36 + 144})]),
+    # work = outputs x taps: 4 for bilinear, 16 for bicubic, 2 for linear (1-D)
+    "upsample_bilinear": (nn.Upsample(scale_factor=2, mode="bilinear"), (1, 4, 3, 3), [
+        ("upsample_linear", {"calls": 1, "work": 144 * 4, "elements": 36 + 144})]),
+    "upsample_bicubic": (nn.Upsample(scale_factor=2, mode="bicubic"), (1, 4, 3, 3), [
+        ("upsample_linear", {"work": 144 * 16})]),
+    "upsample_linear_1d": (nn.Upsample(scale_factor=2, mode="linear"), (1, 2, 5), [
+        ("upsample_linear", {"work": 20 * 2, "elements": 10 + 20})]),
+    # input 128, weight and bias 8 each; output 128 and a mean and rstd per group
+    "group_norm": (nn.GroupNorm(2, 8), (1, 8, 4, 4), [("group_norm", {"calls": 1, "elements": 144 + 132})]),
+    # instance norm: its affine parameters tiled per sample, then batch norm computing its statistics
+    "instance_norm": (nn.InstanceNorm2d(8, affine=True), (1, 8, 4, 4), [
+        ("move", {"elements": 16}), ("move", {"elements": 16}), ("instance_norm", {"calls": 1, "elements": 256})]),
+    "pixel_shuffle": (nn.PixelShuffle(2), (1, 8, 3, 3), [("transpose_copy", {"calls": 1, "elements": 144})]),
+    "cat_of_transposed_tokens": (_Copy(), (1, 5, 4), [("transpose_copy", {"elements": 20 + 20 + 40})]),
+    "head_split_runs_of_8": (_Copy(8), (1, 16, 64), [("transpose_copy", {"elements": 2 * 1024})]),
+    "head_split_runs_of_32": (_Copy(32), (1, 16, 64), [("move", {"elements": 2 * 1024})]),
+}
+
+
 @pytest.mark.parametrize("module,shape,expected", CASES.values(), ids=CASES.keys())
 def test_each_call_gets_its_class_and_features_by_hand(module, shape, expected):
     torch.manual_seed(0)
@@ -271,22 +367,28 @@ def test_the_predict_command_and_predict_module_agree_in_number_and_warnings(fit
     assert printed == pytest.approx(direct, abs=5e-5)
 
 
-def test_a_profile_whose_ops_do_not_add_up_says_so():
-    from nni_latency.profile.run import op_check
+@pytest.mark.parametrize("load, fragment", [
+    (None, "on a quiet host this is the clock, not the load"),
+    ({"other_cpu_share": 0.0, "steal_share": 0.0, "window_s": 60.0}, "on a quiet host this is the clock"),
+    ({"other_cpu_share": 0.8, "steal_share": 0.0, "window_s": 60.0}, "profile again when the machine is quiet"),
+], ids=["unknown_load", "quiet_host", "busy_host"])
+def test_a_profile_whose_ops_do_not_add_up_says_what_and_blames_the_host_only_when_it_was_busy(load, fragment):
     from nni_latency.profile.summary import format_profile_summary
+    from nni_latency.rows.ops import op_check
 
     records = _synthetic_blocks(count=20)
-    assert op_check(records)["consistent"]  # synthetic ops add up to their block but for the overheads
-    for record in records[:4]:  # a fifth of the blocks: their calls account for a third of their time
-        record["ops"] = [[op, cls, ms / 3, f] for op, cls, ms, f in record["ops"]]
-    check = op_check(records)
-    assert not check["consistent"] and check["outside_share"] >= 0.2
     X = features_matrix([r["features"] for r in records], OP_FEATURE_NAMES)
     regressor = OperatorCostModel().fit_ops(op_rows(records, OP_CLASSES), X, [r["latency_ms"] for r in records])
-    model = LatencyModel(regressor, device={**MeasurementProtocol().to_dict(), "name": "test", "op_sums": check})
-    summary = format_profile_summary(model, records)
-    line = next(line for line in summary.splitlines() if line.startswith("operators timed in place"))
-    assert "do not add up" in line and "quiet machine" in line
+    model = LatencyModel(regressor, device={**MeasurementProtocol().to_dict(), "name": "test"})
+    assert op_check(records, model)["consistent"]  # the synthetic calls plus the fitted overheads are the block
+    for record in records[:4]:  # a fifth of the blocks: their calls account for a third of their time
+        record["ops"] = [[op, cls, ms / 3, f] for op, cls, ms, f in record["ops"]]
+    check = op_check(records, model)
+    assert not check["consistent"] and check["outside_share"] >= 0.2 and check["families"]
+    model.device.update(op_sums=check, **({"host_load": load} if load else {}))
+    line = next(line for line in format_profile_summary(model, records).splitlines()
+                if line.startswith("operators timed in place"))
+    assert fragment in line and "\n" not in line
 
 
 def test_an_unknown_operator_is_data_movement_with_one_warning():
@@ -314,3 +416,72 @@ def test_a_pooling_window_reads_no_more_than_its_padded_input(module, shape, wor
     (record,) = features.ops
     assert record.features["work"] == work
     assert features["maxpool_work"] + features["avgpool_work"] == work
+
+
+# oneDNN's depthwise kernel, as ONEDNN_VERBOSE shows it on 971 shapes: (kernel, dilation, padding, size) -> turned down
+DEPTHWISE_KERNEL = {
+    "3x3_same": (3, 1, 1, 28, False),
+    "3x3_dilation_6_same": (3, 6, 6, 28, False),
+    "3x3_dilation_7_same": (3, 7, 7, 28, True),  # padding 7 > 6
+    "padding_beyond_the_reach": (3, 1, 6, 28, True),  # padding 6 > (3 - 1) x 1
+    "13_wide_same": (13, 1, 6, 28, False),
+    "15_wide_same": (15, 1, 7, 28, True),
+    "reach_beyond_the_padded_input": (7, 8, 5, 40, True),  # (7 - 1) x 8 = 48 > 40 + 5
+}
+
+
+@pytest.mark.parametrize("kernel,dilation,padding,size,refused", DEPTHWISE_KERNEL.values(), ids=DEPTHWISE_KERNEL.keys())
+def test_the_depthwise_kernel_turns_down_what_onednn_does(kernel, dilation, padding, size, refused):
+    from nni_latency.runtimes.torch.operators import depthwise_kernel_refuses
+
+    x, weight = torch.empty(1, 8, size, size), torch.empty(8, 1, kernel, kernel)
+    assert depthwise_kernel_refuses(x, weight, [padding], [dilation]) == refused
+    conv = nn.Conv2d(8, 8, kernel, padding=padding, dilation=dilation, groups=8)
+    (record,) = extract_features(conv, (1, 8, size, size), COUNTING).ops
+    assert record.cls == ("conv_depthwise_gemm" if refused else "conv_depthwise")
+
+
+def test_the_lower_bound_of_uncovered_calls_is_their_elements_at_the_cheapest_memory_cost():
+    from nni_latency.count.features import UncoveredUse, uncovered_floor_ms
+
+    uses = {"aten.cummax": UncoveredUse(2, 600.0, ("a",)), "aten.sort": UncoveredUse(1, 400.0, ("b",))}
+    weights = {"move.elements": 4e-8, "inplace.elements": 2e-8, "elements_norm": 0.0,  # 0: not a fitted cost
+               "conv_dense.vflops": 1e-12, "conv_dense.elements": 1e-9,  # a class with arithmetic: not memory-bound
+               "move.calls": 1e-3, "overhead.ops": 1e-3}  # not per element moved
+    assert uncovered_floor_ms(uses, weights) == pytest.approx(2e-8 * 1000)
+    assert uncovered_floor_ms(uses, {"elements_move": 3e-8, "elements_simple": 5e-8}) == pytest.approx(3e-8 * 1000)
+    assert uncovered_floor_ms(uses, {"move.calls": 1e-3}) == 0.0
+
+
+def test_the_warning_gives_the_share_of_the_predicted_time_when_priced():
+    from nni_latency.count.features import UncoveredOperatorWarning, UncoveredUse, warn_uncovered
+
+    uses = {"aten.cummax": UncoveredUse(3, 1200.0, ("net.a (Scan)", "net.b (Scan)"))}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_uncovered(uses, floor_ms=0.5, predicted_ms=10.0)
+        warn_uncovered(uses, floor_ms=0.5, predicted_ms=10.0)  # named once in a context
+    (message,) = [str(w.message) for w in caught if issubclass(w.category, UncoveredOperatorWarning)]
+    assert "aten.cummax (3 calls, 1.2e+03 elements, in module 'net.a (Scan)' and 1 other module(s))" in message
+    assert "at least 5% of the predicted 10 ms" in message
+
+
+def test_a_model_that_counts_a_pass_prices_its_uncovered_calls_in_the_one_warning(fitted_model):
+    import re
+
+    from nni_latency.count.features import UncoveredOperatorWarning, pricing_uncovered
+
+    class Scan(nn.Module):
+        def forward(self, x):  # cummax: 48 elements in, 48 values and 48 indices out
+            return torch.cummax(x, dim=-1)[0].relu()
+
+    weights = fitted_model.regressor.get_state()["weights"]  # the synthetic fit: batch_norm's and inplace's
+    cheapest = min(weights["batch_norm.elements"], weights["inplace.elements"])
+    with warnings.catch_warnings(record=True) as caught, pricing_uncovered(fitted_model):
+        warnings.simplefilter("always")
+        features = extract_features(Scan(), (1, 48), fitted_model.counting)
+    (message,) = [str(w.message) for w in caught if issubclass(w.category, UncoveredOperatorWarning)]
+    predicted = fitted_model.predict_one(features)
+    share = float(re.search(r"at least ([0-9.e+-]+)% of the predicted ([0-9.e+-]+) ms", message).group(1))
+    assert share == pytest.approx(100 * cheapest * 144 / predicted, rel=0.05)
+    assert "aten.cummax (1 call, 144 elements" in message

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from nni_latency.cli.dispatch import main
+from nni_latency.files.formats import MODEL_FORMAT
 from nni_latency.search.config import DataConfig, SearchConfig, load_search_config
 from nni_latency.search.data import load_splits
 from nni_latency.search.report import plot_curves, plot_probabilities, write_probabilities, write_result
@@ -339,7 +340,8 @@ def test_strategy_is_chosen_by_config(tiny_space_and_profiler, overrides, strate
     assert strategy.temperature == (config.strategy.temperature_init, config.strategy.temperature_min)
 
 
-def _lut_file(tmp_path, profiler, scale: float | None = 2.0) -> Path:
+def _lut_file(tmp_path, profiler, scale: float | None = 2.0, measured_for: dict | None = None) -> Path:
+    """A lookup table of ``profiler``'s space, 'measured' as ``scale`` x the prediction, for ``measured_for``."""
     from nni_latency.nas import predicted_rows, write_lut_json
 
     rows = predicted_rows(profiler)
@@ -348,8 +350,15 @@ def _lut_file(tmp_path, profiler, scale: float | None = 2.0) -> Path:
 
         rows = [replace(row, measured_ms=scale * row.predicted_ms + 0.01) for row in rows]
     path = tmp_path / "lut.json"
-    write_lut_json(path, rows, metadata={"measured_seconds": 1.5})
+    write_lut_json(path, rows, metadata={"measured_seconds": 1.5}, measured_for=measured_for)
     return path
+
+
+def _smoke_context(device_model_path, *overrides: str) -> dict:
+    """What a table must have been measured for to serve the smoke search (with ``overrides``)."""
+    from nni_latency.search.preflight import lut_context
+
+    return lut_context(load_search_config(SMOKE, [f"latency.device_model={device_model_path}", *overrides]))
 
 
 def test_table_latency_reads_the_measured_column(tmp_path, tiny_space_and_profiler):
@@ -428,7 +437,8 @@ def test_smoke_config_end_to_end(tmp_path, device_model_path, synthetic_model, c
         from nni_latency.nas import LatencyProfiler
 
         profiler = LatencyProfiler(load_and_build_space(), (1, 3, 8, 8), synthetic_model)
-        overrides = [o.replace("LUT", str(_lut_file(tmp_path, profiler))) for o in overrides]
+        table = _lut_file(tmp_path, profiler, measured_for=_smoke_context(device_model_path))
+        overrides = [o.replace("LUT", str(table)) for o in overrides]
     arguments = ["search", "--config", str(SMOKE), "--output-dir", str(output), "--no-progress",
                  "--set", f"latency.device_model={device_model_path}", "--set", "trainer.epochs=2",
                  "--set", "data.limit=200", "--set", "retrain.epochs=1"]
@@ -480,3 +490,134 @@ def test_the_summary_shows_every_choice_of_a_long_stage():
     assert len(lines) > 1 and all(len(line) <= 60 for line in lines)
     assert lines[0].startswith("  normal: ") and all(line.startswith("    ") for line in lines[1:])
     assert " ".join(lines).split()[1:] == list(architecture.values())  # every choice, in order, none cut
+
+
+# --- nothing replaced without a copy; every check before the work --------------------------------------------
+
+def _smoke_arguments(output, device_model_path, *overrides: str) -> list[str]:
+    arguments = ["search", "--config", str(SMOKE), "--output-dir", str(output), "--no-progress",
+                 "--set", f"latency.device_model={device_model_path}", "--set", "trainer.epochs=2",
+                 "--set", "data.limit=200", "--set", "retrain.epochs=1"]
+    for override in overrides:
+        arguments += ["--set", override]
+    return arguments
+
+
+SEARCH_FILES = ("result.json", "probabilities.csv", "probabilities.md", "probabilities.png", "history.json",
+                "curves.png")
+
+
+def test_a_second_search_into_the_same_folder_keeps_the_first_ones_files(tmp_path, device_model_path, caplog):
+    import logging
+
+    output = tmp_path / "run"
+    assert main(_smoke_arguments(output, device_model_path)) == 0
+    first = {name: (output / name).read_bytes() for name in SEARCH_FILES}
+    caplog.set_level(logging.INFO)
+    assert main(_smoke_arguments(output, device_model_path, "latency.alpha=0")) == 0
+    for name in SEARCH_FILES:
+        stem, suffix = name.rsplit(".", 1)
+        kept = sorted(output.glob(f"{stem}.*.{suffix}"))
+        assert len(kept) == 1, (name, sorted(p.name for p in output.iterdir()))
+        assert kept[0].read_bytes() == first[name], name  # the first search's file, whole
+        assert (output / name).stat().st_size > 0  # and the second search's beside it
+    assert json.loads((output / "result.json").read_text())["latency"]["alpha"] == 0
+    assert any(record.getMessage().startswith("kept the previous result.json as ") for record in caplog.records)
+
+
+def _file_in_the_way(output: Path, name: str, what: str) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    if what == "folder":
+        (output / name).mkdir()
+    else:
+        (output / name).write_text(json.dumps({"format": MODEL_FORMAT, "schema_version": 1}))
+
+
+@pytest.mark.parametrize("name, what, fragment", [
+    ("result.json", "model", "result.json in the output folder"),
+    ("curves.png", "model", "holds a device model, and this command would replace it by a plot"),
+    ("history.json", "folder", "is a directory, not a file"),
+], ids=["model_over_result", "report_over_plot", "folder_in_the_way"])
+def test_search_destinations_are_checked_before_any_work(tmp_path, device_model_path, monkeypatch, capsys, name,
+                                                          what, fragment):
+    import nni_latency.search.run as search_run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the search started working")
+
+    monkeypatch.setattr(search_run, "run_search", refuse)
+    output = tmp_path / "run"
+    _file_in_the_way(output, name, what)
+    assert main(_smoke_arguments(output, device_model_path)) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith("nni-latency search: error: ") and fragment in error
+
+
+# --- a lookup table carries what it was measured for --------------------------------------------------------
+
+LUT_MISMATCHES = {
+    "input_size": ({"input_size": 16}, "input_size 16"),
+    "space_argument": ({"space_args": {"width_mult": 0.5}}, "space_args.width_mult 0.5"),
+    "space": ({"space": "proxylessnas"}, "space 'proxylessnas'"),
+    "batch": ({"batch": 8}, "batch 8"),
+    "device": ({"device": "Another CPU"}, "device 'Another CPU'"),
+    "threads": ({"threads": 2}, "threads 2"),
+    "dtype": ({"dtype": "bf16"}, "dtype 'bf16'"),
+    "runtime": ({"runtime": "onnxruntime"}, "runtime 'onnxruntime'"),
+}
+
+
+@pytest.mark.parametrize("change, fragment", LUT_MISMATCHES.values(), ids=LUT_MISMATCHES.keys())
+def test_a_lookup_table_measured_for_another_search_is_refused(tmp_path, device_model_path,
+                                                               tiny_space_and_profiler, change, fragment):
+    from nni_latency.search.lut_source import load_lut_rows
+
+    expected = _smoke_context(device_model_path)
+    recorded = {**expected, **change}
+    if "space_args" in change:
+        recorded["space_args"] = {**expected["space_args"], **change["space_args"]}
+    path = _lut_file(tmp_path, tiny_space_and_profiler[1], measured_for=recorded)
+    with pytest.raises(ValueError) as refused:
+        load_lut_rows(path, expected, {"width_mult": 0.25, "depth_mult": 0.25})
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"was measured for {fragment}" in message and "this search has" in message
+    assert "nni-latency lut --model MODEL --space fbnet --space-arg width_mult=0.25" in message  # the fix
+    load_lut_rows(_lut_file(tmp_path, tiny_space_and_profiler[1], measured_for=expected), expected)  # the match
+
+
+def test_a_lookup_table_that_does_not_say_what_it_was_measured_for_is_refused(tmp_path, device_model_path,
+                                                                             tiny_space_and_profiler):
+    from nni_latency.search.lut_source import load_lut_rows
+
+    path = _lut_file(tmp_path, tiny_space_and_profiler[1])  # as tables were written before: no measured_for
+    with pytest.raises(ValueError, match="does not record the space it was measured for"):
+        load_lut_rows(path, _smoke_context(device_model_path))
+
+
+def test_a_table_measured_at_8_px_is_refused_by_a_search_at_16_px_before_any_work(tmp_path, device_model_path,
+                                                                                  monkeypatch, capsys):
+    """The campaign's case end to end: `nni-latency lut --measure` at 8 px, then a search at 16 px with it."""
+    from types import SimpleNamespace
+
+    import nni_latency.measure.latency as latency
+    import nni_latency.search.run as search_run
+
+    monkeypatch.setattr(latency, "measure_latency", lambda module, shape, *a, **k: SimpleNamespace(latency_ms=0.5))
+    table = tmp_path / "lut"
+    assert main(["lut", "--model", str(device_model_path), "--space", "fbnet", "--space-arg", "width_mult=0.25",
+                 "--space-arg", "depth_mult=0.25", "--input-size", "8", "--measure", "--output-dir", str(table)]) == 0
+    measured_for = json.loads((table / "lut.json").read_text())["measured_for"]
+    assert measured_for == _smoke_context(device_model_path)  # the smoke search (8 px) is what it was measured for
+    capsys.readouterr()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the search started working")
+
+    monkeypatch.setattr(search_run, "run_search", refuse)
+    code = main(_smoke_arguments(tmp_path / "run", device_model_path, f"latency.lut={table / 'lut.json'}",
+                                 "space.input_size=16"))
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1, error
+    assert "was measured for input_size 8, and this search has input_size 16" in error
+    assert "--input-size 16" in error  # the command that measures the right table

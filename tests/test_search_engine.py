@@ -144,6 +144,32 @@ def test_concurrency_beyond_the_cores_or_gpus_is_refused(monkeypatch):
     assert engine.trial_threads(_local(2, 1, gpu_indices=[0, 1])) == 1
 
 
+@pytest.mark.parametrize("profiled", [False, True], ids=["profile_first", "device_model"])
+def test_search_refuses_more_trials_than_cores_before_it_profiles(tmp_path, monkeypatch, capsys, profiled,
+                                                                   device_model_path):
+    """The campaign's case: ``trial_concurrency`` above the cores was refused only after the device was profiled
+    (77 s). It is refused first, in one line, with nothing profiled, loaded or trained."""
+    import nni_latency.profile.run as profiling
+    import nni_latency.search.run as search_run
+    from nni_latency.cli.dispatch import main
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the search started working")
+
+    monkeypatch.setattr(profiling, "run_profile", refuse)
+    monkeypatch.setattr(search_run, "run_search", refuse)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    config = tmp_path / "engine.yaml"
+    config.write_text(TINY + f"execution: {{engine: nni, trial_concurrency: 3, port: {_free_port()}}}\n",
+                      encoding="utf-8")
+    extra = ["--set", f"latency.device_model={device_model_path}"] if profiled else []
+    code = main(["search", "--config", str(config), "--output-dir", str(tmp_path / "run"), "--no-progress", *extra])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1, error
+    assert "execution.trial_concurrency 3 exceeds the 2 CPU core(s)" in error
+    assert not (tmp_path / "run" / "profile").exists()
+
+
 def test_missing_node_runtime_names_the_fix(monkeypatch):
     import importlib.util
 

@@ -165,3 +165,25 @@ def test_multi_trial_search_with_the_profiler_as_budget_filter(tmp_path, device_
     assert result["architecture"] == best["sample"]
     assert result["predicted_latency_ms"] == pytest.approx(best["latency_ms"])
     assert "filter" in result["strategy"]
+
+
+def test_a_new_multi_trial_search_keeps_the_previous_trials_aside(tmp_path, device_model_path):
+    """A new search (not execution.resume) into a folder holding another's trials.jsonl keeps it aside, as it keeps
+    result.json, instead of deleting it."""
+    config = tmp_path / "trials.yaml"
+    config.write_text("space: {name: nasbench201, input_size: 8}\n"
+                      "data: {limit: 60, batch_size: 32}\n"
+                      "strategy: {name: random}\n"
+                      "multi_trial: {trials: 1, trial_epochs: 1}\n"
+                      "latency: {target_ms: 1000.0}\n"
+                      "retrain: {epochs: 1}\n", encoding="utf-8")
+    code, output = _search(tmp_path, device_model_path, config)
+    assert code == 0
+    first = {name: (output / name).read_text() for name in ("trials.jsonl", "result.json")}
+    code, output = _search(tmp_path, device_model_path, config, "trainer.seed=1")
+    assert code == 0
+    for name, text in first.items():
+        stem, suffix = name.rsplit(".", 1)
+        kept = list(output.glob(f"{stem}.*.{suffix}"))
+        assert len(kept) == 1 and kept[0].read_text() == text, name
+    assert len((output / "trials.jsonl").read_text().splitlines()) == 1  # the new search's own trial only

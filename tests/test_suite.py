@@ -227,3 +227,108 @@ def test_the_packaged_cpu_profile_samples_every_new_family():
     assert set(NEW_FAMILIES) <= set(config.families)
     assert (Path(__file__).resolve().parent.parent / "configs" / "profile_cpu.yaml").read_text() == \
         Path(packaged_config("profile_cpu.yaml")).read_text()
+
+
+# --- issue 28: operators beyond CNN classification, and the calls attention networks make ---
+
+BEYOND_FAMILIES = ("unet_up", "sr_up", "aspp", "video", "tcn", "sequence", "swin", "levit", "conv_pos")
+# The classes issue 28 added: the default profile must make 6 calls of each, so that each gets weights of its own.
+BEYOND_CLASSES = ("conv_transposed", "conv_gemm_3d", "conv_depthwise_3d", "conv_depthwise_gemm", "rnn", "gather",
+                  "index", "upsample_nearest", "upsample_linear", "group_norm", "instance_norm")
+
+
+@pytest.fixture(scope="module")
+def default_suite_calls():
+    from collections import Counter
+
+    from nni_latency.runtimes.protocol import MeasurementProtocol
+
+    config = load_config(packaged_config("profile_cpu.yaml"), ProfileConfig)
+    counting = MeasurementProtocol(threads=config.threads).counting
+    calls, uncovered = Counter(), set()
+    for spec in suite_specs(config):
+        features = extract_features(spec.build(seed=0), spec.input_shape, counting)
+        calls.update(record.cls for record in features.ops)
+        uncovered |= set(features.uncovered)
+    return calls, uncovered
+
+
+def _calls_to_fit(cls: str) -> int:
+    """Calls a class needs to be fitted on its own (``OperatorCostModel.fit_ops``): 6, and one more than its
+    features."""
+    from nni_latency.model.regressors import MIN_OP_ROWS
+    from nni_latency.runtimes.torch.operators import OP_CLASSES
+
+    return max(MIN_OP_ROWS, len(OP_CLASSES[cls].features) + 1)
+
+
+@pytest.mark.parametrize("cls", BEYOND_CLASSES)
+def test_the_default_profile_makes_enough_calls_of_every_new_class_to_fit_it(cls, default_suite_calls):
+    calls, uncovered = default_suite_calls
+    assert calls[cls] >= _calls_to_fit(cls) >= 6, calls
+    assert not uncovered
+
+
+def test_making_room_for_them_left_every_other_class_its_calls(default_suite_calls):
+    from nni_latency.runtimes.torch.operators import OP_CLASSES
+
+    calls, _ = default_suite_calls
+    # ATen runs nearly every 1x1 conv at batch 1 on its GEMM path: oneDNN's pointwise class borrows conv_gemm's
+    # weights, as it did before issue 28.
+    starved = [cls for cls in OP_CLASSES if cls != "conv_pointwise" and calls[cls] < _calls_to_fit(cls)]
+    assert not starved, {cls: calls[cls] for cls in starved}
+
+
+def test_the_default_profile_keeps_its_size():
+    config = load_config(packaged_config("profile_cpu.yaml"), ProfileConfig)
+    specs = sample_specs(config)
+    assert len(specs) == 110 and len(suite_specs(config)) == 140
+    families = {spec.family for spec in specs}
+    assert set(BEYOND_FAMILIES) <= families and set(NEW_FAMILIES) <= families
+
+
+@pytest.mark.parametrize("family", BEYOND_FAMILIES)
+def test_sampled_blocks_beyond_classification_build_run_and_are_covered(family):
+    config = _config(count=3, families={family: 1.0})
+    specs = sample_specs(config)
+    assert len(specs) == 3 and {spec.family for spec in specs} == {family}
+    for spec in specs:
+        output = _run(spec)
+        assert spec_from_dict(spec.to_dict()) == spec and output.shape[0] == spec.batch
+        assert not extract_features(spec.build(seed=0), spec.input_shape).uncovered, spec.key
+
+
+# family, block, the aten ops its features must count (op -> calls)
+BEYOND_COUNTED = [
+    ("unet_up", BlockSpec("unet_up", 32, 16, 7, kernel=2),  # 2 transposed + 2 1x1 convs
+     {"convolution": 4, "native_batch_norm": 2, "upsample_bilinear2d": 1, "upsample_nearest2d": 1}),
+    ("sr_up", BlockSpec("sr_up", 16, 16, 8), {"convolution": 4, "pixel_shuffle": 2, "upsample_nearest2d": 2}),
+    # 1x1, rate 6, 2 x (depthwise + 1x1), the pooled branch's 1x1, the projection
+    ("aspp", BlockSpec("aspp", 32, 16, 14), {"convolution": 8, "upsample_bilinear2d": 1, "cat": 1, "mean": 1}),
+    ("video", BlockSpec("video", 16, 32, 14), {"convolution": 4, "add": 1}),
+    ("tcn", BlockSpec("tcn", 16, 32, 50, variant="d16"), {"convolution": 3, "native_group_norm": 2}),
+    ("tcn_undilated", BlockSpec("tcn", 16, 32, 50), {"convolution": 3, "native_group_norm": 2}),
+    # word, position and segment embeddings; 2 layers x 2 directions of an LSTM
+    ("sequence", BlockSpec("sequence", 16, 24, 6), {"embedding": 3, "mkldnn_rnn_layer": 4}),
+    ("sequence_gru", BlockSpec("sequence", 16, 24, 6, variant="gru"),
+     {"embedding": 3, "mkldnn_rnn_layer": 4, "addmm": 1 + 6}),  # the GRU: the input's product, then one per step
+    ("swin", BlockSpec("swin", 64, 64, 14, kernel=7, expansion=4, heads=2),
+     {"index": 2, "roll": 2, "_softmax": 2, "gelu": 2}),  # the shifted block rolls forth and back
+    ("levit", BlockSpec("levit", 32, 32, 7, heads=2), {"index": 1, "mm": 2, "hardswish": 1}),
+    ("conv_pos", BlockSpec("conv_pos", 16, 16, 7), {"convolution": 1, "cat": 1}),
+]
+
+
+@pytest.mark.parametrize("spec, ops", [(spec, ops) for _, spec, ops in BEYOND_COUNTED],
+                         ids=[i for i, _, _ in BEYOND_COUNTED])
+def test_each_block_beyond_classification_counts_the_ops_it_runs(spec, ops):
+    counts = extract_features(spec.build(seed=0), spec.input_shape).op_counts
+    assert {op: counts.get(op, 0) for op in ops} == ops
+
+
+def test_sequence_and_video_inputs_have_their_own_layout():
+    assert BlockSpec("sequence", 64, 128, 32).input_shape == (1, 32, 64)  # steps x features
+    assert BlockSpec("tcn", 64, 256, 1000).input_shape == (1, 64, 1000)  # channels x samples
+    assert BlockSpec("video", 32, 64, 56, batch=2).input_shape == (2, 32, 8, 56, 56)  # 8 frames at 56 px
+    assert BlockSpec("conv_pos", 64, 64, 14).input_shape == (1, 197, 64)  # a class token and 14 x 14 tokens
+    assert BlockSpec("swin", 96, 96, 56, kernel=7, heads=3).input_shape == (1, 3136, 96)

@@ -319,10 +319,11 @@ def test_rotated_copies_have_tensors_of_their_own_and_fill_the_working_set():
     with torch.no_grad():
         assert torch.equal(block(x), copy_(x))
     per_copy = sum(t.numel() * 4 for t in [*block.parameters(), *block.buffers(), x])
-    replicas = _replicas(block, (x,), "rotate", working_set_bytes=10 * per_copy, max_copies=32)
+    rotate = MeasurementProtocol(protocol="rotate", working_set_mb=10 * per_copy / 2**20)
+    replicas = _replicas(block, (x,), rotate, max_copies=32)
     assert len(replicas) == 10  # the working set alone decides the count (not the time the copies cost)
-    assert len(_replicas(block, (x,), "rotate", working_set_bytes=10**9, max_copies=32)) == 32
-    assert len(_replicas(block, (x,), "hot", working_set_bytes=10**9, max_copies=32)) == 1
+    assert len(_replicas(block, (x,), rotate.replace(working_set_mb=1000.0), max_copies=32)) == 32
+    assert len(_replicas(block, (x,), rotate.replace(protocol="hot", working_set_mb=1000.0), max_copies=32)) == 1
 
 
 class _Slow(nn.Module):

@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+import torch
 from torch import nn
 
 from ..count.features import BlockFeatures
+from ..count.inputs import InputSpec
 from ..errors import InvalidInput, did_you_mean
 from ..runtimes.protocol import Counting
 from ..runtimes.torch.counting import extract_features, run_counted
@@ -70,6 +72,14 @@ def _check_disjoint(blocks: Sequence[tuple[str, nn.Module]]) -> None:
             owner[id(sub)] = name
 
 
+def _bounded(spec: InputSpec, tensor) -> InputSpec:
+    """``spec`` of a block's integer input, its ids drawn below the largest id the block was given (read after the
+    counted pass: an operator run inside it would be counted)."""
+    if tensor.dtype == torch.bool or not tensor.numel():
+        return spec.with_high(1)
+    return spec.with_high(max(int(tensor.max()) + 1, 1))
+
+
 def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], input_shape: Sequence[int],
                  counting: Counting | None = None, strict: bool = True) -> tuple[BlockFeatures, dict[str, list[Shapes] | None]]:
     """Count the whole network in one forward pass, recording the input shapes of every block call.
@@ -78,6 +88,7 @@ def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], in
     ``strict=False`` its calls are None (``runnable_blocks`` then reports its enclosing module instead)."""
     calls: dict[str, list[Shapes]] = {name: [] for name, _ in blocks}
     untraceable: dict[str, str] = {}
+    integers: list[tuple[str, int, int, object]] = []  # (block, call, argument, tensor) of integer inputs
 
     def recorder(name: str):
         def hook(_module, args, kwargs):
@@ -85,7 +96,15 @@ def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], in
             if kwargs or len(tensors) != len(args) or not args:
                 untraceable.setdefault(name, "keyword or non-tensor arguments" if args or kwargs else "no arguments")
                 return
-            calls[name].append(tuple(tuple(int(d) for d in a.shape) for a in args))
+            shapes = []
+            for index, tensor in enumerate(args):  # token ids (and masks) keep their dtype: counted alone as such
+                shape = tuple(int(d) for d in tensor.shape)
+                if tensor.dtype.is_floating_point or tensor.dtype.is_complex:
+                    shapes.append(shape)
+                else:
+                    integers.append((name, len(calls[name]), index, tensor))
+                    shapes.append(InputSpec(shape, tensor.dtype))
+            calls[name].append(tuple(shapes))
         return hook
 
     handles = [module.register_forward_pre_hook(recorder(name), with_kwargs=True) for name, module in blocks]
@@ -94,6 +113,10 @@ def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], in
     finally:
         for handle in handles:
             handle.remove()
+    for name, call, index, tensor in integers:
+        shapes = list(calls[name][call])
+        shapes[index] = _bounded(shapes[index], tensor)
+        calls[name][call] = tuple(shapes)
     if untraceable and not strict:
         return whole, {name: None if name in untraceable else shapes for name, shapes in calls.items()}
     if untraceable:

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 from torch import nn
 
 from ..count.features import ROLES, BlockFeatures
+from ..count.inputs import check_countable, format_inputs, input_specs, with_bounds
 from ..deprecation import deprecated_names
 from ..errors import InvalidInput
 from ..measure.drift import check_drift
@@ -30,7 +31,7 @@ from ..measure.rounds import measure_modules
 from ..model.coverage import check_threads
 from ..model.model import LatencyModel
 from ..model.terms import CostTerms, dominant_role
-from ..runtimes.protocol import Counting, MeasurementProtocol, protocol_of
+from ..runtimes.protocol import Counting, MeasurementProtocol
 from ..runtimes.torch.operators import FEATURE_NAMES
 from .network import (Shapes, attribute_features, block_features, record_calls, runnable_blocks, select_blocks,
                       sum_features)
@@ -134,7 +135,8 @@ class LatencyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "network": self.network, "input_shape": list(self.input_shape), "split": self.split,
+            "network": self.network, "input_shape": list(self.input_shape), "input": format_inputs(self.input_shape),
+            "split": self.split,
             "model": {"kind": self.model_kind, "device": self.model_device.get("name"),
                       "threads": getattr(self.model_protocol, "threads", None),
                       "dtype": getattr(self.model_protocol, "dtype", None)},
@@ -219,7 +221,10 @@ def _row_type(row: BlockRow) -> str:
 
 
 def format_shape(shape: Sequence[int]) -> str:
-    return "x".join(str(int(d)) for d in shape)
+    """``1x3x224x224``; an input of another dtype than floats says it (``1x64:int64``), several are joined by +."""
+    return "+".join("x".join(str(int(d)) for d in spec) + (f":{str(spec.dtype).removeprefix('torch.')}"
+                                                           if spec.dtype is not None else "")
+                    for spec in input_specs(shape))
 
 
 def _format_calls(calls: Sequence[Shapes]) -> str:
@@ -339,7 +344,9 @@ def analyze_network(module: nn.Module, input_shape: Sequence[int], model: Latenc
         raise InvalidInput(f"top must be at least 1, got {top}")
     if not 0 < bottleneck_share <= 1:
         raise InvalidInput(f"bottleneck_share must be in (0, 1], got {bottleneck_share}")
-    input_shape = tuple(int(d) for d in input_shape)
+    check_countable(module)
+    specs = with_bounds(input_specs(input_shape), module)  # token ids drawn below the module's embeddings' sizes
+    input_shape = specs[0] if len(specs) == 1 else specs
     counting = model.counting  # features as the model's device counts them
     chosen, split = _choose_blocks(module, depth, blocks, input_shape, counting)
     whole, calls = record_calls(module, chosen, input_shape, counting)

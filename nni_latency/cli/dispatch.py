@@ -16,6 +16,7 @@ import re
 import signal
 import sys
 import threading
+import traceback
 import warnings
 from typing import Iterator
 
@@ -37,7 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-_VERBOSE_HELP = "show debug logging, and the traceback of an error (before or after the command)"
+_VERBOSE_HELP = ("show debug logging, and the traceback of an error above its one line (before or after the command; "
+                 "the exit status is 2 either way)")
 
 
 def _show_warnings_as_lines(command: str) -> None:
@@ -181,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nni-latency {args.command}: {interrupted_message(args)}", file=sys.stderr)
             return 130
         except Exception as error:  # noqa: BLE001 -- every error becomes one line; -v shows the traceback
-            if args.verbose:
-                raise
+            if args.verbose:  # the traceback first, then the same line and the same exit status as without -v
+                traceback.print_exc(file=sys.stderr)
             print(f"nni-latency {args.command}: error: {describe_error(error)}", file=sys.stderr)
             return 2
 

@@ -31,19 +31,22 @@ ZOO_PREFIX = "zoo:"
 
 def parse_input_shape(text: str, dims: int | None = 4) -> tuple[int, ...]:
     """``"1,3,224,224"`` (or ``1x3x224x224``) -> ``(1, 3, 224, 224)``; ``dims``: how many sizes (None: any, as
-    for a network, which may take an image N,C,H,W or tokens B,N,C and says itself whether a shape fits)."""
-    parts = [p.strip() for p in str(text).replace("x", ",").split(",")]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        shape = ()
+    for a network, which may take an image N,C,H,W or tokens B,N,C and says itself whether a shape fits). A dtype
+    after a colon (``1,64:int64``: token ids) gives a ``count.inputs.InputSpec``, the shape with its dtype."""
+    from ..count.inputs import parse_input
+
     layout = "N,C,H,W" if dims == 4 else "comma-separated sizes, N,C,H,W for an image or B,N,C for tokens"
-    if not shape or any(d <= 0 for d in shape):
-        raise InvalidInput(f"input shape {text!r} is malformed: give positive integers as {layout}, e.g. 1,3,224,224")
+    try:
+        shape = parse_input(text)
+    except InvalidInput as error:
+        if "unknown dtype" in str(error):
+            raise
+        raise InvalidInput(f"input shape {text!r} is malformed: give positive integers as {layout}, e.g. 1,3,224,224"
+                           + ("" if dims == 4 else " (or 1,64:int64 for token ids)")) from None
     if dims is not None and len(shape) != dims:
         raise InvalidInput(f"input shape {text!r} has {len(shape)} size(s), {dims} are needed ({layout}), "
                          "e.g. 1,3,224,224")
-    return shape
+    return shape if shape.dtype is not None else tuple(shape)
 
 
 def _split(spec: str) -> tuple[str, str]:
@@ -200,6 +203,11 @@ def expected_input(module: nn.Module, spec: str | None = None) -> str | None:
     if spec is not None and (_is_zoo(spec) or _is_hf(spec)):
         return f"an image {_join(default_input_shape(spec))} (N,C,H,W)"
     for layer in module.modules():
+        if isinstance(layer, (nn.Embedding, nn.EmbeddingBag)):
+            from ..count.inputs import integer_bound
+
+            return (f"token ids B,N, integers (e.g. --input-shape 1,128:int64; they are drawn in "
+                    f"0..{integer_bound(module) - 1}, below every embedding's num_embeddings)")
         if isinstance(layer, nn.modules.conv._ConvNd):
             spatial = ",".join("HWD"[: len(layer.kernel_size)])
             example = ",".join(["1", str(layer.in_channels)] + ["224"] * len(layer.kernel_size))
@@ -223,7 +231,8 @@ def load_network(spec: str, shape_text: str | None) -> tuple[nn.Module, tuple[in
     else:
         shape = parse_input_shape(shape_text, dims=None) if shape_text else default_input_shape(spec)
     if shape is None:
-        raise InvalidInput("give --input-shape, e.g. 1,3,224,224 for an image or 1,196,192 for tokens")
+        raise InvalidInput("give --input-shape, e.g. 1,3,224,224 for an image, 1,196,192 for tokens or 1,128:int64 "
+                           "for token ids")
     return load_module_target(spec, shape), shape
 
 

@@ -17,13 +17,16 @@ FLOPs formula (documented once, used everywhere): FLOPs = 2 x multiply-accumulat
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 __all__ = ["BlockFeatures", "OpRecord", "BLOCK_FEATURES", "BLOCK_FEATURE_NAMES", "MEMORY_CATEGORIES", "CONV_KINDS",
-           "ROLES", "feature_role", "UncoveredOperatorWarning", "warn_uncovered"]
+           "ROLES", "feature_role", "UncoveredOperatorWarning", "UncoveredUse", "warn_uncovered", "uncovered_floor_ms",
+           "pricing_uncovered", "price_uncovered"]
 
 ROLES: tuple[str, ...] = ("compute", "memory", "overhead")
 CONV_KINDS = ("dense", "pointwise", "grouped", "depthwise")
@@ -33,7 +36,8 @@ MEMORY_CATEGORIES = ("simple", "transcendental", "norm", "move", "reduce")
 
 
 class UncoveredOperatorWarning(UserWarning):
-    """An operator that no cost formula covers; it is counted as data movement."""
+    """Operators that no cost formula covers, named in one warning with their calls: they are counted as data
+    movement from their input and output sizes."""
 
 
 # THE table of block-level features: name -> (role, what it counts). The role says what a feature's cost term
@@ -173,14 +177,103 @@ def _rebuild(values, op_counts, uncovered, ops, names=None) -> BlockFeatures:
     return BlockFeatures(values, op_counts=op_counts, uncovered=uncovered, ops=ops, names=names)
 
 
-def warn_uncovered(op: str, modules: Sequence[str], stacklevel: int = 1) -> None:
-    """Warn that operator ``op`` (used in ``modules``) has no cost formula; ``stacklevel`` as in
-    ``warnings.warn``, counted from the caller of this function.
+@dataclass(frozen=True)
+class UncoveredUse:
+    """How a counted pass used an operator no cost formula covers: its calls, the elements they read and wrote, and
+    the modules that called it (the first one first)."""
 
-    The warning goes through ``warnings``' own registry, so under the default filters each message is
-    shown once; filter ``UncoveredOperatorWarning`` to silence it.
+    calls: int
+    elements: float
+    modules: tuple[str, ...]
+
+
+def uncovered_floor_ms(uses: Mapping[str, UncoveredUse], weights: Mapping[str, float]) -> float:
+    """A lower bound of the time the uncovered calls take: their elements at the cheapest per-element cost the model
+    fitted for a memory-bound class (the smallest positive ``class.elements`` weight of a class without arithmetic
+    terms, or ``elements_*`` weight of a block-level model).
+
+    It is a lower bound because every such call reads its inputs and writes its outputs at least once, and no
+    memory-bound operator of the device moved an element for less than that; their per-call costs and whatever
+    arithmetic they do come on top. Divided by a network's predicted time it bounds their share of it from below.
     """
-    others = f" and {len(modules) - 1} other module(s)" if len(modules) > 1 else ""
-    warnings.warn(f"operator {op} (in module {modules[0]!r}{others}) has no cost formula; it is counted as data "
-                  "movement from its input and output sizes, so its time may be far off",
-                  UncoveredOperatorWarning, stacklevel=stacklevel + 1)
+    compute = {name.partition(".")[0] for name in weights if "." in name and feature_role(name) == "compute"}
+    costs = [w for name, w in weights.items() if w > 0 and (name.startswith("elements_") or (
+        name.endswith(".elements") and name.partition(".")[0] not in compute))]
+    return min(costs, default=0.0) * sum(use.elements for use in uses.values())
+
+
+# The model pricing the counted passes for the uncovered-operator warning (``pricing_uncovered``); None: none does.
+_PRICING: contextvars.ContextVar[Any] = contextvars.ContextVar("nni_latency_uncovered_pricing", default=None)
+
+
+@contextlib.contextmanager
+def pricing_uncovered(model: Any) -> Iterator[Any]:
+    """Within it, the uncovered-operator warning of every counted pass gives a lower bound of the uncovered calls'
+    share of ``model``'s prediction (asked through ``model.cost_terms``): only a caller that holds a model (its
+    ``count``) can price a pass, counting alone cannot."""
+    token = _PRICING.set(model)
+    try:
+        yield model
+    finally:
+        _PRICING.reset(token)
+
+
+def price_uncovered(uses: Mapping[str, UncoveredUse], features: BlockFeatures) -> tuple[float | None, float | None]:
+    """(``uncovered_floor_ms``, the predicted ms) of a counted pass under the model of ``pricing_uncovered``;
+    (None, None) outside it. The prediction is the model's affine piece at ``features`` (no range check, no clamp:
+    the caller's own prediction warns)."""
+    model = _PRICING.get()
+    if model is None:
+        return None, None
+    terms = model.cost_terms(features)
+    return uncovered_floor_ms(uses, terms.coefficients), terms.predict(features.as_dict(list(terms.coefficients)))
+
+
+# Operators already named in each warnings context (``warnings.catch_warnings``, which every command runs in): the
+# list of filters it installs -> the names. A few contexts are remembered, so the memo stays small.
+_REPORTED: dict[int, tuple[list, set[str]]] = {}
+_CONTEXTS_KEPT = 32
+
+
+def _not_yet_reported(ops: Sequence[str]) -> list[str]:
+    filters = warnings.filters
+    kept, reported = _REPORTED.pop(id(filters), (filters, set()))
+    if kept is not filters:  # a context that ended, whose list's id was reused
+        reported = set()
+    _REPORTED[id(filters)] = (filters, reported)
+    while len(_REPORTED) > _CONTEXTS_KEPT:
+        del _REPORTED[next(iter(_REPORTED))]
+    fresh = [op for op in ops if op not in reported]
+    reported.update(fresh)
+    return fresh
+
+
+def _use_text(op: str, use: UncoveredUse) -> str:
+    calls = f"{use.calls} call{'s' if use.calls != 1 else ''}, {use.elements:.3g} elements, " if use.calls else ""
+    others = f" and {len(use.modules) - 1} other module(s)" if len(use.modules) > 1 else ""
+    return f"{op} ({calls}in module {use.modules[0]!r}{others})"
+
+
+def warn_uncovered(uses: str | Mapping[str, UncoveredUse], modules: Sequence[str] = (), stacklevel: int = 1, *,
+                   floor_ms: float | None = None, predicted_ms: float | None = None) -> None:
+    """Name every operator of ``uses`` (operator -> ``UncoveredUse``; or one operator's name and the ``modules``
+    using it) that has no cost formula in ONE ``UncoveredOperatorWarning``, with its calls and elements and, given
+    ``floor_ms`` (``uncovered_floor_ms``) and the network's ``predicted_ms``, a lower bound of their share of it.
+
+    Each operator is named once per warnings context: once per command (the command line runs each command in its
+    own ``warnings.catch_warnings``), or once per process outside any. Filter ``UncoveredOperatorWarning`` to
+    silence it; ``stacklevel`` as in ``warnings.warn``, counted from the caller of this function.
+    """
+    if isinstance(uses, str):
+        uses = {uses: UncoveredUse(0, 0.0, tuple(modules) or ("<root>",))}
+    fresh = _not_yet_reported(sorted(uses))
+    if not fresh:
+        return
+    named = ", ".join(_use_text(op, uses[op]) for op in fresh)
+    verb = "has" if len(fresh) == 1 else "have"
+    share = ""
+    if floor_ms is not None and predicted_ms:
+        share = (f"; they take at least {100 * floor_ms / predicted_ms:.2g}% of the predicted {predicted_ms:.3g} ms "
+                 "(their elements at the cheapest per-element cost the model fitted)")
+    warnings.warn(f"operator {named} {verb} no cost formula; counted as data movement from input and output sizes, so "
+                  f"the time may be far off{share}", UncoveredOperatorWarning, stacklevel=stacklevel + 1)

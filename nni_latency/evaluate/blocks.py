@@ -25,7 +25,7 @@ from ..model.coverage import check_threads
 from ..model.model import LatencyModel
 from ..rows.store import load_records
 from ..runtimes.protocol import RESUME_FIELDS, protocol_of
-from .testset import TestSetConfig, generate_testset, label_records, measure_testset, profiling_keys
+from .testset import TestSetConfig, generate_testset, held_out_rows, label_records, measure_testset, training_keys
 
 _logger = logging.getLogger(__name__)
 
@@ -66,10 +66,13 @@ def evaluate_model(model_path: str | Path | LatencyModel, config: TestSetConfig,
     if threads is not None and threads < 1:
         raise InvalidInput(f"--threads must be at least 1, got {threads}")
     check_threads(model, threads, stacklevel=3)
-    blocks = generate_testset(config, protocol_of(model).batch, sorted(profiling_keys(model)))
+    left_out = 0
+    if dataset is not None:  # checked before the test set is drawn: never a model's own rows as held-out ones
+        rows, left_out = held_out_rows(load_records(dataset), model, dataset)
+    blocks = generate_testset(config, protocol_of(model).batch, sorted(training_keys(model)))
     drift = None
     if dataset is not None:
-        records = label_records(load_records(dataset), blocks)
+        records = label_records(rows, blocks)
         if not records:
             raise InvalidInput(f"dataset {str(dataset)!r} has no measured rows")
         protocol = model.measuring_protocol(threads=threads)
@@ -89,6 +92,7 @@ def evaluate_model(model_path: str | Path | LatencyModel, config: TestSetConfig,
                   "batch": protocol_of(model).batch},
         "testset": {"config": config_source, "seed": config.seed, "blocks": len(records),
                     "source": str(dataset) if dataset is not None else str(out / "testset.jsonl"),
+                    "left_out_training_rows": left_out,
                     **{k: getattr(protocol, k) for k in RESUME_FIELDS}},
         "drift": drift.to_dict() if drift is not None else None,
         "host_load": host_load() if host_load is not None else None,

@@ -10,6 +10,7 @@ passes as the profile's blocks do, ``rounds.combine_rounds``), built afresh for 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -23,17 +24,18 @@ import numpy as np
 
 from .. import plots
 from ..count.features import UncoveredOperatorWarning
-from ..errors import InvalidInput, first_line
+from ..errors import InvalidInput, NniLatencyError, first_line
 from ..files.fileio import atomic_write_json, atomic_write_text, ensure_writable_dir, json_safe
 from ..fit.metrics import error_summary, worst_points
+from ..measure.allocator import AllocatorWarning, warn_if_unset
 from ..measure.drift import DriftCheck, check_drift
+from ..measure.isolated import measure_fresh
 from ..measure.latency import measure_latency
 from ..measure.rounds import measure_rounds
 from ..model.coverage import check_batch, check_threads
 from ..model.model import LatencyModel, OutOfRangeWarning
 from ..rows.store import RowStore
 from ..runtimes.protocol import RESUME_FIELDS, MeasurementProtocol, protocol_of
-from ..runtimes.torch.device import resolve_device
 from .selection import NETWORK_KINDS, NetworkSpec, SpaceCache, select_networks
 
 _logger = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ Measure = Callable[[Any, Sequence[int]], Any]  # (module, input_shape) -> Latenc
 def _run(spec: NetworkSpec, size: int, action: Callable[[], Any]) -> Any:
     try:
         return action()
+    except NniLatencyError:
+        raise
     except RuntimeError as error:  # a network that cannot run at this size: say which and how to avoid it
         raise InvalidInput(f"network {spec.name!r} cannot run at {size} px ({first_line(error)}); choose another "
                          "--image-size or leave it out") from None
@@ -57,21 +61,26 @@ def _run(spec: NetworkSpec, size: int, action: Callable[[], Any]) -> Any:
 
 def measure_networks(specs: Sequence[NetworkSpec], protocol: MeasurementProtocol, dataset: Path, batch: int,
                      image_size: int | None = None, measure: Measure | None = None, progress: bool = True,
-                     spaces: SpaceCache | None = None) -> dict[str, dict]:
+                     spaces: SpaceCache | None = None, in_process: bool = False) -> dict[str, dict]:
     """Time every network whole in ``protocol.rounds`` interleaved passes (resuming what ``dataset`` holds);
-    network name -> its combined row (``latency_ms`` combines the passes as the profile's blocks do)."""
-    if measure is None:
-        def measure(module, shape):
-            return measure_latency(module, shape, protocol)
+    network name -> its combined row (``latency_ms`` combines the passes as the profile's blocks do).
 
+    Each network is built and timed in a fresh process of its own (``measure.isolated``), as a user's script
+    times it, unless ``in_process`` (or a ``measure`` of the caller's, which tests pass) says otherwise."""
     by_key = {spec.key(batch, image_size): spec for spec in specs}
 
     def measure_one(key: str) -> dict[str, Any]:
         spec = by_key[key]
-        size = spec.size(image_size)
-        network = _run(spec, size, lambda: spec.build(image_size, spaces))
-        measurement = _run(spec, size, lambda: measure(network, spec.input_shape(batch, image_size)))
-        return {"name": spec.name, "kind": spec.kind, "batch": batch, "image_size": size, **measurement.to_dict()}
+        size, shape = spec.size(image_size), spec.input_shape(batch, image_size)
+        if measure is None and not in_process:
+            builder = functools.partial(spec.build, image_size)
+            measurement = _run(spec, size, lambda: measure_fresh(builder, shape, protocol))
+        else:
+            network = _run(spec, size, lambda: spec.build(image_size, spaces))
+            timer = measure or (lambda module, input_shape: measure_latency(module, input_shape, protocol))
+            measurement = _run(spec, size, lambda: timer(network, shape))
+        return {"name": spec.name, "kind": spec.kind, "batch": batch, "image_size": size,
+                "process": "in process" if measure is not None or in_process else "fresh", **measurement.to_dict()}
 
     rows = measure_rounds(by_key, measure_one, RowStore(dataset), protocol, progress=progress,
                           description="measuring networks", unit="network")
@@ -135,14 +144,14 @@ def _pending(dataset: Path, keys: Sequence[str], rounds: int) -> bool:
 def evaluate_networks(model: LatencyModel | str | Path, selection: str, output_dir: str | Path, *,
                       batch: int | None = None, image_size: int | None = None, threads: int | None = None,
                       device: str | None = None, rounds: int = DEFAULT_ROUNDS, seed: int = 0,
-                      measure: Measure | None = None, progress: bool = True,
+                      measure: Measure | None = None, progress: bool = True, in_process: bool = False,
                       host_load: Callable[[], dict] | None = None) -> NetworkEvaluation:
     """Measure, predict and score the networks of ``selection``; write ``networks.jsonl`` (every pass),
     ``metrics.json``, ``predictions.jsonl`` and ``networks_pred_vs_measured.png/.svg`` into ``output_dir``.
 
     ``batch`` defaults to the model's, each network runs at its own image size unless ``image_size`` is
-    given, and ``measure(module, shape)`` (default ``measure_latency`` under the evaluation's protocol) is
-    what tests replace. The allocator policy is the caller's to set (``timing.apply_allocator_policy``);
+    given; each network is timed in a fresh process of its own unless ``in_process``, and ``measure(module, shape)``
+    (timing in this process, under the evaluation's protocol) is what tests replace. The allocator policy is the caller's to set (``timing.apply_allocator_policy``);
     ``host_load()`` (e.g. the command's ``HostLoad.record``) goes into metrics.json as ``host_load``.
     """
     started = time.perf_counter()
@@ -161,8 +170,13 @@ def evaluate_networks(model: LatencyModel | str | Path, selection: str, output_d
     check_batch(model, batch, stacklevel=3)
     check_threads(model, threads, stacklevel=3)
     pending = _pending(dataset, [spec.key(batch, image_size) for spec in specs], protocol.rounds)
-    drift = check_drift(model, protocol, measure=measure, stacklevel=3) if pending else None
-    measured = measure_networks(specs, protocol, dataset, batch, image_size, measure, progress, spaces)
+    if pending and measure is None:
+        warn_if_unset(protocol, stacklevel=2)  # once for the evaluation, not once per timed network
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AllocatorWarning)
+        drift = check_drift(model, protocol, measure=measure, stacklevel=3) if pending else None
+        measured = measure_networks(specs, protocol, dataset, batch, image_size, measure, progress, spaces,
+                                    in_process)
     predicted = predict_networks(model, specs, batch, image_size, spaces)
     rows = []
     for spec, prediction in zip(specs, predicted):

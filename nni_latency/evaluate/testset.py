@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -25,7 +26,6 @@ from ..measure.latency import measure_latency
 from ..model.model import LatencyModel
 from ..profile.run import measure_specs
 from ..rows.store import has_current_features, recount_features
-from ..runtimes.protocol import MeasurementProtocol, protocol_of
 from ..runtimes.torch.counting import run_counted
 from ..suite.blocks import ACTIVATIONS, FAMILIES, FBNET_CANDIDATES, BlockSpec
 from ..suite.config import ProfileConfig, TimingConfig
@@ -34,7 +34,7 @@ from ..suite.sampling import round_channels, suite_specs
 _logger = logging.getLogger(__name__)
 
 __all__ = ["TestSetConfig", "BlockGroupConfig", "FBNetLayersConfig", "TestBlock", "generate_testset",
-           "profiling_keys", "measure_testset", "refresh_features", "label_records"]
+           "profiling_keys", "training_keys", "held_out_rows", "measure_testset", "refresh_features", "label_records"]
 
 _FBNET_FAMILY = "fbnet_candidate"
 
@@ -249,6 +249,32 @@ def profiling_keys(model: LatencyModel) -> set[str]:
     except (ValueError, TypeError, KeyError) as error:
         _logger.debug("cannot regenerate the profiling suite from the model (%s); nothing excluded", error)
         return set()
+
+
+def training_keys(model: LatencyModel) -> set[str]:
+    """Keys of every block the model was fitted on: its profiling suite (regenerated from the config it records)
+    and the rows ``nni-latency fit`` recorded it was fitted on (``device.fitted_keys``)."""
+    recorded = model.device.get("fitted_keys")
+    return profiling_keys(model) | ({str(key) for key in recorded} if isinstance(recorded, list) else set())
+
+
+def held_out_rows(records: Sequence[dict], model: LatencyModel, source: str | Path) -> tuple[list[dict], int]:
+    """The rows of ``records`` the model was not fitted on, and how many were left out (with a warning): a model's
+    error on its own training rows is a training error, never a held-out score. Rows that are all the model's own
+    (its ``microbench.jsonl``) are refused in one line."""
+    trained = training_keys(model)
+    kept = [record for record in records if record.get("key") not in trained]
+    left_out = len(records) - len(kept)
+    if left_out and not kept:
+        raise InvalidInput(f"dataset {str(source)!r}: all {left_out} rows are blocks this device model was fitted on "
+                           f"(e.g. {records[0].get('key')}), so their error is its training error, not a held-out "
+                           "score; measure the held-out test set instead (evaluate without --dataset), or give rows "
+                           "measured apart (a testset.jsonl)")
+    if left_out:
+        example = next(r.get("key") for r in records if r.get("key") in trained)
+        warnings.warn(f"dataset {str(source)}: left out {left_out} of {len(records)} rows, blocks this device model "
+                      f"was fitted on (e.g. {example}); scoring the other {len(kept)}, which it never saw", stacklevel=3)
+    return kept, left_out
 
 
 def refresh_features(records: Sequence[dict]) -> list[dict]:

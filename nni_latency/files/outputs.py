@@ -14,6 +14,7 @@ import errno
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -101,21 +102,30 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _check_writable(output: Output) -> None:
-    """The destination can be created: its nearest existing folder is a folder we may write in."""
+    """The destination can be written, tested the way it will be written: a temporary file created (and removed)
+    beside it, or, where its folder does not exist yet, a temporary folder in the nearest existing one (the
+    permission bits alone do not tell: a read-only mount, /proc, or root's view of a read-only folder)."""
     where = str(output.path)
     if output.path.is_dir():
         raise InvalidInput(f"{output.flag} {where!r} is a directory, not a file; give the path of a file")
-    if output.path.exists():
-        if not os.access(output.path, os.W_OK):
-            raise PermissionError(13, "Permission denied", where)
-        return
+    if output.path.exists() and not os.access(output.path, os.W_OK):
+        raise PermissionError(13, "Permission denied", where)
     parent = output.path.parent
-    while not parent.exists():
+    while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
         raise FileExistsError(errno.EEXIST, "File exists", str(parent))
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(13, "Permission denied", str(parent))
+    try:
+        if parent == output.path.parent:
+            with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{output.path.name}.", suffix=".tmp"):
+                pass
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".nni-latency-write-test-"))
+    except PermissionError:
+        raise PermissionError(13, "Permission denied", str(parent)) from None
+    except OSError as error:
+        raise InvalidInput(f"{output.flag} {where!r} cannot be written ({error.strerror or error} in "
+                           f"{str(parent)!r}); choose a location you may write") from None
 
 
 def check_outputs(outputs: Iterable[Output], inputs: Mapping[str, str | os.PathLike | None] | None = None) -> None:
@@ -139,12 +149,14 @@ def check_outputs(outputs: Iterable[Output], inputs: Mapping[str, str | os.PathL
         _check_writable(output)
 
 
-def keep_previous(outputs: Iterable[Output]) -> list[Path]:
+def keep_previous(outputs: Iterable[Output], plots: bool = False) -> list[Path]:
     """Rename each existing destination whose kind is worth keeping to ``name.<time>.ext`` beside it (plots are
-    drawn again at will); return the new paths. Call it just before the destinations are written."""
+    drawn again at will, so they are replaced, unless ``plots``: a search's plots come from a training run that
+    cannot be repeated, and are kept with its result); return the new paths. Call it just before the destinations
+    are written."""
     from .fileio import set_aside  # one renaming rule for the whole package
 
-    return set_aside(o.path for o in outputs if o.kind not in _REPLACEABLE and o.path.is_file())
+    return set_aside(o.path for o in outputs if (plots or o.kind not in _REPLACEABLE) and o.path.is_file())
 
 
 def check_profile_folder(output_dir: str | os.PathLike, names: Mapping[str, str],

@@ -9,14 +9,16 @@ the model's JSON; ``schema`` wraps it in the versioned envelope.
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from torch import nn
 
-from ..count.features import BlockFeatures
+from ..count.features import ROLES, BlockFeatures, feature_role, pricing_uncovered
+from ..count.inputs import check_countable, input_specs, with_bounds
 from ..errors import InvalidInput, ModelFileError, RuntimeMismatch
 from ..runtimes import get_runtime, get_table
 from ..runtimes.protocol import Counting, MeasurementProtocol, protocol_of, records_protocol
@@ -146,6 +148,33 @@ class LatencyModel:
             changes["device"] = str(resolve_device(device))  # a one-line error when it is absent
         return protocol.replace(**changes)
 
+    def role_part(self, role: str) -> LatencyModel:
+        """This model with only the weights of one cost role (``compute``, ``memory``, ``overhead``) and no intercept:
+        what the NAS profiler prices each role of a space with, to scale them apart (``nas.scaling``). Only affine
+        kinds split so; the piecewise ``two_regime`` is refused."""
+        if role not in ROLES:
+            raise InvalidInput(f"unknown cost role {role!r}: use one of {', '.join(ROLES)}")
+        if not hasattr(self.regressor, "coef_") or hasattr(self.regressor, "breakpoint_"):
+            raise InvalidInput(f"a {self.kind} model is piecewise: its cost does not split by role; use op_linear")
+        regressor = copy.deepcopy(self.regressor)
+        regressor.coef_ = np.where([feature_role(n) == role for n in regressor.feature_names], regressor.coef_, 0.0)
+        regressor.intercept_ = 0.0
+        part = LatencyModel(regressor, device=self.device, feature_ranges=self.feature_ranges, metrics=self.metrics,
+                            notes=self.notes)
+        part._warned_out_of_range = True  # the whole model warns about its ranges, once
+        return part
+
+    def part_of_network(self, X: np.ndarray) -> np.ndarray:
+        """Feature rows (``(n, len(feature_names))``) of parts counted alone, as the parts cost inside a network:
+        without the calls only a part run alone makes (ORT's layout changes at a graph's edges;
+        ``OpTable.part_of_network``). Eager PyTorch has none: the rows are returned as they are."""
+        table = get_table(self.runtime)
+        if not table.edge_classes or not len(X):
+            return X
+        names = self.feature_names
+        return np.array([[row[name] for name in names] for row in (
+            table.part_of_network(dict(zip(names, values))) for values in X)], float).reshape(X.shape)
+
     def check_runtime(self, runtime: str | None, what: str = "this") -> None:
         """Refuse, in one line, to answer for another runtime than the model's (None: the model's own)."""
         if runtime is not None and runtime != self.runtime:
@@ -198,9 +227,21 @@ class LatencyModel:
         """The features of ``module`` (or of what the builder ``module()`` returns) on ``input_shape`` (batch
         included), counted as this model's runtime runs it on this model's device (eager PyTorch: a module too
         large to run here is counted on meta tensors). A batch size outside those the model was profiled at warns
-        once (``coverage.CoverageWarning``). Every prediction from a module goes through here."""
-        check_batch(self, batch_of(input_shape), stacklevel=3)
-        return get_runtime(self.runtime).count_shape(module, input_shape, self.counting)
+        once (``coverage.CoverageWarning``). Every prediction from a module goes through here.
+
+        ``input_shape`` is a shape, a list of shapes (a forward of several inputs), or inputs of another dtype than
+        the module's floats: ``((1, 64), torch.int64)`` (token ids), ``"1,64:int64;1,64:bool"``, or
+        ``count.inputs.InputSpec`` s. Integer inputs are drawn in ``[0, n)``, ``n`` the smallest ``num_embeddings``
+        of the module's embeddings (``count.inputs.integer_bound``). A ``torch.jit.script`` module is refused."""
+        specs = input_specs(input_shape)
+        check_countable(module)
+        if any(spec.is_integer and spec.high is None for spec in specs):  # the ids' bound comes from the module
+            module = module if isinstance(module, nn.Module) else module()
+            specs = with_bounds(specs, module)
+        check_batch(self, batch_of(specs), stacklevel=3)
+        with pricing_uncovered(self):  # an uncovered operator's warning says how much of this prediction it takes
+            return get_runtime(self.runtime).count_shape(module, specs[0] if len(specs) == 1 else specs,
+                                                         self.counting)
 
     def counter(self):
         """``count(module, inputs) -> (features, output)`` on given input tensors, as this model's runtime counts
@@ -209,8 +250,9 @@ class LatencyModel:
         return lambda module, inputs: runtime.count(module, inputs, counting)
 
     def predict_module(self, module, input_shape, runtime: str | None = None) -> float:
-        """Latency (ms) of ``module`` on ``input_shape`` (batch included), from one counted forward pass; ``runtime``
-        (the model's unless given) is refused when it is not the model's."""
+        """Latency (ms) of ``module`` on ``input_shape`` (batch included; any form ``count`` takes, token ids
+        included), from one counted forward pass; ``runtime`` (the model's unless given) is refused when it is not
+        the model's."""
         self.check_runtime(runtime, "predict_module")
         return self.predict_one(self.count(module, input_shape))
 

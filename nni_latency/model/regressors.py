@@ -405,11 +405,17 @@ class OperatorCostModel(_AffineRegressor):
                 seen.add(lender)
                 lender = classes[lender].fallback
             sources.setdefault(name, "none")
+        table = self.table or get_table(DEFAULT_RUNTIME)
         coef = np.array([weights.get(n, 0.0) for n in self.feature_names])
-        overhead = [self.feature_names.index(n) for n in (self.table or get_table(DEFAULT_RUNTIME)).overheads]
+        overhead = [self.feature_names.index(n) for n in table.overheads]
         residual = y - X @ coef
-        coef[overhead] = _huber_lstsq(X[:, overhead], residual, 1.0 / y**2, positive=True, robust=None)
-        self.coef_, self.intercept_, self.sources_ = coef, 0.0, sources
+        design = X[:, overhead]
+        if table.fixed_cost:  # a cost per run of a graph: the intercept, paid once per prediction
+            design = np.column_stack([design, np.ones(len(y))])
+        fitted = _huber_lstsq(design, residual, 1.0 / y**2, positive=True, robust=None)
+        coef[overhead] = fitted[:len(overhead)]
+        intercept = float(fitted[-1]) if table.fixed_cost else 0.0
+        self.coef_, self.intercept_, self.sources_ = coef, intercept, sources
         return self
 
     def get_state(self):
@@ -421,10 +427,34 @@ class OperatorCostModel(_AffineRegressor):
     def from_state(cls, state):
         # Files written before a model could describe another runtime have no "runtime": eager PyTorch.
         model = cls(get_table(state.get("runtime", DEFAULT_RUNTIME)))
+        weights = state["weights"]
+        if isinstance(weights, Mapping):  # a file from before a class was added: the class borrows, as in a fit
+            weights, borrowed = model._with_newer_classes(weights)
+            state = {**state, "weights": weights}
         model.coef_ = _weights(state, model.feature_names)
         model.intercept_ = _number(state, "intercept")
-        model.sources_ = dict(state.get("sources") or {})
+        model.sources_ = {**dict(state.get("sources") or {}), **borrowed} if isinstance(weights, Mapping) else {}
         return model
+
+    def _with_newer_classes(self, weights: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """``weights`` with every class the file has no weight for at all (added to the table after the file was
+        written) borrowing its fallback's, as a fit does for a class without calls; a class with some weights but
+        not all is left to be refused as damaged."""
+        weights, sources = dict(weights), {}
+        classes = self.classes
+        present = {name.partition(".")[0] for name in weights}
+        for name, op_class in classes.items():
+            if name in present:
+                continue
+            lender, seen = op_class.fallback, {name}
+            while lender and lender not in seen and lender not in present:
+                seen.add(lender)
+                lender = classes[lender].fallback
+            if lender in present:
+                weights.update({f"{name}.{f}": weights.get(f"{lender}.{_borrowed(f, classes[lender])}", 0.0)
+                                for f in op_class.features})
+                sources[name] = f"as {lender} (added after this model was fitted: refit to fit it)"
+        return weights, sources
 
 
 def _borrowed(feature: str, lender: OpClass) -> str:

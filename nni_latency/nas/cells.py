@@ -31,9 +31,10 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from ..count.features import UncoveredOperatorWarning
+from ..count.signature import module_signature
 from .loose import MERGE_RULES, SUFFIX, adapt_input_widths
 from .lut import LutRow
-from .structure import FALLBACK_HINT, SpaceError, feature_row, marginal_latency, module_signature
+from .structure import FALLBACK_HINT, SpaceError, feature_row, marginal_latency
 
 _logger = logging.getLogger(__name__)
 

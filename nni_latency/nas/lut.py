@@ -24,10 +24,13 @@ from ..files.formats import LUT_FORMAT
 _logger = logging.getLogger(__name__)
 
 __all__ = ["LutRow", "ChoiceRecord", "predicted_rows", "measure_rows", "op_data_shape", "write_lut_json",
-           "write_lut_txt", "read_lut_txt", "LUT_DTYPES"]
+           "write_lut_txt", "read_lut_txt", "LUT_DTYPES", "MEASURED_FOR"]
 
 # nni-latency dtype -> the ``op_dtype`` NNI 2.x writes ("float" for fp32).
 LUT_DTYPES = {"fp32": "float", "fp16": "half", "bf16": "bfloat16", "fp64": "double"}
+# What a table's latencies hold for (``lut.json``'s ``measured_for``): a table is only used where every one agrees
+# (``nni_latency.search.lut_source`` builds and compares them).
+MEASURED_FOR = ("space", "space_args", "input_size", "batch", "device", "threads", "dtype", "runtime")
 
 
 @dataclass(frozen=True)
@@ -125,9 +128,18 @@ def measure_rows(profiler, rows: Sequence[LutRow], protocol=None, /, measure: Ca
     return result
 
 
-def write_lut_json(path: str | Path, rows: Sequence[LutRow], *, metadata: dict[str, Any] | None = None) -> None:
-    """The table as JSON (latencies in ms), with ``metadata`` (device, space, timings) at the top."""
+def write_lut_json(path: str | Path, rows: Sequence[LutRow], *, metadata: dict[str, Any] | None = None,
+                   measured_for: Mapping[str, Any] | None = None) -> None:
+    """The table as JSON (latencies in ms), with ``metadata`` (timings, model) at the top and ``measured_for``
+    (every field of ``MEASURED_FOR``: the space and its arguments, input size, batch, device, threads, dtype,
+    runtime), which a search checks before it uses the table."""
+    if measured_for is not None:
+        missing = [name for name in MEASURED_FOR if measured_for.get(name) is None]
+        if missing:
+            raise InvalidInput(f"a lookup table must record what it was measured for; {', '.join(missing)} missing")
+        measured_for = {name: measured_for[name] for name in MEASURED_FOR}
     atomic_write_json(path, {"format": LUT_FORMAT, "version": 1, "unit": "ms", **(metadata or {}),
+                             **({"measured_for": measured_for} if measured_for is not None else {}),
                              "rows": [row.to_dict() for row in rows]})
 
 

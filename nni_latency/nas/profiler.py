@@ -37,9 +37,12 @@ from ..deprecation import deprecated_names
 from ..errors import InvalidInput
 from ..model.coverage import check_batch
 from ..model.model import LatencyModel
+from ..runtimes import get_table
 from .label_tables import LabelSpace, LatencyTerm, fastest_latency, merge_terms, table_expression
 from .loose import loose_end_cells
 from .lut import LutRow
+from .scaling import calibrate as calibrate_space
+from .scaling import fusion_scales, role_terms, scaled_terms
 from .source import LatencySource
 from .units import FALLBACK_HINT, SpaceAnalysis, SpaceError
 from .walk import TermBuilder
@@ -66,10 +69,17 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
     max_combinations
         The most combinations of choices and input shapes one module may have; beyond it a
         ``ValueError`` says which module and labels, instead of enumerating for a long time.
+    calibrate
+        0 (the default) or the number of random architectures of the space to measure, each end to end in a
+        fresh process, to scale each cost role of the tables to this space's own networks (``scaling``; a strong
+        prior keeps the scales near the device model). ``calibration`` then holds the scales and the error on
+        held-out samples before and after.
 
     ``profile(sample)`` is the device model's prediction for the frozen architecture
-    ``model_space.freeze(sample)`` (``freeze`` does it), exactly for the affine model kinds (``relative_linear``,
-    ``flops``); ``expression`` is the same as an NNI ``MutableExpression``; ``terms`` are the tables both are
+    ``model_space.freeze(sample)`` (``freeze`` does it), exactly for the affine model kinds (``op_linear``,
+    ``relative_linear``, ``flops``) of eager PyTorch, which runs a network as the sum of its parts; for a runtime
+    that fuses across modules (ONNX Runtime) each role's tables are scaled to the space's networks counted whole
+    (``fusion``). ``expression`` is the same as an NNI ``MutableExpression``; ``terms`` are the tables both are
     made of; ``choices`` lists what every LayerChoice candidate adds to the network. A space whose choices
     change shapes in ways tables cannot follow is refused with the module, the label and the fallback
     (``FrozenLatencyProfiler``).
@@ -79,12 +89,16 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
     """
 
     def __init__(self, model_space: ModelSpace, example_input: torch.Tensor | Sequence[int],
-                 device_model: LatencyModel | str | Path, *, max_combinations: int = DEFAULT_MAX_COMBINATIONS):
+                 device_model: LatencyModel | str | Path, *, max_combinations: int = DEFAULT_MAX_COMBINATIONS,
+                 calibrate: int = 0):
         super().__init__(model_space)
         if not isinstance(model_space, nn.Module):
             raise InvalidInput(f"model_space must be an NNI ModelSpace, got {type(model_space).__name__}")
         if max_combinations < 1:
             raise InvalidInput(f"max_combinations must be at least 1, got {max_combinations}")
+        if isinstance(calibrate, bool) or not isinstance(calibrate, int) or calibrate < 0 or calibrate == 1:
+            raise InvalidInput(f"calibrate must be 0 (off) or a number of architectures to measure, at least 2; got "
+                               f"{calibrate!r}")
         self.model_space = model_space
         self.device_model = _load_device_model(device_model)
         self.space_labels = LabelSpace(_categorical_choices(model_space, max_combinations),
@@ -102,16 +116,34 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
         self.block_overhead_ms = builder.intercept  # the former name of ``intercept_ms``
         self.terms: list[LatencyTerm] = merge_terms(self.space_labels, builder.terms)
         _check_derived(self.space_labels, self.terms)
+        self._index()
         self.choices: list[LutRow] = builder.records
         for op, where in sorted(builder.uncovered.items()):  # one warning per operator for the whole space
             warn_uncovered(op, where, stacklevel=2)
 
+        # A runtime that fuses across modules costs a network below the sum of its parts, and a space's own networks
+        # may measure otherwise than the profile predicts: scale each cost role (``scaling``).
+        self.fusion = self.calibration = None
+        if get_table(self.device_model.runtime).fuses_modules or calibrate:
+            by_role = role_terms(analysis, model_space)
+            scales = dict.fromkeys(by_role, 1.0)
+            if get_table(self.device_model.runtime).fuses_modules:
+                self.fusion = fusion_scales(self, by_role)
+                scales = dict(self.fusion["scales"])
+            if calibrate:
+                self.calibration = calibrate_space(self, by_role, scales, calibrate)
+                scales = {role: scales[role] * self.calibration["scales"][role] for role in scales}
+            self.terms = scaled_terms(self.space_labels, self.intercept_ms, by_role, scales)
+            _check_derived(self.space_labels, self.terms)
+            self._index()
         self.expression = self._build_expression()
+        _logger.debug("LatencyProfiler: %d latency tables over %d labels, %d forward passes",
+                     len(self.terms), len(self.space_labels.values), self.forward_passes)
+
+    def _index(self) -> None:
         self._constant = float(sum(t.table for t in self.terms if not t.labels))
         self._lookup = [(t.labels, t.table) for t in self.terms if t.labels]
         self._position = self.space_labels.position
-        _logger.debug("LatencyProfiler: %d latency tables over %d labels, %d forward passes",
-                     len(self.terms), len(self.space_labels.values), self.forward_passes)
 
     @property
     def label_values(self) -> dict[str, list]:

@@ -12,7 +12,6 @@ NNI's cells: ``Cell``, ``NasBench201Cell``) and runs everything else whole.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import warnings
 from typing import Any, Callable, Sequence
@@ -24,6 +23,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from ..count.features import BlockFeatures, UncoveredOperatorWarning
+from ..count.signature import module_signature
 
 _logger = logging.getLogger(__name__)
 
@@ -65,30 +65,11 @@ def called_parts(container: nn.Module) -> list[nn.Module]:
 
 def marginal_latency(model, features: np.ndarray) -> np.ndarray:
     """Predicted cost (ms) of feature rows (``(..., len(model.feature_names))``) as parts of a network:
-    ``predict(f) - predict(0)``, the intercept being paid once per network."""
-    flat = features.reshape(-1, len(model.feature_names))
+    ``predict(f) - predict(0)``, the intercept being paid once per network, and without what a part pays only when
+    it runs alone (``LatencyModel.part_of_network``)."""
+    flat = model.part_of_network(features.reshape(-1, len(model.feature_names)))
     predicted = model.predict(flat) if len(flat) else np.zeros(0)
     return (predicted - model.predict_one(BlockFeatures())).reshape(features.shape[:-1])
-
-
-def module_signature(module: nn.Module) -> tuple:
-    """What determines the ops a module runs: types, scalar attributes and parameter shapes, per submodule."""
-    parts = []
-    for name, sub in module.named_modules():
-        attrs = []
-        for key, value in sorted(vars(sub).items()):
-            if key.startswith("_"):
-                continue
-            if isinstance(value, (bool, int, float, str, type(None))) or (
-                    isinstance(value, (tuple, list)) and all(isinstance(v, (bool, int, float, str)) for v in value)):
-                attrs.append((key, tuple(value) if isinstance(value, list) else value))
-            elif callable(value) and not isinstance(value, nn.Module):
-                attrs.append((key, getattr(value, "__qualname__", type(value).__qualname__)))
-        tensors = tuple((n, tuple(t.shape), str(t.dtype))
-                        for n, t in itertools.chain(sub.named_parameters(recurse=False),
-                                                    sub.named_buffers(recurse=False)) if t is not None)
-        parts.append((name, type(sub).__module__, type(sub).__qualname__, tuple(attrs), tensors))
-    return tuple(parts)
 
 
 def shapes_of(args: Any) -> tuple:

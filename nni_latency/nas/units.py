@@ -6,7 +6,6 @@ The functional code of containers (a residual add, a flatten) is tabulated the s
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import warnings
@@ -24,13 +23,14 @@ from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
 from ..count.features import UncoveredOperatorWarning
 from ..count.inputs import failure_details, make_inputs, module_device_dtype
+from ..count.signature import module_signature
 from ..errors import InvalidInput, first_line
 from ..model.model import LatencyModel
 from .cells import CellShim, check_stage
 from .label_tables import LabelSpace, reduce_table, table_expression
 from .loose import adapt_input_widths
-from .structure import (FALLBACK_HINT, SpaceError, called_parts, count_with_parts, feature_row, is_container,
-                        module_signature)
+from .shape_formulas import extra_shape_formulas, quiet_nni_shape_logs
+from .structure import FALLBACK_HINT, SpaceError, called_parts, count_with_parts, feature_row, is_container
 
 _logger = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ class SpaceAnalysis:
         self._shape_cache: dict[str, tuple[tuple[str, ...], np.ndarray]] = {}
         self.op_cache: dict[tuple, tuple] = {}                # (module signature, input shape) -> a cell op's cost
         self.cell_cache: dict[tuple, Any] = {}                # (cell signature, input shapes) -> its CellCall
+        self._glue_cache: dict[tuple, np.ndarray | None] = {}  # (container, sample) -> its own ops' features
         self.forward_passes = 0
 
     # -- classification ----------------------------------------------------------------------------
@@ -153,7 +154,7 @@ class SpaceAnalysis:
         try:
             self.space.eval()
             swap(self.space, "")
-            with _quiet_nni_shape_logs(), _extra_shape_formulas(self.space), warnings.catch_warnings():
+            with quiet_nni_shape_logs(), extra_shape_formulas(self.space), warnings.catch_warnings():
                 warnings.simplefilter("ignore", UncoveredOperatorWarning)  # reported once per op by the profiler
                 self.module_shapes = submodule_input_output_shapes(self.space, ShapeTensor(example, True))
         except SpaceError:
@@ -393,6 +394,14 @@ class SpaceAnalysis:
 
     def _glue_at(self, container: nn.Module, name: str, dims: list, spec, sample: Mapping[str, Any],
                  frozen: bool) -> np.ndarray | None:
+        key = (name, frozen, tuple(sorted((label, self.labels.key(label, value)) for label, value in sample.items()
+                                          if label in self.labels.values)))
+        if key not in self._glue_cache:  # a second walk (one per cost role) counts no container again
+            self._glue_cache[key] = self._count_glue(container, name, dims, spec, sample, frozen)
+        return self._glue_cache[key]
+
+    def _count_glue(self, container: nn.Module, name: str, dims: list, spec, sample: Mapping[str, Any],
+                    frozen: bool) -> np.ndarray | None:
         module = recursive_freeze(container, dict(sample))[0] if frozen and id(container) in self.with_choices \
             else container
         args = self.arguments(module, self.concrete_shapes(dims, sample), spec)
@@ -441,52 +450,3 @@ def _modules_with_choices(root: nn.Module) -> set[int]:
 
     visit(root)
     return result
-
-
-@contextlib.contextmanager
-def _quiet_nni_shape_logs():
-    # NNI warns for every aten op it has no formula for, even inside modules that answer with their own
-    # shapes; the profiler reports real failures itself.
-    logger = logging.getLogger("nni.nas.profiler.pytorch.utils.shape")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _stack_formula(fn, tensors, dim: int = 0, **kwargs):
-    from nni.nas.profiler.pytorch.utils import MutableShape
-
-    shape = list(tensors[0].real_shape)
-    dim = dim if dim >= 0 else dim + len(shape) + 1
-    return MutableShape(*shape[:dim], len(tensors), *shape[dim:])
-
-
-def _sum_dim_formula(fn, tensor, dim, keepdim: bool = False, **kwargs):
-    from nni.nas.profiler.pytorch.utils import MutableShape
-
-    shape = list(tensor.real_shape)
-    dims = {d if d >= 0 else d + len(shape) for d in ([dim] if isinstance(dim, int) else dim)}
-    return MutableShape(*[1 if i in dims else s for i, s in enumerate(shape) if keepdim or i not in dims])
-
-
-@contextlib.contextmanager
-def _extra_shape_formulas(space: nn.Module):
-    """Shape formulas NNI 3.0 lacks, registered for the duration of the analysis only: ``torch.stack`` and
-    ``torch.sum(x, dim)``, which cells use to sum their edges (NasBench201), and NNI's own Repeat formula for
-    subclasses of Repeat (NDS stages), which NNI looks up by exact type (without it only the default depth runs)."""
-    from nni.nas.profiler.pytorch.utils import shape_formula
-
-    registry = shape_formula._shape_inference_formulas
-    extra = {torch.ops.aten.stack.default: _stack_formula, torch.ops.aten.sum.dim_IntList: _sum_dim_formula}
-    extra.update({type(m): shape_formula.repeat_formula for m in space.modules()
-                  if isinstance(m, Repeat) and not hasattr(type(m), "_shape_forward")})
-    added = [op for op in extra if op not in registry]
-    registry.update({op: extra[op] for op in added})
-    try:
-        yield
-    finally:
-        for op in added:
-            registry.pop(op, None)

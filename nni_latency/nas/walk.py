@@ -32,10 +32,10 @@ __all__ = ["TermBuilder"]
 class TermBuilder:
     """Walks the space like NNI's nn-Meter profiler and turns every unit call into a guarded latency table."""
 
-    def __init__(self, analysis: SpaceAnalysis):
+    def __init__(self, analysis: SpaceAnalysis, model=None):
         self.analysis = analysis
         self.labels = analysis.labels
-        self.model = analysis.model
+        self.model = model if model is not None else analysis.model  # a part of the model (``nas.parts``) too
         self.intercept = self.model.predict_one(BlockFeatures())
         self.terms: list[LatencyTerm] = [LatencyTerm((), np.asarray(self.intercept), ("intercept",))]
         self.records: list[LutRow] = []

@@ -29,7 +29,7 @@ from ..measure.latency import measure_latency
 from ..measure.rounds import measure_rounds
 from ..model.model import LatencyModel
 from ..model.regressors import MODEL_KINDS
-from ..rows.ops import op_sum_ratios
+from ..rows.ops import op_check
 from ..rows.resume import check_resume
 from ..rows.store import RowStore
 from ..runtimes import RUNTIMES, get_runtime
@@ -43,13 +43,10 @@ from ..suite.sampling import suite_specs
 _logger = logging.getLogger(__name__)
 
 __all__ = ["run_profile", "ProfileResult", "measure_specs", "profile_protocol", "validate_profile_config",
-           "op_check", "MAX_COUNT", "OP_SUM_RANGE"]
+           "MAX_COUNT"]
 
 # The largest suite a config may ask for (``count``): far beyond what a fit needs, and sampled in minutes.
 MAX_COUNT = 2000
-# A block whose operators' in-place times sum outside this share of its measured time is suspicious (the
-# timing's own cost not removed, or calls the clock cannot see); more than a tenth of such blocks is reported.
-OP_SUM_RANGE = (0.8, 1.25)
 
 
 def _op_fields(features: BlockFeatures, module, shape, protocol: MeasurementProtocol) -> dict:
@@ -156,17 +153,6 @@ def profile_protocol(config: ProfileConfig, device: str = "cpu", threads: int | 
                                runtime=runtime).with_timing(timing)
 
 
-def op_check(records: Sequence[dict]) -> dict[str, Any]:
-    """How well the operators' in-place times add up to their blocks: the median ratio and the share of blocks
-    outside ``OP_SUM_RANGE`` (recorded in the model, printed by the summary)."""
-    ratios = op_sum_ratios(records)
-    if not len(ratios):
-        return {"blocks": 0}
-    outside = float(np.mean((ratios < OP_SUM_RANGE[0]) | (ratios > OP_SUM_RANGE[1])))
-    return {"blocks": len(ratios), "median_ratio": round(float(np.median(ratios)), 4),
-            "outside_share": round(outside, 4), "consistent": outside <= 0.1}
-
-
 def run_profile(config: ProfileConfig, protocol: MeasurementProtocol | str = "cpu",
                 output_dir: str | Path = "runs/profile", threads: int | None = None, progress: bool = True,
                 force: bool = False, host_load: Callable[[], dict] | None = None) -> ProfileResult:
@@ -203,10 +189,10 @@ def run_profile(config: ProfileConfig, protocol: MeasurementProtocol | str = "cp
                         f"allocator={protocol.allocator}; every operator call also timed in place"),
         "noisy_points": sum(bool(r.get("noisy")) for r in records), "config": config_to_dict(config),
         "probe": record_probe(protocol),  # the device's speed now, for the drift check of later measurements
-        "op_sums": op_check(records),
         **({"host_load": host_load()} if host_load else {}),  # how busy the host was (hostload.HostLoad)
     }
     model, held_out = fit_with_cv(records, config.model_kind, device=device_info)
+    model.device["op_sums"] = op_check(records, model)  # the op-level times with the fitted overheads
     reference = reference_model(records, model)
     model.metrics["profile_seconds"] = round(time.perf_counter() - started, 2)
     model.save(model_path)

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..measure.hostload import BUSY_SHARE
 from ..model.terms import dominant_role
 from ..runtimes.protocol import protocol_of
 
@@ -21,16 +22,32 @@ def _op_lines(model) -> list[str]:
     check = model.device.get("op_sums") or {}
     lines = []
     if check.get("blocks"):
-        verdict = "" if check.get("consistent", True) else (
-            "; more than a tenth of the blocks fall outside 0.8-1.25: the op-level times do not add up, so "
-            "profile again on a quiet machine")
-        lines.append(f"operators timed in place: their sum is a median {check['median_ratio']:.2f} of their block "
-                     f"over {check['blocks']} blocks ({_percent(check['outside_share'])} outside 0.8-1.25){verdict}")
+        low, high = check.get("range", (0.8, 1.25))
+        what = "with the fitted per-call overheads, " if check.get("with_overheads") else ""
+        lines.append(f"operators timed in place, {what}sum to a median {check['median_ratio']:.2f} of their block "
+                     f"over {check['blocks']} blocks ({_percent(check['outside_share'])} outside {low:g}-{high:g})"
+                     f"{_verdict(check, model.device.get('host_load'))}")
     sources = model.parameters.get("sources") or {}
     if sources:
         lines.append("operator classes fitted on their own calls: " + ", ".join(
             f"{name} ({source})" for name, source in sources.items() if source not in ("none",)))
     return lines
+
+
+def _verdict(check: dict, host_load: dict | None) -> str:
+    """What to make of blocks whose op-level times do not add up: on a busy host, the load; on a quiet one (or an
+    unknown), which blocks and operator classes, so the profile can be taken apart rather than retaken."""
+    if check.get("consistent", True):
+        return ""
+    busy = host_load is not None and (host_load.get("other_cpu_share") or 0.0) > BUSY_SHARE
+    if busy:
+        return (f"; other processes took {100 * host_load['other_cpu_share']:.0f}% of a core meanwhile, which moves "
+                "single calls more than whole blocks: profile again when the machine is quiet")
+    families = ", ".join(f"{name} ({v['blocks']} blocks, {v['median_ratio']:.2f})"
+                         for name, v in (check.get("families") or {}).items())
+    classes = ", ".join(check.get("classes") or []) or "none in particular"
+    return (f"; on a quiet host this is the clock, not the load: the blocks that do not add up are mostly "
+            f"{families or 'spread over every family'}, and hold more calls of {classes} than the others")
 
 
 def format_profile_summary(model, records: Sequence[dict], reference=None, seconds: float | None = None,

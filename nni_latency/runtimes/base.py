@@ -56,6 +56,16 @@ class OpTable:
     classes: Mapping[str, OpClass]
     overheads: tuple[str, ...]
     docs: Mapping[str, str] = field(default_factory=dict)  # overhead name -> what it counts, beyond the shared ones
+    # A cost paid once per run of a whole graph (ORT's session.run): fitted as the model's intercept, which a
+    # network pays once whatever its parts.
+    fixed_cost: bool = False
+    # Classes of calls that exist only because a part of a network was run alone (ORT's layout changes at the
+    # edges of a graph exported by itself): a part is priced without them (``part_of_network``).
+    edge_classes: tuple[str, ...] = ()
+    # The runtime fuses operators across module boundaries (ORT folds a batch norm into the convolution before it,
+    # an activation into the kernel), so parts of a network counted alone cost more than the network: the NAS
+    # profiler scales its tables to the space's networks counted whole (``nas.fusion``).
+    fuses_modules: bool = False
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -76,6 +86,18 @@ class OpTable:
     def feature_roles(self) -> dict[str, str]:
         """The role (compute, memory, overhead) of every feature of a row counted by this runtime."""
         return {name: feature_role(name) for name in self.all_feature_names}
+
+    def part_of_network(self, features: Mapping[str, float]) -> dict[str, float]:
+        """``features`` of a part counted alone, as the same part costs inside a network: without the calls of the
+        edge classes, and without their per-call overheads."""
+        part = dict(features)
+        for cls in self.edge_classes:
+            calls = part.get(f"{cls}.calls", 0.0)
+            for name in self.overheads:
+                part[name] = max(part.get(name, 0.0) - calls, 0.0)
+            for feature in self.classes[cls].features:
+                part[f"{cls}.{feature}"] = 0.0
+        return part
 
     def doc(self, name: str) -> str:
         """What feature ``name`` (block-level, ``class.feature`` or ``overhead.x``) counts."""

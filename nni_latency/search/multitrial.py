@@ -26,13 +26,12 @@ from nni.nas.strategy.middleware import StrategyMiddleware
 from ..errors import InvalidInput
 from .config import SearchConfig
 from .data import DataSplits
+from .preflight import TRIALS_FILE, keep_previous_results  # one Trial a line, appended as trials finish
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ["Trial", "run_trials", "mnasnet_reward", "build_trial_strategy", "TrialRecords", "TRIALS_FILE", "sample_key",
            "read_trials"]
-
-TRIALS_FILE = "trials.jsonl"  # one Trial per line, appended as trials finish (what a resumed search starts from)
 
 
 @dataclass
@@ -219,7 +218,7 @@ def run_trials(config: SearchConfig, space, splits: DataSplits, profiler,
     reward = _reward(config, profiler)
     path = None if output_dir is None else output_dir / TRIALS_FILE
     if path is not None and path.exists() and not config.execution.resume:
-        path.unlink()  # a new search: earlier records are not its own
+        keep_previous_results(config, (TRIALS_FILE,))  # a new search: earlier records are not its own; kept aside
     if config.execution.resume and (path is None or not path.exists()):
         raise InvalidInput(f"execution.resume: {path} does not exist, so there is no interrupted search to resume in "
                          "this output_dir; unset execution.resume to start a new one")

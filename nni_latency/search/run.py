@@ -23,16 +23,15 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInput
-from ..files.config import load_config, packaged_config
 from ..files.fileio import atomic_write_json, ensure_writable_dir
 from ..measure.drift import check_drift
 from ..measure.latency import measure_latency
 from ..model.model import LatencyModel
-from ..runtimes.protocol import MeasurementProtocol, protocol_of
-from ..suite.config import ProfileConfig
+from ..runtimes.protocol import protocol_of
 from . import report
 from .config import MULTI_TRIAL, LatencyConfig, SearchConfig, SpaceConfig
 from .data import DataSplits, load_splits, make_loader
+from .preflight import check_search, keep_previous_results, latency_protocol, profile_config
 from .strategies import build_strategy
 from .training import top1_accuracy
 
@@ -61,12 +60,6 @@ def build_space(config: SpaceConfig, num_classes: int) -> nn.Module:
     return build(config.name, config.input_size, config.num_classes or num_classes, **config.arguments)
 
 
-def _profile_config(config: LatencyConfig) -> ProfileConfig:
-    path = Path(config.profile_config)
-    return load_config(path if path.exists() else packaged_config(config.profile_config), ProfileConfig,
-                       config.profile_set)
-
-
 def load_device_model(config: LatencyConfig, output_dir: Path, progress: bool = True) -> tuple[LatencyModel, str]:
     """The device model named in the config, or a fresh one profiled into ``output_dir/profile``."""
     if config.device_model is not None:
@@ -74,18 +67,8 @@ def load_device_model(config: LatencyConfig, output_dir: Path, progress: bool = 
     from ..profile.run import run_profile
 
     _logger.info("profiling %s first (latency.device_model is not set)", config.profile)
-    result = run_profile(_profile_config(config), config.profile, output_dir / "profile", progress=progress)
+    result = run_profile(profile_config(config), config.profile, output_dir / "profile", progress=progress)
     return result.model, str(result.output_dir / "device_model.json")
-
-
-def latency_protocol(config: LatencyConfig) -> MeasurementProtocol:
-    """The protocol the search measures under: the device model's, or the one its profiling run will use
-    (what the command line sets the allocator policy from, before anything is measured)."""
-    if config.device_model is not None:
-        return protocol_of(LatencyModel.load(config.device_model))
-    from ..profile.run import profile_protocol
-
-    return profile_protocol(_profile_config(config), config.profile)
 
 
 def _arch_layers(supernet: nn.Module):
@@ -306,8 +289,9 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
     clock = time.perf_counter
     timings: dict[str, float] = {}
     started = clock()
-    pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     output_dir = ensure_writable_dir(config.output_dir)
+    check_search(config)  # every check that needs no profile, data or training: before any of them
+    pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     device_model, device_model_path = load_device_model(config.latency, output_dir, progress)
     splits = load_splits(config.data, config.space.input_size)
     num_classes = config.space.num_classes or splits.num_classes
@@ -322,7 +306,7 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
     if config.latency.lut is not None:
         from .lut_source import TableLatency, load_lut_rows
 
-        rows, lut_metadata = load_lut_rows(config.latency.lut)
+        rows, lut_metadata = load_lut_rows(config.latency.lut)  # checked against this search by check_search
         latency_source = TableLatency(profiler, rows)
     timings["profiler"] = clock() - profiler_started
     timings["setup"] = clock() - started
@@ -390,4 +374,5 @@ def run_search(config: SearchConfig, progress: bool = True) -> SearchResult:
                "epochs": search_history.epochs if search_history else [],
                "trials": [trial.to_dict() for trial in trials],
                "retrain": retrain_history.epochs if retrain_history is not None else []}
+    keep_previous_results(config)  # an earlier search's files, kept aside just before they are replaced
     return SearchResult(result, output_dir, _write_outputs(result, history, output_dir))

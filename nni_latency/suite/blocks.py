@@ -16,13 +16,14 @@ from torch import nn
 
 from ..errors import InvalidInput
 from .cell_ops import CELL_OPS, build_cell_op
-from .tokens import TOKEN_FAMILIES
+from .tokens import TCN_DILATIONS, TOKEN_FAMILIES, TOKEN_INPUTS
 
 __all__ = [
     "BlockSpec", "ChainSpec", "spec_from_dict", "FAMILIES", "TOKEN_INPUT_FAMILIES", "ACTIVATIONS", "build_block",
     "ConvBNAct", "MBConv", "DepthwiseSeparable", "BasicBlock", "Bottleneck", "SqueezeExcite", "ShuffleUnit", "Skip",
     "Classifier", "GhostBottleneck", "MixConv", "DenseLayer", "FullyConnected", "ConvAct", "StreamHead",
-    "VECTOR_INPUT_FAMILIES", "VARIANTS", "FBNET_CANDIDATES",
+    "VECTOR_INPUT_FAMILIES", "OTHER_INPUTS", "VARIANTS", "FBNET_CANDIDATES", "Branches", "upsampling_stages", "aspp",
+    "video_block",
 ]
 
 
@@ -104,7 +105,6 @@ class MBConv(nn.Module):
 
 class DepthwiseSeparable(nn.Sequential):
     """MobileNetV1 unit: kxk depthwise then 1x1 pointwise, each with BN and activation."""
-
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, act: str = "relu"):
         super().__init__(ConvBNAct(c_in, c_in, kernel, stride, groups=c_in, act=act),
@@ -295,6 +295,56 @@ class StreamHead(nn.Sequential):
             super().__init__(nn.Flatten(), nn.Linear(c_in * kernel * kernel, c_out), nn.ReLU(inplace=True))
 
 
+class Branches(nn.Module):
+    """Parallel branches on one input, summed (a decoder stage's learned and resized paths) or concatenated (ASPP)."""
+
+    def __init__(self, *branches: nn.Module, concat: bool = False):
+        super().__init__()
+        self.branches, self.concat = nn.ModuleList(branches), concat
+
+    def forward(self, x):
+        outs = [branch(x) for branch in self.branches]
+        return torch.cat(outs, dim=1) if self.concat else sum(outs[1:], outs[0])
+
+
+def upsampling_stages(c_in: int, c_out: int, kernel: int = 2, pixel_shuffle: bool = False) -> nn.Sequential:
+    """Two x2 stages of a decoder, each a learned path plus a 1x1 projection of its input resized: a U-Net or GAN
+    decoder's (a ``kernel``-wide transposed conv, instance norm, ReLU; bilinear, then nearest as FPN's) or a
+    super-resolution upsampler's (a 3x3 conv to 4x the channels and a pixel shuffle, as EDSR's; nearest)."""
+    stages: list[nn.Module] = []
+    for c, mode in ((c_in, "nearest" if pixel_shuffle else "bilinear"), (c_out, "nearest")):
+        learned = (nn.Sequential(nn.Conv2d(c, 4 * c_out, 3, padding=1), nn.PixelShuffle(2)) if pixel_shuffle else
+                   nn.Sequential(nn.ConvTranspose2d(c, c_out, kernel, 2, (kernel - 1) // 2, kernel % 2),
+                                 nn.InstanceNorm2d(c_out, affine=True), nn.ReLU(inplace=True)))
+        resized = nn.Sequential(nn.Conv2d(c, c_out, 1), nn.Upsample(scale_factor=2.0, mode=mode))
+        stages += [Branches(learned, resized), *([nn.LeakyReLU(0.2, inplace=True)] if pixel_shuffle else [])]
+    return nn.Sequential(*stages)
+
+
+def aspp(c_in: int, c_out: int, resolution: int) -> nn.Sequential:
+    """DeepLab's atrous spatial pyramid pooling: a 1x1 conv, a plain 3x3 at rate 6, depthwise-separable ones at rates 12
+    and 18 (MobileNet's), the pooled image upsampled back (bilinear); concatenated and projected."""
+    separable = [nn.Sequential(nn.Conv2d(c_in, c_in, 3, padding=rate, dilation=rate, groups=c_in, bias=False),
+                               ConvBNAct(c_in, c_out, 1)) for rate in (12, 18)]
+    dilated = nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=6, dilation=6, bias=False), nn.BatchNorm2d(c_out),
+                            nn.ReLU(inplace=True))
+    pooled = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c_in, c_out, 1), nn.ReLU(inplace=True),
+                           nn.Upsample(size=(resolution, resolution), mode="bilinear"))
+    return nn.Sequential(Branches(ConvBNAct(c_in, c_out, 1), dilated, *separable, pooled, concat=True),
+                         ConvBNAct(5 * c_out, c_out, 1))
+
+
+def video_block(channels: int, hidden: int) -> nn.Module:
+    """A video network's bottleneck on (batch, channels, frames, height, width; 16 frames at 112 px, 2 at 14): a
+    temporal 3x1x1 conv (SlowFast's), depthwise 3x3x3 (X3D's) and 1x3x3 convs, a 1x1x1 projection, residual."""
+    layers: list[nn.Module] = []
+    for c_in, c_out, kernel, groups in ((channels, hidden, (3, 1, 1), 1), (hidden, hidden, (3, 3, 3), hidden),
+                                        (hidden, hidden, (1, 3, 3), hidden), (hidden, channels, (1, 1, 1), 1)):
+        layers += [nn.Conv3d(c_in, c_out, kernel, padding=tuple(k // 2 for k in kernel), groups=groups, bias=False),
+                   nn.BatchNorm3d(c_out), nn.ReLU(inplace=True)]
+    return _Residual(nn.Sequential(*layers[:-1]), channels, channels, 1)
+
+
 FAMILIES: dict[str, Callable[[BlockSpec], nn.Module]] = {
     "mbconv": lambda s: MBConv(s.c_in, s.c_out, s.kernel, s.stride, s.expansion, s.groups, s.se, s.act),
     "conv_bn_relu": lambda s: ConvBNAct(s.c_in, s.c_out, s.kernel, s.stride, s.groups, s.act),
@@ -319,15 +369,23 @@ FAMILIES: dict[str, Callable[[BlockSpec], nn.Module]] = {
     "conv_act": lambda s: ConvAct(s.c_in, s.c_out, s.kernel, s.stride, s.act),
     "grouped_conv": lambda s: ConvBNAct(s.c_in, s.c_out, s.kernel, s.stride, s.groups, s.act),
     "cell_op": lambda s: build_cell_op(s.variant, s.c_in, s.c_out, s.kernel, s.stride),
+    # Beyond classification (issue 28): decoders, dense prediction (dilated convs), video (3-D convs).
+    "unet_up": lambda s: upsampling_stages(s.c_in, s.c_out, s.kernel),
+    "sr_up": lambda s: upsampling_stages(s.c_in, s.c_out, pixel_shuffle=True),
+    "aspp": lambda s: aspp(s.c_in, s.c_out, s.resolution),
+    "video": lambda s: video_block(s.c_in, s.c_out),
     **TOKEN_FAMILIES,
 }
 # Families whose input is a token sequence (batch, resolution^2, c_in) or a vector (batch, c_in).
 TOKEN_INPUT_FAMILIES = frozenset({"attention", "attention_explicit", "mlp", "window_attention", "token_conv",
-                                  "attention_heads"})
+                                  "attention_heads", "swin", "levit"})
 VECTOR_INPUT_FAMILIES = frozenset({"linear", "stream_linear"})
+# The input of the families that take none of those nor a map: sequences, signals (``tokens``) and video clips.
+OTHER_INPUTS: dict[str, Callable[[BlockSpec], tuple[int, ...]]] = {
+    **TOKEN_INPUTS, "video": lambda s: (s.batch, s.c_in, max(2, s.resolution // 7), s.resolution, s.resolution)}
 # The op a family with variants runs (``BlockSpec.variant``); the other families have none.
 VARIANTS: dict[str, tuple[str, ...]] = {"stream_linear": ("", "nobias"), "token_conv": ("", "contiguous"),
-                                        "cell_op": CELL_OPS}
+                                        "cell_op": CELL_OPS, "sequence": ("", "gru"), "tcn": TCN_DILATIONS}
 
 
 @dataclass(frozen=True)
@@ -355,6 +413,8 @@ class BlockSpec:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        if self.family in OTHER_INPUTS:
+            return OTHER_INPUTS[self.family](self)
         if self.family in TOKEN_INPUT_FAMILIES:
             return (self.batch, self.resolution * self.resolution, self.c_in)
         if self.family in VECTOR_INPUT_FAMILIES:

@@ -136,8 +136,46 @@ def _cell_op_spec(rng: np.random.Generator, batch: int) -> BlockSpec:
     return BlockSpec("cell_op", channels, c_out, resolution, stride, kernel, batch=batch, variant=op)
 
 
+def _beyond_spec(family: str, rng: np.random.Generator, batch: int) -> BlockSpec | None:
+    """Blocks of the families beyond classification (issue 28), shaped as the networks that run them."""
+    def pick(options: Sequence[int]) -> int:
+        return int(rng.choice(options))
+
+    if family in ("unet_up", "aspp", "conv_pos"):
+        # a decoder from a 7-28 px map halving its width; ASPP at output stride 16; CoaT's stages (64-512 wide)
+        side = pick({"unet_up": [7, 14, 28], "aspp": [14, 14, 28], "conv_pos": [7, 14, 28, 56]}[family])
+        width = round_channels(_log_uniform(rng, 64, min(512, 2 * 3584 / side)))
+        c_out = {"unet_up": max(16, width // 2), "aspp": pick([128, 256]), "conv_pos": width}[family]
+        return BlockSpec(family, width, c_out, side, kernel=pick([2, 3, 4]) if family == "unet_up" else 3,
+                         batch=batch)
+    if family == "sr_up":  # EDSR's x4 upsampler on 8-24 px patches of 32-64 features
+        width = pick([32, 48, 64])
+        return BlockSpec(family, width, width, pick([8, 12, 16, 24]), batch=batch)
+    if family == "video":  # X3D / CSN stages: 24-192 channels, 2-3x wider inside, 2-16 frames
+        channels = round_channels(_log_uniform(rng, 24, 192))
+        return BlockSpec(family, channels, round_channels(channels * pick([2, 3])), pick([14, 28, 56]), batch=batch)
+    if family == "sequence":  # a bidirectional LSTM encoder (a GRU on top for some), 16-128 steps, 64-512 wide
+        variant = str(rng.choice(VARIANTS[family]))
+        return BlockSpec(family, round_channels(_log_uniform(rng, 64, 512)), round_channels(_log_uniform(rng, 64, 512)),
+                         pick([16, 32, 64] if variant else [16, 32, 64, 128]), batch=batch, variant=variant)
+    if family == "tcn":  # Conv-TasNet: 64-256 channels, 256-512 inside, 250-2000 frames, dilations 1-128
+        return BlockSpec(family, pick([64, 128, 256]), pick([256, 512]), pick([250, 500, 1000, 2000]), batch=batch,
+                         variant=str(rng.choice(VARIANTS[family])))
+    if family == "swin":  # Swin's stages: 96 channels at 56 tokens a side, doubling as the side halves; 7x7 windows
+        side = pick([14, 28, 56])
+        width = round_channels(96 * 56 / side * float(rng.choice([0.5, 1.0])), 32)
+        return BlockSpec(family, width, width, side, kernel=7, expansion=4, heads=width // 32, batch=batch)
+    if family == "levit":  # LeViT's stages: 128-384 wide at 14 and 7 tokens a side, 4-8 heads
+        width = pick([128, 256, 384])
+        return BlockSpec(family, width, width, pick([14, 7]), heads=pick([4, 6, 8]), batch=batch)
+    return None
+
+
 def _special_spec(family: str, rng: np.random.Generator, config: ProfileConfig, batch: int) -> BlockSpec | None:
     """Blocks of the families whose shapes follow the networks that run them rather than the config's ranges."""
+    beyond = _beyond_spec(family, rng, batch)
+    if beyond is not None:
+        return beyond
     if family in STREAM_FAMILIES:
         return _stream_spec(family, rng, config.batch)  # at a larger batch the weights would stream once for all
     if family == "attention_heads":
@@ -232,8 +270,24 @@ def _random_spec(family: str, rng: np.random.Generator, config: ProfileConfig) -
     return BlockSpec(family, c_in, c_out, resolution, stride, kernel, expansion, groups, se, batch, act)
 
 
+# Multiply-accumulates of the families beyond classification (c: c_in, o: c_out, r: resolution, k: kernel).
+_BEYOND_MACS = {
+    "unet_up": lambda c, o, r, k, s: (c * o + o * o * 4) * r * r * (k * k + 1),
+    "sr_up": lambda c, o, r, k, s: 5 * r * r * c * c * 37,
+    "aspp": lambda c, o, r, k, s: r * r * c * (12 * o + 18),
+    "video": lambda c, o, r, k, s: max(2, r // 7) * r * r * o * (4 * c + 36),
+    "sequence": lambda c, o, r, k, s: 8 * r * o * (c + 4 * o) + (9 * r * o * o if s.variant else 0),
+    "tcn": lambda c, o, r, k, s: r * o * (2 * c + k),
+    "swin": lambda c, o, r, k, s: 2 * r * r * c * (12 * c + 2 * k * k),
+    "levit": lambda c, o, r, k, s: r * r * s.heads * (96 * c + 48 * r * r),
+    "conv_pos": lambda c, o, r, k, s: r * r * c * 9,
+}
+
+
 def _work_proxy(spec: BlockSpec) -> float:
     """Roughly the block's multiply-accumulates: what log-stratification spreads the blocks over."""
+    if spec.family in _BEYOND_MACS:
+        return spec.batch * _BEYOND_MACS[spec.family](spec.c_in, spec.c_out, spec.resolution, spec.kernel, spec)
     if spec.family == "token_conv":
         return spec.batch * spec.resolution ** 2 * spec.c_in ** 2 * spec.expansion * 2
     if spec.family in TOKEN_INPUT_FAMILIES or spec.family == "mobilevit":
@@ -284,6 +338,8 @@ def _within_cap(spec: BlockSpec, config: ProfileConfig) -> bool:
         return True
     if spec.family == "attention_heads":  # softmax and the score traffic cost more than the MACs say
         return 2 * _work_proxy(spec) / 1e6 <= config.max_mflops / 2
+    if spec.family in _BEYOND_MACS:  # their proxy counts every kernel's taps already
+        return 2 * _work_proxy(spec) / 1e6 <= config.max_mflops
     return 2 * _work_proxy(spec) * spec.kernel**2 / 1e6 <= config.max_mflops * 4
 
 

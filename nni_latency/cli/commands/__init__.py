@@ -15,8 +15,10 @@ __all__ = ["check_threads", "check_positive", "check_not_a_directory", "INPUT_SH
 TARGET_HELP = ("path/to/file.py:callable or package.module:callable (a class or factory called with no arguments, "
                "or an nn.Module instance), zoo:NAME for a reference network of nni_latency.zoo (e.g. zoo:deit_tiny), "
                "or hf:NAME for an HF transformers model (e.g. hf:ConvNext; needs pip install -e .[hf])")
-INPUT_SHAPE_HELP = ("input shape with the batch: N,C,H,W for an image (e.g. 1,3,224,224), B,N,C for tokens; "
-                    "required unless the target is zoo:NAME or hf:NAME (then its own resolution)")
+INPUT_SHAPE_HELP = ("input shape with the batch: N,C,H,W for an image (e.g. 1,3,224,224), B,N,C for tokens; a dtype "
+                    "after a colon for other inputs than floats, e.g. 1,128:int64 for the token ids of an nn.Embedding "
+                    "(drawn below its num_embeddings); several inputs separated by ';'; required unless the target "
+                    "is zoo:NAME or hf:NAME (then its own resolution)")
 
 
 def check_positive(value: int | None, flag: str) -> None:

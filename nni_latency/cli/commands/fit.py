@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from ...fit.fitting import fit_with_cv, reference_model
     from ...model.model import LatencyModel
     from ...plots import plot_fit
-    from ...profile.run import op_check
     from ...profile.summary import format_profile_summary
+    from ...rows.ops import op_check
     from ...rows.store import load_records
     from ...runtimes.protocol import protocol_of
     from . import check_not_a_directory
@@ -53,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
     protocol = protocol_of({**previous, **first})
     device = {**previous, "name": first.get("device_name", protocol.device), "type": protocol.device_type,
               **protocol.to_dict()}
-    model, held_out = fit_with_cv(records, args.kind, device={**device, "op_sums": op_check(records)})
+    # fitted_keys: which blocks the model saw, so `evaluate --dataset` never scores them as held-out
+    fitted = sorted({str(record["key"]) for record in records if record.get("key") is not None})
+    model, held_out = fit_with_cv(records, args.kind, device={**device, "fitted_keys": fitted})
+    model.device["op_sums"] = op_check(records, model)  # the op-level times with the fitted overheads
     if replaced is not None and (replaced.kind != model.kind or replaced.metrics.get("points") != len(records)):
         # Another kind, or other rows: never replace a good model silently, keep it beside the new one.
         kept = set_aside([output])[0]

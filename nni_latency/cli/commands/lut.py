@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ...nas.lut import measure_rows, predicted_rows, write_lut_json, write_lut_txt
     from ...nas.profiler import LatencyProfiler
     from ...runtimes.protocol import protocol_of
+    from ...search.lut_source import table_context
     from . import check_threads
 
     if args.input_size < 1:
@@ -86,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
     if batch < 1:
         raise InvalidInput(f"--batch must be at least 1, got {batch}")
     dtype = protocol.dtype
-    space = _tabled_space(args.space, args.input_size, _space_kwargs(args.space_arg))
+    space_args = _space_kwargs(args.space_arg)
+    space = _tabled_space(args.space, args.input_size, space_args)
+    measuring = model.measuring_protocol(threads=args.threads, device=args.device) if args.measure else None
 
     start = time.perf_counter()
     profiler = LatencyProfiler(space, (batch, 3, args.input_size, args.input_size), model)
@@ -94,15 +97,19 @@ def run(args: argparse.Namespace) -> int:
     predicted_seconds = time.perf_counter() - start
     print(f"predicted {len(rows)} candidates of {len({r.layer for r in rows})} layers in {predicted_seconds:.1f} s")
 
-    metadata = {"space": args.space, "space_args": _space_kwargs(args.space_arg),
-                "input_shape": list(profiler.input_shape), "device": model.device, "model_kind": model.kind,
+    # What the latencies hold for: the measuring machine's, or (predicted only) the device model's.
+    measured_for = table_context(args.space, space_args, args.input_size,
+                                 (measuring or protocol).replace(batch=batch),
+                                 None if measuring else model.device.get("name", "unknown"))
+    metadata = {"space": args.space, "space_args": space_args,
+                "input_shape": list(profiler.input_shape), "model_device": model.device, "model_kind": model.kind,
                 "intercept_ms": profiler.intercept_ms, "predicted_seconds": round(predicted_seconds, 3)}
     written = [output_dir / "lut.json", output_dir / "lut.txt"]
     keep_previous(outputs)
     write_lut_txt(written[1], rows, dtype=dtype)
 
-    if args.measure:
-        protocol = model.measuring_protocol(threads=args.threads, device=args.device)
+    if measuring is not None:
+        protocol = measuring
         apply_allocator_policy(protocol)
         start = time.perf_counter()
         rows = measure_rows(profiler, rows, protocol, progress=lambda done, total, row: print(
@@ -117,6 +124,6 @@ def run(args: argparse.Namespace) -> int:
         median_error = f"; median relative error of the prediction {100 * sorted(errors)[len(errors) // 2]:.1f}%" \
             if errors else ""
         print(f"measured the same table in {measured_seconds:.1f} s ({ratio:.0f}x the prediction){median_error}")
-    write_lut_json(written[0], rows, metadata=metadata)
+    write_lut_json(written[0], rows, metadata=metadata, measured_for=measured_for)
     print(f"wrote {', '.join(str(path) for path in written)}")
     return 0

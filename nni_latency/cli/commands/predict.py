@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import functools
     import json
 
+    from ...count.inputs import format_inputs
     from ...model.model import LatencyModel
     from ...suite.blocks import BlockSpec
     from ..targets import input_hint, load_network, parse_input_shape
@@ -78,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput(f"{error}; {hint}" if hint and "does not fit" in str(error) else str(error)) from None
     latency = model.predict_one(features)
     if args.json:
-        print(json.dumps({"block": name, "input_shape": list(shape), "predicted_ms": latency,
-                          "features": features.as_dict()}, indent=2))
+        print(json.dumps({"block": name, "input_shape": [list(s) if isinstance(s, tuple) else s for s in shape],
+                          "input": format_inputs(shape), "predicted_ms": latency, "features": features.as_dict()},
+                         indent=2))
     else:
-        print(f"{name} on input {','.join(map(str, shape))}: {latency:.4f} ms predicted "
+        print(f"{name} on input {format_inputs(shape)}: {latency:.4f} ms predicted "
               f"({features.flops / 1e6:.2f} MFLOPs, {model.kind} model of {model.device.get('name', 'an unknown device')})")
     return 0

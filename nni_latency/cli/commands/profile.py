@@ -9,6 +9,11 @@ from ...errors import InvalidInput
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--runtime", default=None, choices=("torch", "onnxruntime"),
+                        help="what runs the blocks: torch (eager PyTorch) or onnxruntime (each block exported to "
+                             "ONNX and run in an InferenceSession with full graph optimization; needs pip install "
+                             "'nni-latency[onnx]'); default: the config's runtime, torch in the shipped configs. A "
+                             "model describes one runtime: profile each one you deploy on")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads used while timing (default: the config's, 1 in the shipped configs; "
                              "1 gives the most stable numbers)")
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         config = config.covering_batches(_batch_sizes(args.batches))
     check_threads(args.threads)
     check_threads(config.threads, "threads")
-    protocol = profile_protocol(config, args.device, args.threads)  # built once, passed down
+    protocol = profile_protocol(config, args.device, args.threads, args.runtime)  # built once, passed down
     apply_allocator_policy(protocol)
     check_profile_folder(args.output_dir, PROFILE_OUTPUTS, {"--config": config_path})  # before any work
     with folder_lock(args.output_dir, "nni-latency profile"), watch_host("profiling") as host:  # one writer

@@ -36,13 +36,15 @@ def _quiet_after_import(verbose: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     from ...files.locking import folder_lock
     from ...measure.allocator import apply_allocator_policy
-    from ...search.config import load_search_config
+    from ...search.config import load_search_config, resolve_config_path
     from ...search.engine import SearchInterrupted
-    from ...search.run import latency_protocol, run_search
+    from ...search.preflight import check_search, latency_protocol
+    from ...search.run import run_search
 
     _quiet_after_import(getattr(args, "verbose", False))
 
     config = load_search_config(args.config, args.overrides, args.output_dir)
+    check_search(config, resolve_config_path(args.config))  # every check before any work (profiling, training)
     apply_allocator_policy(latency_protocol(config.latency))
     progress = config.trainer.progress and not args.no_progress
     with folder_lock(config.output_dir, "nni-latency search"):  # one writer per folder

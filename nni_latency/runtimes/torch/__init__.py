@@ -1,6 +1,6 @@
-"""Eager PyTorch as a runtime: aten calls counted through its operator table (``operators``, ``counting``;
-``meta`` for modules too large to run), modules timed on ``torch.utils.benchmark`` (``timing``), every aten call
-timed in place (``clock``), and the device it runs on (``device``)."""
+"""Eager PyTorch as a runtime: aten calls counted through its operator table (``operators``, whose memory-bound half
+is ``memory``; ``counting``; ``meta`` for modules too large to run), modules timed on ``torch.utils.benchmark``
+(``timing``), every aten call timed in place (``clock``), and the device it runs on (``device``)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ...count.features import BlockFeatures, OpRecord, warn_uncovered
+from ...count.features import BlockFeatures, OpRecord, UncoveredUse, price_uncovered, warn_uncovered
 from ...count.inputs import failure_details, make_inputs, module_device_dtype
 from ...errors import ShapeError
 from ..protocol import LEGACY_VECTOR_WIDTH, Counting, detect_cache_kb
@@ -42,7 +42,7 @@ class _FeatureCounter(TorchDispatchMode):
         self.counting = counting
         self.totals: Counter[str] = Counter()
         self.op_counts: Counter[str] = Counter()
-        self.uncovered: dict[str, str] = {}
+        self.uncovered: dict[str, UncoveredUse] = {}  # "aten.op" -> its calls, elements and modules
         self.ops: list[OpRecord] = []
         self._module_stack = module_stack
 
@@ -55,7 +55,7 @@ class _FeatureCounter(TorchDispatchMode):
             return out
         cls, op_features, adds, covered = classified
         if not covered:
-            self.uncovered.setdefault(f"aten.{name}", self._module_stack[-1] if self._module_stack else "<root>")
+            self._note_uncovered(f"aten.{name}", op_features.get("elements", 0.0))
         delta: Counter[str] = Counter({f"{cls}.{feature}": value for feature, value in op_features.items()})
         delta["overhead.ops"] += 1
         delta.update(adds)
@@ -63,6 +63,12 @@ class _FeatureCounter(TorchDispatchMode):
         self.totals.update(delta)
         self.ops.append(OpRecord(name, cls, op_features, dict(delta)))
         return out
+
+    def _note_uncovered(self, op: str, elements: float) -> None:
+        where = self._module_stack[-1] if self._module_stack else "<root>"
+        use = self.uncovered.get(op, UncoveredUse(0, 0.0, ()))
+        modules = use.modules if where in use.modules else (*use.modules, where)
+        self.uncovered[op] = UncoveredUse(use.calls + 1, use.elements + elements, modules)
 
 
 def as_counting(counting: Counting | int | None = None, threads: int | None = None) -> Counting:
@@ -115,12 +121,13 @@ def run_counted(module: nn.Module, inputs: tuple[torch.Tensor, ...], counting: C
         for handle in handles:
             handle.remove()
         module.train(was_training)
-    for op, where in counter.uncovered.items():
-        warn_uncovered(op, [where], stacklevel=2)
     counter.totals["overhead.modules"] += modules_called[0]
     features = BlockFeatures({name: float(v) for name, v in counter.totals.items()},
                              op_counts=dict(counter.op_counts), uncovered=tuple(sorted(counter.uncovered)),
                              ops=counter.ops, names=FEATURE_NAMES)
+    if counter.uncovered:  # every uncovered operator of the pass in one warning, priced by a model that counts it
+        floor_ms, predicted_ms = price_uncovered(counter.uncovered, features)
+        warn_uncovered(counter.uncovered, stacklevel=2, floor_ms=floor_ms, predicted_ms=predicted_ms)
     return features, output
 
 

@@ -1,20 +1,28 @@
 """THE aten operator table of eager PyTorch: every operator's class, the features of that class, and what a call
-adds to the block-level features, from one handler per kind of operator (one dispatch).
+adds to the block-level features, from one handler per kind of operator (one dispatch, ``HANDLERS``).
 
 One table, so "free", "known" and "unknown" are never confused: free operators only change metadata and cost
 nothing; every other known operator has a handler whose one-line comment gives its shape signature; an operator in
-no class is uncovered, warned about once (naming its module) and counted as data movement.
+no class is uncovered, named in one warning per counted pass (``count.features.warn_uncovered``) and counted as
+data movement.
 
-Classes of the memory-bound operators, because their cost per element differs by an order of magnitude:
-``simple`` (one arithmetic op per element: add, relu), ``batch_norm`` (a scale and shift per channel),
-``transcendental`` (exp, sigmoid, SiLU, GELU: a polynomial per element), ``softmax``, ``norm`` (layer/group norm:
-two passes and a reduction), ``move`` (concatenation, contiguous copies, padding, gathers), ``transpose_copy``
-(copies that make a permuted tensor contiguous), ``reduce`` (means, sums, adaptive pooling) and the pooling
-windows (costed per window element).
+One class, one kind of call: a class holds calls whose cost per feature is the same, measured in place at 1 thread.
+The memory-bound classes (``memory``) split by what an element costs: one arithmetic op (``simple``, ``inplace``),
+``batch_norm`` at inference, a polynomial (``transcendental``, ``softmax``), ``norm`` (layer norm), ``group_norm``,
+``instance_norm`` (statistics computed in the call), copies (``move``), copies reading runs shorter than two cache
+lines (``transpose_copy``), row gathers (``gather``), advanced indexing (``index``), nearest and linear
+upsampling, reductions and pooling windows.
 
-Convolutions are split by the kernel ATen runs (``conv_path``): oneDNN's blocked kernels per kind, or im2col +
-matrix multiply, which ATen picks for 1x1 and small convolutions at batch 1 on one thread and which is 2-3x
-cheaper per FLOP there. The choice depends on the thread count, so calls are classified at the profiled device's.
+Convolutions are split by the kernel that runs them. ATen's own kernels (``conv_path``), which it picks for 1x1 and
+small convolutions at batch 1 on one thread: im2col + GEMM (``conv_gemm``, 2-3x cheaper per FLOP there) and its
+3-D form, vol2col + GEMM (``conv_gemm_3d``: 1.1-3x what ``conv_gemm``'s weights price it at, the more the larger
+its unfolded volume). oneDNN's, per kind: dense, pointwise, grouped, depthwise; 3-D depthwise convolutions run on
+another kernel (``conv_depthwise_3d``, 1.5x a 2-D one per FLOP); a depthwise convolution padded wider than oneDNN's
+depthwise kernel takes (dilation 7, or a 15-wide kernel, with "same" padding) runs as a GEMM per channel
+(``conv_depthwise_gemm``: 3x slower per FLOP for a 3x3, 25-40x for 15- to 31-wide kernels). Transposed
+convolutions are a class of their own whichever path runs them (``conv_transposed``). The choices depend on the
+thread count, so calls are classified at the profiled device's. Recurrent layers oneDNN runs whole
+(``mkldnn_rnn_layer``: an LSTM layer) are ``rnn``; a GRU decomposes into matrix multiplies and element-wise calls.
 """
 
 from __future__ import annotations
@@ -28,13 +36,15 @@ import torch
 
 from ..base import OpClass, OpTable
 from ..protocol import Counting
+from .memory import (MEMORY_CLASSES, MEMORY_HANDLERS, WINDOW_OPS, Classified, memory_call, memory_class, numel,
+                     window_size)
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["FREE_OPS", "CONV_OPS", "MATMUL_OPS", "ATTENTION_OPS", "WINDOW_OPS", "MEMORY_CLASSES", "TABLE",
+__all__ = ["FREE_OPS", "CONV_OPS", "MATMUL_OPS", "ATTENTION_OPS", "RNN_OPS", "WINDOW_OPS", "MEMORY_CLASSES", "TABLE",
            "OP_CLASSES", "OP_FEATURE_NAMES", "OVERHEAD_FEATURES", "FEATURE_NAMES", "FEATURE_DOCS", "FEATURE_ROLES",
-           "classify_op", "conv_path", "memory_class", "numel", "vector_padded", "input_padded", "window_size",
-           "Classified"]
+           "HANDLERS", "classify_op", "conv_path", "memory_class", "numel", "vector_padded", "input_padded",
+           "window_size", "depthwise_kernel_refuses", "Classified"]
 
 # Operators that only change tensor metadata (or are bookkeeping): free, never warned about.
 FREE_OPS = frozenset({
@@ -45,6 +55,8 @@ FREE_OPS = frozenset({
     "stride", "dim", "is_contiguous", "_local_scalar_dense", "item", "new_empty", "new_zeros",
     "new_ones", "narrow", "expand_as", "view_as", "reshape_as", "_reshape_alias", "set_", "resize_",
     "randn", "rand", "normal_", "uniform_", "arange", "scalar_tensor",
+    # views a decomposed GRU or LSTM cell takes of its gates, and in-place transposes of metadata
+    "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk", "transpose_", "t_", "squeeze_", "unsqueeze_",
 })
 
 CONV_OPS = frozenset({"convolution", "_convolution", "convolution_overrideable"})
@@ -55,43 +67,10 @@ ATTENTION_OPS = frozenset({
     "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
     "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_fused_attention_overrideable",
 })
-# Windowed pooling: work is output elements x window size. Adaptive pooling is a reduction.
-WINDOW_OPS = frozenset({"max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices",
-                        "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d"})
-BATCH_NORM_OPS = frozenset({"_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm",
-                            "batch_norm", "_batch_norm_impl_index"})
-SOFTMAX_OPS = frozenset({"_softmax", "_safe_softmax", "softmax", "_log_softmax", "log_softmax"})
-COPY_OPS = frozenset({"clone", "copy_", "contiguous", "_to_copy"})
-
-# The memory-bound operators by block-level category (``count.features.MEMORY_CATEGORIES``).
-MEMORY_CLASSES: dict[str, frozenset[str]] = {
-    "simple": frozenset({
-        "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "relu", "relu_", "relu6", "hardtanh",
-        "hardtanh_", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "leaky_relu", "leaky_relu_",
-        "clamp", "clamp_", "clamp_min", "clamp_min_", "clamp_max", "clamp_max_", "neg", "abs", "maximum",
-        "minimum", "where", "sqrt", "rsqrt", "pow", "reciprocal", "sign", "floor", "ceil", "round", "fmod",
-        "remainder", "fill_", "zero_", "addcmul", "addcdiv", "lerp", "masked_fill", "masked_fill_",
-        "native_dropout", "dropout", "bernoulli_", *BATCH_NORM_OPS,
-    }),
-    "transcendental": frozenset({
-        "sigmoid", "sigmoid_", "silu", "silu_", "gelu", "gelu_", "tanh", "tanh_", "elu", "elu_", "mish",
-        "mish_", "softplus", "exp", "log", "erf", "sin", "cos", *SOFTMAX_OPS,
-    }),
-    "norm": frozenset({"native_layer_norm", "native_group_norm", "layer_norm", "group_norm", "instance_norm",
-                       "_fused_rms_norm", "rms_norm"}),
-    "move": frozenset({
-        "cat", "stack", "clone", "copy_", "contiguous", "_to_copy", "constant_pad_nd", "reflection_pad2d",
-        "replication_pad2d", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "roll", "flip", "gather",
-        "index_select", "_unsafe_index", "index", "embedding", "upsample_nearest2d", "upsample_bilinear2d",
-        "im2col", "col2im",
-    }),
-    "reduce": frozenset({
-        "mean", "sum", "amax", "amin", "max", "min", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
-        "adaptive_avg_pool1d", "adaptive_max_pool2d", "linalg_vector_norm", "norm", "var_mean", "var", "std",
-        "cumsum", "argmax",
-    }),
-}
-_CATEGORY_OF = {op: name for name, ops in MEMORY_CLASSES.items() for op in ops}
+# A recurrent layer run whole by oneDNN (one call per layer and direction of an nn.LSTM on a CPU).
+RNN_OPS = frozenset({"mkldnn_rnn_layer"})
+# oneDNN's depthwise kernel takes at most this much padding on a side (AVX-512 jit_dw, measured on 971 shapes).
+_DW_MAX_PADDING = 6
 
 _CONV = ("calls", "vflops", "elements", "weights", "stream", "copied")
 _MATMUL = ("calls", "vflops", "elements", "weights", "stream", "copied")
@@ -116,12 +95,35 @@ TABLE = OpTable("torch", {c.name: c for c in (
             _MEMORY, "simple"),
     OpClass("transcendental", "a polynomial per element (sigmoid, SiLU, GELU, tanh, exp)", _MEMORY, "simple"),
     OpClass("softmax", "softmax over rows: a max, an exp and a sum per row", _MEMORY, "transcendental"),
-    OpClass("norm", "layer, group and RMS norm: two passes and a reduction", _MEMORY, "transcendental"),
-    OpClass("move", "contiguous copies, concatenation, padding, gathers, upsampling", _MEMORY, "simple"),
-    OpClass("transpose_copy", "copies that make a permuted or transposed tensor contiguous", _MEMORY, "move"),
+    OpClass("norm", "layer and RMS norm: two passes and a reduction", _MEMORY, "transcendental"),
+    OpClass("move", "copies, concatenation and padding that read and write in runs of 32 floats or more", _MEMORY,
+            "simple"),
+    OpClass("transpose_copy", "copies that read or write runs shorter than 32 floats (a transpose made contiguous, "
+            "a split of narrow heads, pixel shuffles)", _MEMORY, "move"),
     OpClass("reduce", "means, sums and adaptive pooling", _MEMORY, "simple"),
     OpClass("maxpool", "max pooling: work is outputs x window", _WINDOW, "avgpool"),
     OpClass("avgpool", "average pooling: work is outputs x window", _WINDOW, "reduce"),
+    # Kinds of call the classes above priced as something they are not (issue 28); each its own cost per feature.
+    OpClass("conv_transposed", "transposed convolutions (oneDNN's, or ATen's GEMM + col2im: im2col is the folded "
+            "column buffer)", ("calls", "vflops", "im2col", "elements", "weights", "stream", "copied"), "conv_dense"),
+    OpClass("conv_gemm_3d", "3-D convolutions ATen runs as vol2col + matrix multiply",
+            ("calls", "flops", "im2col", "elements", "weights", "stream", "copied"), "conv_gemm"),
+    OpClass("conv_depthwise_3d", "3-D depthwise convolutions (oneDNN's channels-last depthwise kernel)", _CONV,
+            "conv_depthwise"),
+    OpClass("conv_depthwise_gemm", "depthwise convolutions padded wider than oneDNN's depthwise kernel takes (large "
+            "dilations and kernels): a GEMM per channel", _CONV, "conv_depthwise"),
+    OpClass("rnn", "recurrent layers run whole (an LSTM layer): weights are the recurrent ones read every step",
+            ("calls", "steps", "flops", "weights", "elements"), "mm"),
+    OpClass("gather", "gathers of whole rows by an index tensor (embedding, index_select, gather)",
+            ("calls", "gathered", "elements"), "move"),
+    OpClass("index", "advanced indexing (a relative-position bias table indexed by a precomputed index)",
+            ("calls", "gathered", "elements"), "gather"),
+    OpClass("upsample_nearest", "nearest-neighbour upsampling", _MEMORY, "move"),
+    OpClass("upsample_linear", "linear, bilinear, bicubic and trilinear upsampling: work is outputs x taps",
+            _WINDOW, "upsample_nearest"),
+    OpClass("group_norm", "group norm: statistics per group of channels, then a scale and shift", _MEMORY, "norm"),
+    OpClass("instance_norm", "batch norm computing its own statistics (instance norm, batch norm in training)",
+            _MEMORY, "group_norm"),
 )}, overheads=("overhead.ops", "overhead.free_ops", "overhead.modules"),
     docs={"ops": "aten calls that do work", "free_ops": "aten calls that only change metadata"})
 OP_CLASSES = TABLE.classes
@@ -132,14 +134,6 @@ OP_FEATURE_NAMES: tuple[str, ...] = TABLE.feature_names
 FEATURE_NAMES: tuple[str, ...] = TABLE.all_feature_names
 FEATURE_DOCS: dict[str, str] = TABLE.feature_docs
 FEATURE_ROLES: dict[str, str] = TABLE.feature_roles
-
-
-def memory_class(op: str) -> str | None:
-    """The memory category of a non-compute operator (``simple``, ``transcendental``, ..., ``window``); None if
-    unknown."""
-    if op in WINDOW_OPS:
-        return "window"
-    return _CATEGORY_OF.get(op)
 
 
 def conv_path(args: Sequence[Any]) -> str:
@@ -157,15 +151,6 @@ def conv_path(args: Sequence[Any]) -> str:
     return "gemm" if str(backend).split(".")[-1].startswith("Slow") else "dnn"
 
 
-def numel(x: Any) -> int:
-    """Elements of a tensor, or of all tensors in a (nested) list or tuple; 0 for anything else."""
-    if isinstance(x, torch.Tensor):
-        return x.numel()
-    if isinstance(x, (list, tuple)):
-        return sum(numel(v) for v in x)
-    return 0
-
-
 def vector_padded(channels: int, width: int) -> int:
     """``channels`` rounded up to a multiple of the vector width (how oneDNN blocks channels)."""
     return -(-channels // width) * width
@@ -175,18 +160,6 @@ def input_padded(channels: int, width: int) -> int:
     """Input channels as a convolution kernel loops over them: an RGB-like input (C_in <= 4) gets a kernel of
     its own that loops over channels unvectorised; anything wider is vector-padded."""
     return channels if channels <= 4 else vector_padded(channels, width)
-
-
-def window_size(args: Sequence[Any]) -> int:
-    """Input elements one output of a pooling window reads: the kernel, clipped to the padded input (HF's
-    EfficientNet pools its 7x7 map with a 1280x1280 kernel and ``ceil_mode``: 49 elements, not 1.6 million)."""
-    # pool(input, kernel_size, stride, padding, ...): kernel and padding per spatial dim (or one for all)
-    x, kernel = args[0], list(args[1])
-    dims = len(kernel)
-    padding = list(args[3]) if len(args) > 3 and isinstance(args[3], (list, tuple)) and args[3] else [0]
-    padding = padding * dims if len(padding) == 1 else padding
-    sizes = list(x.shape[-dims:])
-    return math.prod(min(k, size + 2 * pad) for k, size, pad in zip(kernel, sizes, padding))
 
 
 def _strided(tensor: Any) -> bool:
@@ -199,10 +172,6 @@ def _hidden_copy(tensor: torch.Tensor) -> dict[str, float]:
     # A kernel that needs a dense layout copies a strided operand inside the operator, where no aten op shows
     # it (a token MLP's depthwise conv on transposed tokens, a projection of permuted heads): data movement.
     return {"elements_move": 2 * tensor.numel(), "ops_move": 1}
-
-
-# One classified call: (class, the class's features, the block-level features it adds, covered by a formula).
-Classified = tuple[str, dict[str, float], dict[str, float], bool]
 
 
 def _conv(name: str, args: Sequence[Any], out: torch.Tensor, counting: Counting) -> Classified:
@@ -228,13 +197,51 @@ def _conv(name: str, args: Sequence[Any], out: torch.Tensor, counting: Counting)
                     f"convs_{kind}": 1, "conv_ops": 1})
     if not x.is_contiguous():  # ATen makes even a channels-last input dense before its CPU kernels run
         adds.update(_hidden_copy(x))
-    if conv_path(args) == "gemm":
+    path = conv_path(args)
+    cls = _conv_class(kind, path, args, transposed)
+    if path == "gemm":
         # im2col unfolds (C_in / groups) x kernel values per output position; a 1x1 stride-1 conv needs none.
         unfolded = 0 if kernel == 1 and all(s == 1 for s in args[3]) else positions * c_in * kernel
         adds.update(gemm_flops=flops, gemm_convs=1, im2col_elements=unfolded)
-        return "conv_gemm", {**features, "flops": flops, "im2col": float(unfolded)}, adds, True
-    adds.update({f"dnn_vflops_{kind}": 2.0 * vmacs, f"dnn_convs_{kind}": 1})
-    return f"conv_{kind}", {**features, "vflops": 2.0 * vmacs}, adds, True
+    else:
+        adds.update({f"dnn_vflops_{kind}": 2.0 * vmacs, f"dnn_convs_{kind}": 1})
+    if cls == "conv_transposed":
+        # ATen's path multiplies into columns of C_out x kernel values per input position and folds them (col2im)
+        folded = 0 if path == "dnn" or (kernel == 1 and all(s == 1 for s in args[3])) else positions * c_out * kernel
+        return cls, {**features, "vflops": 2.0 * vmacs, "im2col": float(folded)}, adds, True
+    if path == "gemm":
+        return cls, {**features, "flops": flops, "im2col": float(unfolded)}, adds, True
+    return cls, {**features, "vflops": 2.0 * vmacs}, adds, True
+
+
+def _conv_class(kind: str, path: str, args: Sequence[Any], transposed: bool) -> str:
+    """The class of a convolution of ``kind`` on ``path``: the kernel that runs it (module docstring)."""
+    x = args[0]
+    spatial = x.dim() - 2
+    if transposed:
+        return "conv_transposed"
+    if path == "gemm":
+        return "conv_gemm_3d" if spatial == 3 else "conv_gemm"
+    if kind == "depthwise" and spatial == 3:
+        return "conv_depthwise_3d"
+    if kind == "depthwise" and x.device.type != "cuda" and depthwise_kernel_refuses(x, args[1], args[4], args[5]):
+        return "conv_depthwise_gemm"  # oneDNN's choice (a CPU's, or what a meta pass stands for)
+    return f"conv_{kind}"
+
+
+def depthwise_kernel_refuses(x: torch.Tensor, weight: torch.Tensor, padding: Sequence[int],
+                             dilation: Sequence[int]) -> bool:
+    """Whether oneDNN's depthwise kernel turns down a 1-D or 2-D depthwise convolution, which oneDNN then runs as a
+    GEMM per channel: in some spatial dim the padding exceeds 6 or the dilated kernel's reach ``(k - 1) x d``, or
+    that reach exceeds the input plus its padding (what ``ONEDNN_VERBOSE`` shows on 971 shapes, 1-D and 2-D)."""
+    dims = x.dim() - 2
+    padding = list(padding) * dims if len(padding) == 1 else list(padding)
+    dilation = list(dilation) * dims if len(dilation) == 1 else list(dilation)
+    for size, k, pad, dil in zip(x.shape[2:], weight.shape[2:], padding, dilation):
+        reach = (k - 1) * dil
+        if pad > min(_DW_MAX_PADDING, reach) or reach > size + pad:
+            return True
+    return False
 
 
 def _matmul(name: str, args: Sequence[Any], out: torch.Tensor, counting: Counting) -> Classified:
@@ -273,51 +280,34 @@ def _attention(name: str, args: Sequence[Any], out: Any, counting: Counting) -> 
     return "attention", {"calls": 1.0, "vflops": 2.0 * padded, "scores": float(heads * queries * keys)}, adds, True
 
 
-def _memory_class(name: str, args: Sequence[Any], category: str) -> str:
-    if name in BATCH_NORM_OPS:
-        return "batch_norm"
-    if name.endswith("_") and category == "simple":
-        return "inplace"
-    if name in SOFTMAX_OPS:
-        return "softmax"
-    if name in COPY_OPS and any(isinstance(t, torch.Tensor) and not t.is_contiguous() for t in args):
-        return "transpose_copy"
-    return category
+def _rnn(name: str, args: Sequence[Any], out: Any, counting: Counting) -> Classified:
+    # mkldnn_rnn_layer(input[T,B,I], w_ih[G*H,I], w_hh[G*H,H], b_ih, b_hh, hx[B,H], cx[B,H], reverse, batch_sizes,
+    #                  mode, hidden_size, num_layers, has_biases, bidirectional, batch_first, train)
+    #   -> (output[T,B,H], hy, cy, workspace); G gates (4: LSTM); the input is time-major even when batch_first
+    x, w_ih, w_hh = args[0], args[1], args[2]
+    steps, batch = x.shape[0], x.shape[1]
+    rows, inputs, hidden = w_ih.shape[0], w_ih.shape[1], w_hh.shape[1]
+    flops = 2.0 * steps * batch * rows * (inputs + hidden)  # G gates x (input + hidden) x hidden x 2 per step
+    width = counting.vector_width
+    vflops = 2.0 * steps * batch * vector_padded(rows, width) * (vector_padded(inputs, width)
+                                                                 + vector_padded(hidden, width))
+    weights = w_ih.numel() + steps * w_hh.numel()  # the recurrent weights are read at every step
+    output = out[0] if isinstance(out, (tuple, list)) else out
+    features = {"calls": 1.0, "steps": float(steps), "flops": flops, "weights": float(weights),
+                "elements": float(x.numel() + output.numel())}
+    # The block-level features of the same layer decomposed, as ATen runs a GRU: the input's matrix multiply
+    # [T*B, I] x [I, G*H], then one [B, H] x [H, G*H] per step.
+    adds = {"acts": 2 * steps * batch * rows, "inp": steps * batch * (inputs + hidden), "flops": flops,
+            "flops_pointwise": flops, "weights": weights, "matmul_weights": weights, "vflops_matmul": vflops,
+            "matmuls": 1 + steps, "conv_ops": 1 + steps}
+    return "rnn", features, adds, True
 
 
-def _window(name: str, args: Sequence[Any], out: Any, counting: Counting) -> Classified:
-    # pool(input[N,C,*S], kernel_size, stride, padding, ...) -> output (or (output, indices)); work = outputs x window
-    result = out[0] if isinstance(out, (tuple, list)) else out
-    elements = numel(args[0]) + result.numel()
-    work = result.numel() * window_size(args)
-    features = {"calls": 1.0, "work": float(work), "elements": float(elements),
-                "beyond_l2": float(max(elements - counting.l2_elements, 0))}
-    adds = {"maxpool_work" if name.startswith("max") else "avgpool_work": work, "ops_window": 1,
-            "mem_elements": numel(args) + numel(out), "mem_ops": 1}
-    return "maxpool" if name.startswith("max") else "avgpool", features, adds, True
-
-
-def _memory(name: str, args: Sequence[Any], out: Any, counting: Counting) -> Classified:
-    # op(inputs...) -> outputs: elements read and written
-    category = _CATEGORY_OF.get(name)
-    covered = category is not None
-    category = category or "move"  # an unknown operator is counted as data movement, and warned about once
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    if name in BATCH_NORM_OPS:
-        elements = tensors[0].numel() + numel(out[0] if isinstance(out, (tuple, list)) else out)
-    else:
-        elements = numel(args) + numel(out)
-    cls = _memory_class(name, tensors, category)
-    all_elements = numel(args) + numel(out)
-    adds = {f"elements_{category}": all_elements, f"ops_{category}": 1, "mem_elements": all_elements, "mem_ops": 1}
-    features = {"calls": 1.0, "elements": float(elements), "beyond_l2": float(max(elements - counting.l2_elements, 0))}
-    return cls, features, adds, covered
-
-
-# THE dispatch: aten operator -> its handler (free operators have none; anything unknown is ``_memory``'s).
+# THE dispatch: aten operator -> its handler (free operators have none; anything else is ``memory.memory_call``'s,
+# which counts an unknown operator as data movement).
 HANDLERS: dict[str, Callable[[str, Sequence[Any], Any, Counting], Classified]] = {
     **dict.fromkeys(CONV_OPS, _conv), **dict.fromkeys(MATMUL_OPS, _matmul),
-    **dict.fromkeys(ATTENTION_OPS, _attention), **dict.fromkeys(WINDOW_OPS, _window),
+    **dict.fromkeys(ATTENTION_OPS, _attention), **dict.fromkeys(RNN_OPS, _rnn), **MEMORY_HANDLERS,
 }
 
 
@@ -326,4 +316,4 @@ def classify_op(name: str, args: Sequence[Any], out: Any, counting: Counting) ->
     a formula covers it; None for a free call."""
     if name in FREE_OPS:
         return None
-    return HANDLERS.get(name, _memory)(name, args, out, counting)
+    return HANDLERS.get(name, memory_call)(name, args, out, counting)

@@ -1,0 +1,210 @@
+"""ONNX Runtime sessions configured as deployed, and what ORT itself says about a graph it runs.
+
+A session runs with ORT's full graph optimization (fusions, constant folding, the NCHWc blocked layout on x86),
+the protocol's thread count as intra-op threads, one inter-op thread and sequential execution, on the CPU
+execution provider (CUDA's where the protocol's device is a GPU and ORT has it). What fuses and which layout
+changes are inserted is ORT's decision, read back from the graph its optimizer writes (``optimized_model_filepath``)
+and from its own profiler: every node ORT ran, with its op type after fusion, its domain and attributes, the shapes
+it saw and the time its kernel took (``enable_profiling``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import helper
+
+from ...count.inputs import random_like
+from ..protocol import MeasurementProtocol
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["session_options", "new_session", "feeds", "NodeRun", "profile_nodes", "settings", "OPTIMIZATION"]
+
+OPTIMIZATION = "all"  # ORT_ENABLE_ALL: basic and extended fusions, and layout optimizations (NCHWc)
+_LOG_ERRORS_ONLY = 3
+
+
+def settings(protocol: MeasurementProtocol) -> dict[str, Any]:
+    """What a device model records of a session: ORT's version and the settings its sessions run with."""
+    return {"runtime": "onnxruntime", "runtime_version": ort.__version__, "graph_optimization": OPTIMIZATION,
+            "execution_provider": _providers(protocol)[0], "intra_op_threads": protocol.threads,
+            "inter_op_threads": 1, "execution_mode": "sequential"}
+
+
+def _providers(protocol: MeasurementProtocol) -> list[str]:
+    if protocol.device_type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def session_options(protocol: MeasurementProtocol, profile_prefix: str | None = None,
+                    optimized_path: str | None = None) -> ort.SessionOptions:
+    """Options of a session as deployed under ``protocol``; with ``profile_prefix``, ORT's profiler on; with
+    ``optimized_path``, the optimized graph written there."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = protocol.threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = _LOG_ERRORS_ONLY  # not the note that an NCHWc graph is specific to this machine
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    if optimized_path is not None:
+        options.optimized_model_filepath = optimized_path
+    return options
+
+
+def new_session(model: bytes, protocol: MeasurementProtocol, **options: Any) -> ort.InferenceSession:
+    """An ``InferenceSession`` of the serialized ONNX ``model`` under ``protocol``."""
+    return ort.InferenceSession(model, session_options(protocol, **options), providers=_providers(protocol))
+
+
+def feeds(session: ort.InferenceSession, inputs: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The session's inputs by name, from tensors or arrays in the graph's input order."""
+    arrays = [np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x) for x in inputs]
+    return {spec.name: array for spec, array in zip(session.get_inputs(), arrays)}
+
+
+@dataclass(frozen=True)
+class NodeRun:
+    """One node ORT ran: its name, op type after fusion and domain (``com.microsoft.nchwc`` for blocked-layout
+    kernels), attributes, the shapes of its inputs and outputs as the kernel saw them (NCHWc channels padded),
+    which inputs are constant (weights), where its inputs come from and its outputs go (graph input / output), and
+    its kernel's time in each profiled pass (ms)."""
+
+    name: str
+    op: str
+    domain: str
+    attributes: dict[str, Any]
+    inputs: tuple[tuple[int, ...], ...]
+    outputs: tuple[tuple[int, ...], ...]
+    constant: tuple[bool, ...]
+    from_graph_input: bool
+    to_graph_output: bool
+    ms: tuple[float, ...] = field(default=())
+
+    @property
+    def kind(self) -> str:
+        """The op type qualified by a non-default domain (``nchwc.Conv``, ``FusedMatMul``)."""
+        return f"nchwc.{self.op}" if self.domain.endswith("nchwc") else self.op
+
+
+def _shapes(described: Any) -> tuple[tuple[int, ...], ...]:
+    # ORT's profiler writes [{"float": [1, 32, 28, 28]}, ...] per node
+    shapes = []
+    for item in described or ():
+        dims = next(iter(item.values()), []) if isinstance(item, dict) else []
+        shapes.append(tuple(int(d) for d in dims))
+    return tuple(shapes)
+
+
+def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    values = {}
+    for attribute in node.attribute:
+        value = helper.get_attribute_value(attribute)
+        values[attribute.name] = value.decode() if isinstance(value, bytes) else value
+    return values
+
+
+def _input_shapes(node: onnx.NodeProto | None, reported: tuple[tuple[int, ...], ...],
+                  constants: dict[str, tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
+    """The shape of each of ``node``'s inputs. ORT's profiler leaves out constant inputs a kernel packed into its own
+    layout at load (a Gemm's weights): those take the initializer's dims, the others the reported shapes in order."""
+    if node is None:
+        return reported
+    names = [name for name in node.input if name]
+    omitted = len(names) - len(reported)
+    shapes, position = [], 0
+    for name in names:
+        if name in constants and omitted > 0 and (position >= len(reported)
+                                                   or reported[position] != constants[name]):
+            shapes.append(constants[name])
+            omitted -= 1
+        elif position < len(reported):
+            shapes.append(reported[position])
+            position += 1
+        else:
+            shapes.append(constants.get(name, ()))
+    return tuple(shapes)
+
+
+def profile_nodes(model: bytes, inputs: Sequence[Any], protocol: MeasurementProtocol, passes: int = 1,
+                  warmup: int = 1, copies: int = 1) -> list[NodeRun]:
+    """The nodes ORT runs for ``model`` on ``inputs``, in execution order, each with its kernel time in each of
+    ``passes`` profiled passes, after ``warmup`` passes per session that allocate its memory and are not kept.
+    ``copies`` sessions (each with its own copy of the weights, the first on ``inputs``, the others on inputs of
+    their own) take the passes in turn, so a node starts with the caches the previous copy left it, as the rotate
+    protocol has it; [] when the passes did not run the same nodes."""
+    folder = tempfile.mkdtemp(prefix="nni-latency-ort-")
+    try:
+        optimized = os.path.join(folder, "optimized.onnx")
+        generator = torch.Generator().manual_seed(1)
+        sessions = []
+        for index in range(max(1, copies)):
+            session = new_session(model, protocol, profile_prefix=os.path.join(folder, f"profile{index}"),
+                                  optimized_path=optimized if index == 0 else None)
+            arrays = inputs if index == 0 else [random_like(x, generator) for x in inputs]
+            sessions.append((session, feeds(session, arrays)))
+        for session, given in sessions:
+            for _ in range(warmup):
+                session.run(None, given)
+        counts = [0] * len(sessions)
+        for index in range(passes):
+            session, given = sessions[index % len(sessions)]
+            session.run(None, given)
+            counts[index % len(sessions)] += 1
+        per_session = []
+        for (session, _), taken in zip(sessions, counts):
+            with open(session.end_profiling(), encoding="utf-8") as handle:
+                per_session.append((_kernel_events(json.load(handle)), taken))
+        graph = onnx.load(optimized, load_external_data=False).graph
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    timed = []  # per pass: its kernel events, in execution order
+    for kernels, taken in per_session:
+        runs = warmup + taken
+        if not kernels or len(kernels) % runs:
+            return []
+        size = len(kernels) // runs
+        timed.extend(kernels[i * size:(i + 1) * size] for i in range(warmup, runs))
+    if not timed or any([e["name"] for e in run] != [e["name"] for e in timed[0]] for run in timed):
+        return []
+    return _node_runs(graph, timed)
+
+
+def _kernel_events(events: Sequence[dict]) -> list[dict]:
+    return [e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")]
+
+
+def _node_runs(graph: onnx.GraphProto, timed: Sequence[Sequence[dict]]) -> list[NodeRun]:
+    """One ``NodeRun`` per node of the first pass, with its kernel time in every pass of ``timed``."""
+    constants = {tensor.name: tuple(int(d) for d in tensor.dims) for tensor in graph.initializer}
+    graph_inputs, graph_outputs = {i.name for i in graph.input}, {o.name for o in graph.output}
+    nodes = {node.name: node for node in graph.node}
+    runs = []
+    for index, event in enumerate(timed[0]):
+        name = event["name"][: -len("_kernel_time")]
+        node = nodes.get(name)
+        args = event.get("args", {})
+        runs.append(NodeRun(
+            name=name, op=str(args.get("op_name") or (node.op_type if node else "?")),
+            domain=node.domain if node is not None else "", attributes=_attributes(node) if node is not None else {},
+            inputs=_input_shapes(node, _shapes(args.get("input_type_shape")), constants),
+            outputs=_shapes(args.get("output_type_shape")),
+            constant=tuple(i in constants for i in node.input) if node is not None else (),
+            from_graph_input=node is not None and any(i in graph_inputs for i in node.input),
+            to_graph_output=node is not None and any(o in graph_outputs for o in node.output),
+            ms=tuple(float(run[index]["dur"]) / 1e3 for run in timed)))
+    return runs
