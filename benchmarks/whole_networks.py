@@ -48,15 +48,21 @@ class Regime:
     image_size: int | None = None
     allocator: str = "steady"
     profile_slug: str | None = None  # another regime's profile, when this one measures under the same setting
+    runtime: str = "torch"
 
 
+EAGER, ORT = "t1_b1", "ort_t1_b1"
 REGIMES = (
-    Regime("1 thread, batch 1", "t1_b1"),
+    Regime("1 thread, batch 1", EAGER),
     Regime("1 thread, batch 8, 128 px", "t1_b8_128px", batch=8, image_size=128),
     Regime("2 threads, batch 1", "t2_b1", threads=2),
     Regime("plain glibc (fresh process), 1 thread, batch 1", "glibc_t1_b1", allocator="default"),
+    Regime("ONNX Runtime, 1 thread, batch 1", ORT, runtime="onnxruntime"),
+    Regime("ONNX Runtime, 2 threads, batch 1", "ort_t2_b1", threads=2, runtime="onnxruntime"),
 )
-HF_REGIME = Regime("HF transformers implementations, 1 thread, batch 1", "hf_t1_b1", profile_slug="t1_b1")
+HF_REGIMES = (Regime("HF transformers implementations, 1 thread, batch 1", "hf_t1_b1", profile_slug=EAGER),
+              Regime("HF transformers implementations in ONNX Runtime, 1 thread, batch 1", "hf_ort_t1_b1",
+                     profile_slug=ORT, runtime="onnxruntime"))
 
 
 def _protocol(model, regime: Regime, timing: dict[str, Any], rounds: int):
@@ -146,7 +152,7 @@ def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
     if not (directory / "device_model.json").exists():
         overrides = ["count=60", "chains.count=10", "timing.min_run_time=0.02", "timing.max_run_time=0.1"] \
             if args.quick else []
-        overrides.append(f"timing.allocator={regime.allocator}")
+        overrides += [f"timing.allocator={regime.allocator}", f"runtime={regime.runtime}"]
         config = load_config(packaged_config("profile_cpu.yaml"), ProfileConfig, overrides)
         if regime.batch > 1:
             config = config.covering_batches([1, regime.batch])
@@ -191,6 +197,8 @@ def run_regime(regime: Regime, specs, args, profile, timing: dict[str, Any], spa
         scores[baselines.LUT] = score_networks([{"name": s.name, "kind": s.kind, "measured_ms": r["latency_ms"],
                                                  "predicted_ms": p} for (s, r), p in zip(hub, lut)])
     summary = {"regime": dataclasses.asdict(regime), "networks": len(specs), "rounds": 2 * args.zoo_rounds,
+               "profile_seconds": model.metrics.get("profile_seconds"),
+               "profile_cv_mdape": model.metrics.get("cv", {}).get(model.kind, {}).get("mdape"),
                "model_threads": protocol_of(model).threads, "model_batches": model.device.get("batches"), "drift": drift.to_dict() if drift else None,
                "warnings": sorted({str(w.message) for w in caught}),
                "measured_ms": [min(r["latency_ms"] for r in measured), max(r["latency_ms"] for r in measured)],
@@ -218,7 +226,7 @@ def run(args, profile, timing: dict[str, Any]) -> list[dict[str, Any]]:
         _logger.info("transformers is not installed: the HF implementations are left out")
         return summaries
     hf_specs = select_networks(QUICK_HF if args.quick else HF_SELECTION, seed=args.seed, spaces=spaces)
-    summaries.append(run_regime(HF_REGIME, hf_specs, args, profile, timing, spaces))
+    summaries.extend(run_regime(regime, hf_specs, args, profile, timing, spaces) for regime in HF_REGIMES)
     return summaries
 
 
@@ -238,6 +246,9 @@ def render(summaries: Sequence[dict], images: Path, image_dir: str = "img") -> s
         regime = summary["regime"]
         low, high = summary["measured_ms"]
         notes = [f"{summary['networks']} networks, measured {low:.3g}-{high:.3g} ms"]
+        if summary.get("profile_seconds") and not regime.get("profile_slug"):
+            notes.append(f"its model profiled in {summary['profile_seconds']:.0f} s (held-out blocks: MdAPE "
+                         f"{pct(summary['profile_cv_mdape'])})")
         if summary["drift"]:
             notes.append(f"drift probe before measuring: {100 * (summary['drift']['ratio'] - 1):+.1f}% "
                          f"(noise ±{100 * summary['drift']['noise']:.1f}%)")
@@ -269,10 +280,53 @@ def render(summaries: Sequence[dict], images: Path, image_dir: str = "img") -> s
         parts += [f"### Transformers and hybrids ({first['regime']['name']})", "",
                   "The zoo's attention networks by predictor (targets: MdAPE ≤ 8%, ≥ 75% within ±10%, τ ≥ 0.95).", "",
                   table(["predictor", "kind", "networks", "MdAPE", "within ±10%", "bias", "Kendall τ"], rows), ""]
+    parts += runtime_comparison(summaries)
     paths = plot_networks(first["rows"], images / "zoo_networks",
                           f"default model, whole networks ({first['regime']['name']})")
     parts += [f"![whole networks of the zoo and hub samples]({image_dir}/{paths[0].name})", ""]
     return "\n".join(parts)
+
+
+def runtime_comparison(summaries: Sequence[dict]) -> list[str]:
+    """Eager PyTorch against ONNX Runtime on the same networks, each measured whole in a fresh process: the speedup
+    per network, and how far the two runtimes agree on which network is faster (Kendall tau of the measured
+    latencies; the eager model's predictions scored against ORT's measurements, as a search steered by eager
+    latency would be)."""
+    from nni_latency.fit.metrics import error_summary
+
+    parts = []
+    for eager_slug, ort_slug in ((EAGER, ORT), ("hf_t1_b1", "hf_ort_t1_b1")):
+        found = {s["regime"]["slug"]: s for s in summaries}
+        if eager_slug not in found or ort_slug not in found:
+            continue
+        eager = {r["name"]: r for r in found[eager_slug]["rows"]}
+        ort = {r["name"]: r for r in found[ort_slug]["rows"]}
+        names = [name for name in eager if name in ort]
+        if len(names) < 3:
+            continue
+        eager_ms = np.array([eager[n]["measured_ms"] for n in names])
+        ort_ms = np.array([ort[n]["measured_ms"] for n in names])
+        speedup = eager_ms / ort_ms
+        tau = error_summary(eager_ms, ort_ms)["kendall_tau"]
+        pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+        flips = sum((eager_ms[i] - eager_ms[j]) * (ort_ms[i] - ort_ms[j]) < 0 for i, j in pairs)
+        steered = error_summary(ort_ms, np.array([eager[n]["predicted_ms"] for n in names]))
+        own = error_summary(ort_ms, np.array([ort[n]["predicted_ms"] for n in names]))
+        order = np.argsort(speedup)
+        rows = [(names[i], ort[names[i]].get("kind", "-"), num(eager_ms[i], 3), num(ort_ms[i], 3),
+                 f"{speedup[i]:.2f}") for i in (*order[:5], *order[-5:])]
+        parts += [f"### Eager PyTorch against ONNX Runtime ({found[eager_slug]['regime']['name']} / "
+                  f"{found[ort_slug]['regime']['name']})", "",
+                  f"{len(names)} networks, each measured whole in a fresh process in both runtimes. Eager latency "
+                  f"over ORT latency: {speedup.min():.2f}-{speedup.max():.2f} (median {np.median(speedup):.2f}), "
+                  f"not one factor: Kendall τ between the two runtimes' latencies {tau:.3f}, {flips} of "
+                  f"{len(pairs)} pairs of networks change order. Scored against ORT's measurements, the eager device model (what a "
+                  f"search steered by eager latency sees) has Kendall τ {steered['kendall_tau']:.3f} and bias "
+                  f"{pct(steered['bias'])}; the ORT device model τ {own['kendall_tau']:.3f}, MdAPE "
+                  f"{pct(own['mdape'])}.", "",
+                  "The five networks ORT speeds up least and most:", "",
+                  table(["network", "kind", "eager ms", "ORT ms", "eager / ORT"], rows), ""]
+    return parts
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -138,18 +138,17 @@ def test_parts_partition_every_row_and_the_network(vit_report):
 
 def test_parts_are_priced_with_the_models_own_cost_terms(vit_report, fitted_model):
     network = tiny_vit()
-    counted = attribute_features(network, IMAGE, [("blocks.0.attn", network.blocks[0].attn)],
-                                 fitted_model.counting)
-    whole, _ = record_calls(network, [], IMAGE, fitted_model.counting)
+    counted = attribute_features(network, IMAGE, [("blocks.0.attn", network.blocks[0].attn)], fitted_model)
+    whole, _ = record_calls(network, [], IMAGE, fitted_model.count)
     expected = fitted_model.cost_terms(whole.as_dict()).predict(counted["blocks.0.attn"].as_dict(),
                                                                 include_intercept=False)
     row = next(row for row in vit_report.blocks if row.name == "blocks.0")
     assert row.parts["attention"] == pytest.approx(expected)
 
 
-def test_counting_parts_leaves_the_network_as_it_was():
+def test_counting_parts_leaves_the_network_as_it_was(fitted_model):
     network = tiny_vit().train()
-    attribute_features(network, IMAGE, [("blocks.0.attn", network.blocks[0].attn)])
+    attribute_features(network, IMAGE, [("blocks.0.attn", network.blocks[0].attn)], fitted_model)
     assert "forward" not in vars(network.blocks[0].attn) and network.training and network.blocks[0].attn.training
 
 
@@ -166,10 +165,10 @@ def test_blocks_that_cannot_run_alone_are_reported_as_their_stage(fitted_model):
     assert report.parts["attention"] > 0
 
 
-def test_runnable_blocks_keeps_runnable_ones():
+def test_runnable_blocks_keeps_runnable_ones(fitted_model):
     network = GridNet()
     everything = [(name, module) for name, module in network.named_modules() if name]
-    _, calls = record_calls(network, everything, IMAGE, strict=False)
+    _, calls = record_calls(network, everything, IMAGE, fitted_model.count, strict=False)
     assert calls["stage.blocks.0"] is None and calls["stage.blocks"] == []
     blocks = [("stage.embed", network.stage.embed), ("stage.blocks.0", network.stage.blocks[0]),
               ("head", network.head)]

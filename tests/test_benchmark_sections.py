@@ -144,14 +144,23 @@ def test_the_repeat_floor_pairs_even_and_odd_passes():
 def test_the_whole_network_section_renders_every_regime(tmp_path):
     scores = {"count": 2, "mdape": 0.1, "within_5pct": 0.5, "within_10pct": 1.0, "bias": 0.02, "kendall_tau": 1.0}
     default = {**scores, "worst": [{"name": "resnet18", "error": 0.12}], "kinds": {"cnn": {**scores}}}
-    rows = [{"name": "resnet18", "kind": "cnn", "measured_ms": 30.0, "predicted_ms": 33.6},
-            {"name": "proxylessnas#100", "kind": "hub", "measured_ms": 12.0, "predicted_ms": 11.0}]
-    summaries = [{"regime": {"name": regime.name, "threads": regime.threads, "batch": regime.batch},
-                  "networks": 2, "rounds": 4, "model_batches": [1, 2, 4], "measured_ms": [12.0, 30.0],
-                  "drift": {"ratio": 1.02, "noise": 0.05}, "rows": rows,
+    eager = {"resnet18": 30.0, "proxylessnas#100": 12.0, "deit_tiny": 20.0}
+    onnx = {"resnet18": 20.0, "proxylessnas#100": 5.0, "deit_tiny": 21.0}  # deit and resnet change order
+
+    def rows(measured):
+        return [{"name": name, "kind": "cnn", "measured_ms": ms, "predicted_ms": 1.1 * ms} for name, ms in
+                measured.items()]
+
+    summaries = [{"regime": {"name": regime.name, "slug": regime.slug, "threads": regime.threads,
+                             "batch": regime.batch, "profile_slug": regime.profile_slug},
+                  "networks": 3, "rounds": 4, "model_batches": [1, 2, 4], "measured_ms": [12.0, 30.0],
+                  "drift": {"ratio": 1.02, "noise": 0.05}, "profile_seconds": 70.0, "profile_cv_mdape": 0.1,
+                  "rows": rows(onnx if regime.runtime == "onnxruntime" else eager),
                   "scores": {whole_networks.FLOOR: scores, "default model": default, "FLOPs": default}}
                  for regime in whole_networks.REGIMES]
     text = whole_networks.render(summaries, tmp_path)
-    assert text.count("### ") == len(whole_networks.REGIMES) and "repeat floor" in text
+    assert text.count("### ") == len(whole_networks.REGIMES) + 1 and "repeat floor" in text
+    assert "Eager PyTorch against ONNX Runtime" in text and "1 of 3 pairs of networks change order" in text
+    assert "Eager latency over ORT latency: 0.95-2.40 (median 1.50)" in text
     assert "batch 8 lies outside the profiled batches [1, 2, 4]" in text and "profiled at 2 threads" in text
     assert "drift probe before measuring: +2.0%" in text and (tmp_path / "zoo_networks.png").exists()

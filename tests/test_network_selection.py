@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nni_latency import zoo
-from nni_latency.evaluate.selection import HUB_SPACES, NetworkSpec, hub_samples, select_networks
+from nni_latency.evaluate.selection import NetworkSpec, hub_samples, hub_spaces, select_networks
 
 # (id, selection, expected names, or a callable of the zoo giving them)
 SELECTIONS = [
@@ -33,7 +33,7 @@ BAD_SELECTIONS = [
     ("kind_typo", "transformers", ["did you mean 'transformer'", "cnn, transformer, hybrid"]),
     ("empty", " , ", ["selection is empty"]),
     ("hub_space", "hub:proxyless:2", ["unknown hub space 'proxyless'", "did you mean 'proxylessnas'",
-                                      ", ".join(HUB_SPACES)]),
+                                      "nasbench201"]),
     ("hub_count", "hub:shufflenet", ["hub:SPACE:N"]),
     ("hub_not_a_number", "hub:shufflenet:x", ["hub:SPACE:N"]),
 ]
@@ -91,3 +91,13 @@ def test_keys_and_shapes_carry_batch_and_image_size():
     spec = NetworkSpec("resnet18", "cnn", 224)
     assert spec.key(1) == "resnet18_b1_224px" and spec.key(8, 128) == "resnet18_b8_128px"
     assert spec.input_shape(8, 128) == (8, 3, 128, 128) and spec.input_shape() == (1, 3, 224, 224)
+
+
+def test_every_hub_space_samples_at_its_native_size():
+    from nni_latency.spaces.hub import space_entry
+
+    assert {"darts", "nasbench201", "autoformer", "proxylessnas"} <= set(hub_spaces())
+    (spec,) = select_networks("hub:nasbench201:1")
+    assert spec.image_size == space_entry("nasbench201").input_size == 32
+    network = spec.build()
+    assert network(torch.randn(spec.input_shape())).shape[0] == 1

@@ -368,8 +368,9 @@ def test_the_predict_command_and_predict_module_agree_in_number_and_warnings(fit
 
 
 @pytest.mark.parametrize("load, fragment", [
-    (None, "on a quiet host this is the clock, not the load"),
-    ({"other_cpu_share": 0.0, "steal_share": 0.0, "window_s": 60.0}, "on a quiet host this is the clock"),
+    (None, "on a quiet host this is the op-level clock (every aten call timed in place, the clock's own cost "
+           "removed), not the load"),
+    ({"other_cpu_share": 0.0, "steal_share": 0.0, "window_s": 60.0}, "on a quiet host this is the op-level clock"),
     ({"other_cpu_share": 0.8, "steal_share": 0.0, "window_s": 60.0}, "profile again when the machine is quiet"),
 ], ids=["unknown_load", "quiet_host", "busy_host"])
 def test_a_profile_whose_ops_do_not_add_up_says_what_and_blames_the_host_only_when_it_was_busy(load, fragment):

@@ -1,22 +1,21 @@
 """Cutting a whole network into blocks and recording how each block is called: the blocks ``depth`` levels
-down or named ones, the input shapes of every call (from one counted forward pass of the network), and
-each block's features on those shapes. ``analysis`` builds its report on this.
+down or named ones, the input shapes of every call (from one forward pass of the network), and each block's
+features on those shapes, alone or inside the network, as the model's runtime counts them. ``analysis`` builds its
+report on this.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from ..count.features import BlockFeatures
-from ..count.inputs import InputSpec
-from ..errors import InvalidInput, did_you_mean
-from ..runtimes.protocol import Counting
-from ..runtimes.torch.counting import extract_features, run_counted
-from ..runtimes.torch.operators import FEATURE_NAMES
+from ..count.inputs import InputSpec, make_inputs, module_device_dtype
+from ..errors import InvalidInput, ShapeError, did_you_mean
+from ..runtimes import get_runtime
 
 _logger = logging.getLogger(__name__)
 
@@ -24,6 +23,7 @@ __all__ = ["Shapes", "select_blocks", "record_calls", "block_features", "sum_fea
            "attribute_features"]
 
 Shapes = tuple[tuple[int, ...], ...]  # one shape per positional tensor argument of one call
+Count = Callable[..., BlockFeatures]  # (module, input shape) -> its features, as ``LatencyModel.count``
 
 
 def _valid_names_hint(names: Sequence[str], limit: int = 16) -> str:
@@ -80,9 +80,26 @@ def _bounded(spec: InputSpec, tensor) -> InputSpec:
     return spec.with_high(max(int(tensor.max()) + 1, 1))
 
 
+def _forward(network: nn.Module, input_shape) -> None:
+    """One forward pass in eval mode with no grad (the network's training flag restored), for its hooks."""
+    device, dtype = module_device_dtype(network)
+    inputs = make_inputs(input_shape, device=device, dtype=dtype)
+    was_training = network.training
+    try:
+        network.eval()
+        with torch.no_grad():
+            network(*inputs)
+    except (RuntimeError, ValueError, IndexError, TypeError) as error:
+        shape_text = " and ".join(",".join(map(str, t.shape)) for t in inputs)
+        raise ShapeError(f"input shape {shape_text} does not fit {type(network).__name__} ({error})") from error
+    finally:
+        network.train(was_training)
+
+
 def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], input_shape: Sequence[int],
-                 counting: Counting | None = None, strict: bool = True) -> tuple[BlockFeatures, dict[str, list[Shapes] | None]]:
-    """Count the whole network in one forward pass, recording the input shapes of every block call.
+                 count: Count, strict: bool = True) -> tuple[BlockFeatures, dict[str, list[Shapes] | None]]:
+    """The whole network's features (``count``: ``LatencyModel.count``), and the input shapes of every block call,
+    recorded in one forward pass.
 
     A block called with keyword or non-tensor arguments cannot be predicted alone: an error, or with
     ``strict=False`` its calls are None (``runnable_blocks`` then reports its enclosing module instead)."""
@@ -109,7 +126,7 @@ def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], in
 
     handles = [module.register_forward_pre_hook(recorder(name), with_kwargs=True) for name, module in blocks]
     try:
-        whole = extract_features(network, input_shape, counting)
+        _forward(network, input_shape)
     finally:
         for handle in handles:
             handle.remove()
@@ -118,34 +135,37 @@ def record_calls(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]], in
         shapes[index] = _bounded(shapes[index], tensor)
         calls[name][call] = tuple(shapes)
     if untraceable and not strict:
-        return whole, {name: None if name in untraceable else shapes for name, shapes in calls.items()}
+        return count(network, input_shape), {name: None if name in untraceable else shapes
+                                             for name, shapes in calls.items()}
     if untraceable:
         name, why = next(iter(untraceable.items()))
         raise InvalidInput(f"block {name!r} is called with {why}, so it cannot be predicted alone; "
-                         "choose other blocks with --depth or --blocks")
-    return whole, calls
+                           "choose other blocks with --depth or --blocks")
+    return count(network, input_shape), calls
 
 
 def block_features(name: str, module: nn.Module, calls: Sequence[Shapes],
-                   cache: dict[tuple[int, Shapes], BlockFeatures], counting: Counting | None = None) -> list[BlockFeatures]:
-    """The block's features alone, once per recorded call (``cache`` shares them between identical calls)."""
+                   cache: dict[tuple[int, Shapes], BlockFeatures], count: Count) -> list[BlockFeatures]:
+    """The block's features alone (``count``: ``LatencyModel.count``), once per recorded call (``cache`` shares
+    them between identical calls)."""
     features = []
     for shapes in calls:
         key = (id(module), shapes)
         if key not in cache:
             try:
-                cache[key] = extract_features(module, shapes[0] if len(shapes) == 1 else list(shapes), counting)
-            except ValueError as error:
+                cache[key] = count(module, shapes[0] if len(shapes) == 1 else list(shapes))
+            except ShapeError as error:
                 raise InvalidInput(f"block {name!r} cannot be run alone on its recorded input ({error})") from None
         features.append(cache[key])
     return features
 
 
-def sum_features(rows: Sequence[BlockFeatures]) -> dict[str, float]:
-    total = dict.fromkeys(FEATURE_NAMES, 0.0)
+def sum_features(rows: Sequence[BlockFeatures], names: Sequence[str]) -> dict[str, float]:
+    """The features ``names`` summed over ``rows``."""
+    total = dict.fromkeys(names, 0.0)
     for row in rows:
         for name, value in row.as_dict().items():
-            total[name] += value
+            total[name] = total.get(name, 0.0) + value
     return total
 
 
@@ -171,42 +191,10 @@ def runnable_blocks(network: nn.Module, blocks: Sequence[tuple[str, nn.Module]],
     return [(name, modules[name]) for name in kept]
 
 
-class _Call(nn.Module):
-    """One call of a module's own ``forward`` with its keyword arguments bound, as a module ``run_counted``
-    can count (its training flag is off, so counting never switches the real module's)."""
-
-    def __init__(self, forward, kwargs):
-        super().__init__()
-        self._forward, self._kwargs = forward, kwargs
-        self.train(False)
-
-    def forward(self, *args):
-        return self._forward(*args, **self._kwargs)
-
-
 def attribute_features(network: nn.Module, input_shape: Sequence[int], modules: Sequence[tuple[str, nn.Module]],
-                       counting: Counting | None = None) -> dict[str, BlockFeatures]:
-    """The features each of ``modules`` (disjoint) adds inside one forward pass of ``network``, whatever its
-    arguments: each call is counted by a counter of its own, nested in the whole network's."""
-    counted: dict[str, BlockFeatures] = {}
-    patched = []
-
-    def counted_forward(name: str, original):
-        def forward(*args, **kwargs):
-            features, output = run_counted(_Call(original, kwargs), args, counting)
-            counted[name] = counted[name] + features if name in counted else features
-            return output
-        return forward
-
-    try:
-        for name, module in modules:
-            patched.append((module, module.__dict__.get("forward")))
-            module.forward = counted_forward(name, module.forward)
-        extract_features(network, input_shape, counting)
-    finally:
-        for module, own in patched:
-            if own is None:
-                del module.forward
-            else:
-                module.forward = own
-    return counted
+                       model) -> dict[str, BlockFeatures]:
+    """The features each of ``modules`` (disjoint) adds inside one run of ``network`` as ``model``'s runtime runs
+    it (``Runtime.count_within``), whatever its arguments."""
+    device, dtype = module_device_dtype(network)
+    inputs = make_inputs(input_shape, device=device, dtype=dtype)
+    return get_runtime(model.runtime).count_within(network, inputs, modules, model.counting)[1]

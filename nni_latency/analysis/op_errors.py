@@ -1,6 +1,7 @@
-"""Where a model's error sits, operator class by operator class: every aten call of a network timed in place
-(``op_timing``) against what the model charges that call (its cost terms applied to the call's own features),
-summed per class (``operators.OP_CLASSES``), with the classes that cost the most error first.
+"""Where a model's error sits, operator class by operator class: every call of a network timed in place by the
+model's runtime (``Runtime.time_ops``: aten calls in eager PyTorch, graph nodes from ORT's profiler) against what
+the model charges that call (its cost terms applied to the call's own features), summed per class (the runtime's
+``OpTable``), with the classes that cost the most error first.
 
 ``nni-latency analyze NET --measure --ops`` prints it for a user's network; the benchmarks sum it over the zoo,
 each network normalised to 1.
@@ -17,15 +18,16 @@ from torch import nn
 from ..count.features import BlockFeatures
 from ..errors import InvalidInput
 from ..model.model import LatencyModel
+from ..runtimes import get_runtime, get_table
 from ..runtimes.base import OpTimes
 from ..runtimes.protocol import MeasurementProtocol
-from ..runtimes.torch.clock import time_ops
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ["OpClassRow", "op_class_rows", "class_rows", "time_calls", "format_op_classes", "OVERHEAD_ROW"]
 
-# The row for what no operator accounts for: dispatch of every call, module calls, the model's intercept.
+# The row for what no operator accounts for: dispatch of every call, module calls or graph nodes, the model's
+# intercept (a run's fixed cost).
 OVERHEAD_ROW = "(dispatch and modules)"
 
 
@@ -75,11 +77,11 @@ def time_calls(module: nn.Module, input_shape: Sequence[int], model: LatencyMode
     flow), so that no call can be matched with its time.
     """
     features = model.count(module, input_shape)
-    timed = time_ops(module, input_shape, protocol)
+    timed = get_runtime(model.runtime).time_ops(module, input_shape, protocol)
     matched = _aligned([record.op for record in features.ops], timed) if timed is not None else None
     if matched is None:
-        raise InvalidInput(f"{type(module).__name__} runs different aten calls from one forward pass to the next "
-                         "(data-dependent control flow), so its calls cannot be timed one by one")
+        raise InvalidInput(f"{type(module).__name__} runs different calls from one forward pass to the next "
+                           "(data-dependent control flow), so its calls cannot be timed one by one")
     return features, matched
 
 
@@ -98,7 +100,8 @@ def class_rows(features: BlockFeatures, timed: OpTimes, model: LatencyModel,
     ranked = sorted(rows.values(), key=lambda row: -abs(row.error_ms))
     if whole_ms is not None:
         predicted_ops = sum(row.predicted_ms for row in ranked)
-        ranked.append(OpClassRow(OVERHEAD_ROW, int(features["overhead.ops"] + features["overhead.free_ops"]),
+        calls = sum(features[name] for name in get_table(model.runtime).overheads if name != "overhead.modules")
+        ranked.append(OpClassRow(OVERHEAD_ROW, int(calls),
                                  max(whole_ms - timed.total_ms, 0.0), terms.predict(features.as_dict()) - predicted_ops))
     return ranked
 

@@ -31,8 +31,8 @@ from ..measure.rounds import measure_modules
 from ..model.coverage import check_threads
 from ..model.model import LatencyModel
 from ..model.terms import CostTerms, dominant_role
-from ..runtimes.protocol import Counting, MeasurementProtocol
-from ..runtimes.torch.operators import FEATURE_NAMES
+from ..runtimes import get_table
+from ..runtimes.protocol import MeasurementProtocol
 from .network import (Shapes, attribute_features, block_features, record_calls, runnable_blocks, select_blocks,
                       sum_features)
 from .op_errors import OpClassRow, format_op_classes, op_class_rows
@@ -201,7 +201,8 @@ class LatencyReport:
             if m.get("drift"):
                 out.append(f"drift: {m['drift']['message']}")
         if self.op_classes is not None:
-            out += ["", "by operator class (every aten call timed in place; largest error first):",
+            clock = get_table(getattr(self.model_protocol, "runtime", "torch")).op_clock
+            out += ["", f"by operator class ({clock}; largest error first):",
                     format_op_classes(self.op_classes)]
         return "\n".join(out)
 
@@ -277,7 +278,7 @@ def _measure(network: nn.Module, modules: Mapping[str, nn.Module], rows: Sequenc
 
 
 def _choose_blocks(module: nn.Module, depth: int | None, blocks: Sequence[str] | None, input_shape: tuple[int, ...],
-                   counting: Counting) -> tuple[list[tuple[str, nn.Module]], str]:
+                   model: LatencyModel) -> tuple[list[tuple[str, nn.Module]], str]:
     """The blocks to report and how they were chosen: named, ``depth`` levels down, or (depth None) the
     encoder blocks of a transformer and the modules around them (``parts.auto_blocks``), else depth 1."""
     if blocks or depth is not None:
@@ -288,18 +289,18 @@ def _choose_blocks(module: nn.Module, depth: int | None, blocks: Sequence[str] |
         chosen = select_blocks(module, 1)
         return chosen, f"depth 1 ({len(chosen)})"
     everything = [(name, sub) for name, sub in module.named_modules() if name]
-    _, calls = record_calls(module, everything, input_shape, counting, strict=False)
+    _, calls = record_calls(module, everything, input_shape, model.count, strict=False)
     chosen = runnable_blocks(module, rows, calls)
     kept = sum(1 for name, _ in chosen if name in encoders)
     return chosen, f"{kept} encoder blocks and {len(chosen) - kept} others"
 
 
-def _split_parts(module: nn.Module, input_shape: tuple[int, ...], counting: Counting, terms: CostTerms,
+def _split_parts(module: nn.Module, input_shape: tuple[int, ...], model: LatencyModel, terms: CostTerms,
                  rows: list[BlockRow]) -> None:
     """Fill each row's ``parts``: the ms its attention and MLP modules cost inside the network (counted in one
     pass, priced with the same cost terms as the rows), and the rest of the row as other."""
     classified = classified_modules(module)
-    counted = (attribute_features(module, input_shape, [(n, m) for n, m, _ in classified], counting)
+    counted = (attribute_features(module, input_shape, [(n, m) for n, m, _ in classified], model)
                if classified else {})
     named = {row.name: row for row in rows if row.name != REST}
     for row in rows:
@@ -333,7 +334,7 @@ def analyze_network(module: nn.Module, input_shape: Sequence[int], model: Latenc
     ``top`` heaviest rows, or else the heaviest rows that make up ``bottleneck_share`` of the time.
     With ``measure``, every block and the whole network are also timed with ``measure_latency`` under the
     model's protocol (``device``/``threads`` replace the model's; ``measure_options`` go to
-    ``measure_latency``, e.g. ``min_run_time``). With ``measure`` and ``ops``, every aten call is also timed in
+    ``measure_latency``, e.g. ``min_run_time``). With ``measure`` and ``ops``, every call is also timed in
     place and compared with what the model charges it, per operator class (``op_classes``). The allocator
     policy is the caller's to set (``timing.apply_allocator_policy``).
     """
@@ -347,25 +348,32 @@ def analyze_network(module: nn.Module, input_shape: Sequence[int], model: Latenc
     check_countable(module)
     specs = with_bounds(input_specs(input_shape), module)  # token ids drawn below the module's embeddings' sizes
     input_shape = specs[0] if len(specs) == 1 else specs
-    counting = model.counting  # features as the model's device counts them
-    chosen, split = _choose_blocks(module, depth, blocks, input_shape, counting)
-    whole, calls = record_calls(module, chosen, input_shape, counting)
+    chosen, split = _choose_blocks(module, depth, blocks, input_shape, model)
+    whole, calls = record_calls(module, chosen, input_shape, model.count)  # counted as the model's runtime runs it
     whole_features = whole.as_dict()
     terms = model.cost_terms(whole_features)
+    names = model.feature_names
+    # A runtime that fuses across modules (ORT) runs no block inside the network as it runs it alone: each row
+    # holds the nodes the network ran in that block's scope instead of the block counted alone.
+    inside = attribute_features(module, input_shape, chosen, model) if get_table(model.runtime).fuses_modules else None
 
     cache: dict[tuple[int, Shapes], BlockFeatures] = {}
     rows, counted = [], []
     for name, block in chosen:
-        per_call = block_features(name, block, calls[name], cache, counting)
-        counted.extend(per_call)
-        features = sum_features(per_call)
+        per_call = block_features(name, block, calls[name], cache, model.count)
+        if inside is not None:
+            counted.extend([inside[name]] if name in inside else [])
+            features = sum_features([inside[name]] if name in inside else [], names)
+        else:
+            counted.extend(per_call)
+            features = sum_features(per_call, names)
         standalone = float(model.predict(per_call).sum()) if per_call else 0.0
         rows.append(BlockRow(name=name or type(block).__name__, type=type(block).__name__, calls=calls[name],
                              features=features, predicted_ms=terms.predict(features, include_intercept=False),
                              standalone_ms=standalone, split=terms.split(features)))
 
-    blocks_total = sum_features(counted)
-    rest = {k: whole_features[k] - blocks_total[k] for k in FEATURE_NAMES}
+    blocks_total = sum_features(counted, names)
+    rest = {k: whole_features.get(k, 0.0) - blocks_total[k] for k in names}
     negative = [k for k, v in rest.items() if v < -1e-6 * max(1.0, abs(whole_features[k]))]
     if negative:
         warnings.warn(f"the blocks alone count more {', '.join(negative)} than the whole network; the (rest) row "
@@ -384,7 +392,7 @@ def analyze_network(module: nn.Module, input_shape: Sequence[int], model: Latenc
     if not math.isclose(total, whole_ms, rel_tol=1e-6, abs_tol=1e-9):
         warnings.warn(f"rows sum to {total:.4g} ms but the model predicts {whole_ms:.4g} ms for the whole network "
                       "(the model clips negative predictions to 0)", stacklevel=2)
-    _split_parts(module, input_shape, counting, terms, rows)
+    _split_parts(module, input_shape, model, terms, rows)
     ranked = _rank(rows, total, top, bottleneck_share)
     report = LatencyReport(network=type(module).__name__, input_shape=input_shape, model_kind=model.kind,
                            model_device=dict(model.device), split=split, blocks=ranked, total_predicted_ms=total,

@@ -3,7 +3,8 @@ spaces. Each is a small JSON-able ``NetworkSpec`` that builds a fresh, seeded ne
 evaluation never holds many networks in memory and every round times the same weights.
 
 Selections: ``all``, ``cnn``, ``transformer``, ``hybrid``, zoo names, ``hub:SPACE:N`` (N random
-architectures of ``SPACE``, sample ``i`` drawn with seed ``seed + i``), and ``hf:NAME`` or ``hf:GROUP``
+architectures of any space of ``spaces.hub``, at its native input size, sample ``i`` drawn with seed
+``seed + i``), and ``hf:NAME`` or ``hf:GROUP``
 (HF ``transformers`` implementations, ``hf_models``), comma-separated. The zoo and the HF models are test
 sets: nothing here is ever sampled into the profiling suite.
 """
@@ -25,13 +26,11 @@ from ..zoo import hf as hf_models
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["NetworkSpec", "select_networks", "hub_samples", "HUB_SPACES", "HUB_KIND", "NETWORK_KINDS"]
+__all__ = ["NetworkSpec", "select_networks", "hub_samples", "hub_spaces", "HUB_KIND", "NETWORK_KINDS"]
 
-# The ImageNet spaces of NNI's hub (``spaces.hub`` builds them); samples run at 224 px unless told otherwise.
-HUB_SPACES = ("mobilenetv3", "proxylessnas", "shufflenet")
 HUB_KIND = "hub"
-HUB_IMAGE_SIZE = 224
 NETWORK_KINDS = (*zoo.KINDS, HUB_KIND)
+_DRAWS, _REDRAW_STRIDE = 100, 7919  # redraws of a sample that breaks a constraint, from seeds far from the others
 _SEED = 0  # the weights of every network built here (latency does not depend on them; repeatability does)
 
 SpaceCache = MutableMapping[str, nn.Module]
@@ -77,18 +76,23 @@ class NetworkSpec:
                 "sample": dict(self.sample) if self.sample is not None else None}
 
 
+def hub_spaces() -> list[str]:
+    """Every space ``hub:SPACE:N`` can sample: those of ``spaces.hub`` (NNI's hub, its cell spaces included)."""
+    from ..spaces.hub import space_names
+
+    return space_names()
+
+
 def _hub_space(name: str, spaces: SpaceCache | None = None) -> nn.Module:
     if spaces is not None and name in spaces:
         return spaces[name]
-    if name not in HUB_SPACES:
-        raise InvalidInput(f"unknown hub space {name!r}{did_you_mean(name, HUB_SPACES)}; use one of "
-                         f"{', '.join(HUB_SPACES)}")
-    from ..spaces.hub import build_space
+    from ..spaces.hub import build_space, space_entry
 
+    entry = space_entry(name)  # an unknown name: one line listing the spaces
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(_SEED)
-        space = build_space(name)
+        space = build_space(name, entry.input_size)
     if spaces is not None:
         spaces[name] = space
     return space
@@ -99,17 +103,29 @@ def _plain(value: Any) -> Any:
 
 
 def hub_samples(space: str, count: int, seed: int = 0, spaces: SpaceCache | None = None) -> list[NetworkSpec]:
-    """``count`` random architectures of hub space ``space``; sample ``i`` is drawn with seed ``seed + i``."""
+    """``count`` random architectures of hub space ``space``, at its native input size; sample ``i`` is drawn with
+    seed ``seed + i`` (redrawn from the next seeds where a draw breaks one of the space's constraints, as
+    NasBench101's can)."""
     if count < 1:
         raise InvalidInput(f"hub:{space}:{count} asks for no network; give a positive count, e.g. hub:{space}:5")
+    from ..spaces.hub import space_entry
+
     mutables = _hub_space(space, spaces).simplify()
+    size = space_entry(space).input_size
     samples = []
     for index in range(count):
-        memo: dict[str, Any] = {}
-        random_state = np.random.RandomState(seed + index)
-        for mutable in mutables.values():  # what ``space.random`` does, without building the network
-            mutable.random(memo, random_state)
-        samples.append(NetworkSpec(f"{space}#{seed + index}", HUB_KIND, HUB_IMAGE_SIZE, space,
+        for attempt in range(_DRAWS):
+            memo: dict[str, Any] = {}
+            random_state = np.random.RandomState(seed + index + attempt * _REDRAW_STRIDE)
+            try:
+                for mutable in mutables.values():  # what ``space.random`` does, without building the network
+                    mutable.random(memo, random_state)
+            except ValueError:  # nni.mutable.ConstraintViolation: draw again
+                continue
+            break
+        else:
+            raise InvalidInput(f"no sample of hub space {space!r} met its constraints in {_DRAWS} draws")
+        samples.append(NetworkSpec(f"{space}#{seed + index}", HUB_KIND, size, space,
                                    {label: _plain(value) for label, value in memo.items()}))
     return samples
 
@@ -118,11 +134,11 @@ def _parse_hub(term: str) -> tuple[str, int]:
     parts = term.split(":")
     if len(parts) != 3 or not parts[2].strip().isdigit():
         raise InvalidInput(f"network selection {term!r} must look like hub:SPACE:N, e.g. hub:proxylessnas:5 "
-                         f"(SPACE: {', '.join(HUB_SPACES)})")
-    space = parts[1].strip()
-    if space not in HUB_SPACES:
-        raise InvalidInput(f"unknown hub space {space!r} in {term!r}{did_you_mean(space, HUB_SPACES)}; use one of "
-                         f"{', '.join(HUB_SPACES)}")
+                           "(SPACE: a space of nni_latency.spaces.hub)")
+    space, names = parts[1].strip(), hub_spaces()
+    if space not in names:
+        raise InvalidInput(f"unknown hub space {space!r} in {term!r}{did_you_mean(space, names)}; use one of "
+                           f"{', '.join(names)}")
     return space, int(parts[2])
 
 
@@ -149,7 +165,7 @@ def select_networks(selection: str, seed: int = 0, spaces: SpaceCache | None = N
         else:
             known = ["all", *zoo.KINDS, *zoo.names()]
             raise InvalidInput(f"unknown network {term!r}{did_you_mean(term, known)}; use all, {', '.join(zoo.KINDS)}, "
-                             f"hub:SPACE:N (SPACE: {', '.join(HUB_SPACES)}), hf:NAME or hf:GROUP "
+                             "hub:SPACE:N (SPACE: a space of nni_latency.spaces.hub), hf:NAME or hf:GROUP "
                              f"({', '.join(hf_models.HF_GROUPS)}) or zoo names: {', '.join(zoo.names())}")
         for spec in specs:
             chosen.setdefault(spec.name, spec)

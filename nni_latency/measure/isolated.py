@@ -5,13 +5,16 @@ its own, spawned with the protocol's allocator policy and thread count.
 
 The network travels as a builder (a picklable callable that returns it, such as ``NetworkSpec.build`` bound to its
 spec), never as weights: the child builds it afresh, times it with ``measure_latency`` and sends the measurement
-back. An error in the child comes back as the one line it would have raised.
+back. An error in the child comes back as the one line it would have raised. A builder that cannot be pickled (NNI
+keeps local lambdas in the frozen networks of MobileNetV3Space and NasBench101) is handed to a forked child
+instead, where the platform forks: still a process of its own, though one that starts from this one's memory.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import pickle
 import traceback
 from typing import Any, Callable, Sequence
 
@@ -41,11 +44,24 @@ def _child(connection, builder: Callable[[], Any], input_shape, protocol: Measur
         connection.close()
 
 
+def _start_method(builder: Callable[[], Any]) -> str:
+    try:
+        pickle.dumps(builder)
+        return "spawn"
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        if "fork" not in multiprocessing.get_all_start_methods():
+            raise MeasurementError(f"the network cannot be sent to a fresh process ({error}) and this platform "
+                                   "cannot fork: measure it in this process") from None
+        _logger.debug("the builder cannot be pickled (%s): measuring in a forked process", error)
+        return "fork"
+
+
 def measure_fresh(builder: Callable[[], Any], input_shape: Sequence[int] | Sequence[Sequence[int]],
                   protocol: MeasurementProtocol, timeout: float = FRESH_TIMEOUT_S,
                   **options: Any) -> LatencyMeasurement:
-    """``measure_latency(builder(), input_shape, protocol, **options)`` in a freshly spawned process."""
-    context = multiprocessing.get_context("spawn")
+    """``measure_latency(builder(), input_shape, protocol, **options)`` in a freshly spawned process (forked, when
+    ``builder`` cannot be pickled)."""
+    context = multiprocessing.get_context(_start_method(builder))
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(send, builder, input_shape, protocol, options), daemon=True)
     child.start()

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..measure.hostload import BUSY_SHARE
 from ..model.terms import dominant_role
+from ..runtimes import get_table
 from ..runtimes.protocol import protocol_of
 
 __all__ = ["format_profile_summary"]
@@ -26,7 +27,7 @@ def _op_lines(model) -> list[str]:
         what = "with the fitted per-call overheads, " if check.get("with_overheads") else ""
         lines.append(f"operators timed in place, {what}sum to a median {check['median_ratio']:.2f} of their block "
                      f"over {check['blocks']} blocks ({_percent(check['outside_share'])} outside {low:g}-{high:g})"
-                     f"{_verdict(check, model.device.get('host_load'))}")
+                     f"{_verdict(check, model.device.get('host_load'), get_table(model.runtime).op_clock)}")
     sources = model.parameters.get("sources") or {}
     if sources:
         lines.append("operator classes fitted on their own calls: " + ", ".join(
@@ -34,7 +35,7 @@ def _op_lines(model) -> list[str]:
     return lines
 
 
-def _verdict(check: dict, host_load: dict | None) -> str:
+def _verdict(check: dict, host_load: dict | None, clock: str) -> str:
     """What to make of blocks whose op-level times do not add up: on a busy host, the load; on a quiet one (or an
     unknown), which blocks and operator classes, so the profile can be taken apart rather than retaken."""
     if check.get("consistent", True):
@@ -46,8 +47,8 @@ def _verdict(check: dict, host_load: dict | None) -> str:
     families = ", ".join(f"{name} ({v['blocks']} blocks, {v['median_ratio']:.2f})"
                          for name, v in (check.get("families") or {}).items())
     classes = ", ".join(check.get("classes") or []) or "none in particular"
-    return (f"; on a quiet host this is the clock, not the load: the blocks that do not add up are mostly "
-            f"{families or 'spread over every family'}, and hold more calls of {classes} than the others")
+    return (f"; on a quiet host this is the op-level clock ({clock}), not the load: the blocks that do not add up "
+            f"are mostly {families or 'spread over every family'}, and hold more calls of {classes} than the others")
 
 
 def format_profile_summary(model, records: Sequence[dict], reference=None, seconds: float | None = None,

@@ -66,6 +66,8 @@ class OpTable:
     # an activation into the kernel), so parts of a network counted alone cost more than the network: the NAS
     # profiler scales its tables to the space's networks counted whole (``nas.fusion``).
     fuses_modules: bool = False
+    # Where the per-call times come from, as the summaries name it.
+    op_clock: str = "every call timed in place"
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -149,6 +151,11 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     def count(self, module, inputs: Sequence[Any], counting) -> tuple[BlockFeatures, Any]:
         """The features of ``module(*inputs)`` as this runtime runs it, and the module's output."""
+
+    @abc.abstractmethod
+    def count_within(self, network, inputs: Sequence[Any], modules, counting) -> tuple[BlockFeatures, dict]:
+        """The features of ``network(*inputs)`` as this runtime runs it, and what each of ``modules`` (disjoint
+        ``(name, module)`` pairs) adds inside that one run, by name (a module that never runs is left out)."""
 
     @abc.abstractmethod
     def measure(self, module, input_shape, protocol, *, max_copies: int = 32, retries: int = 1):

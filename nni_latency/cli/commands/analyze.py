@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for --measure (unset: the model's)")
     parser.add_argument("--ops", action="store_true",
-                        help="with --measure: also time every aten call in place and compare it, operator class by "
-                             "class (depthwise convs, bmm, softmax, ...), with what the model charges it; the "
+                        help="with --measure: also time every call in place (each aten call in eager PyTorch, each "
+                             "graph node from ORT's profiler with an onnxruntime model) and compare it, operator class "
+                             "by class (depthwise convs, bmm, softmax, ...), with what the model charges it; the "
                              "classes that cost the most error come first")
     parser.add_argument("--ops-plot", default=None, metavar="OUT.png",
                         help="with --ops: draw measured against predicted time per operator class")

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     networks = parser.add_argument_group("whole networks")
     networks.add_argument("--networks", default=None, metavar="SELECTION",
                           help="measure whole networks instead of blocks: all, cnn, transformer, hybrid, zoo names "
-                               "hub:SPACE:N (N random architectures of mobilenetv3, proxylessnas or shufflenet), "
+                               "hub:SPACE:N (N random architectures of a space of NNI's hub, at its own input size: "
+                               "mobilenetv3, darts, autoformer, ...), "
                                "hf:NAME or hf:all / hf:cnn / hf:transformer / hf:hybrid (HF transformers "
                                "implementations, docs/HF_NETWORKS.md), comma-separated, e.g. cnn,hub:proxylessnas:5")
     networks.add_argument("--batch", type=int, default=None, help="batch size (default: the model's)")

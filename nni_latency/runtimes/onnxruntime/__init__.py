@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..base import OpTimes, Runtime
-from .counting import count, count_shape
+from .counting import count, count_shape, count_within
 from .operators import TABLE
 from .session import settings
 from .timing import measure, time_ops
@@ -27,6 +27,9 @@ class OrtRuntime(Runtime):
 
     def count(self, module, inputs: Sequence[Any], counting):
         return count(module, inputs, counting)
+
+    def count_within(self, network, inputs: Sequence[Any], modules, counting):
+        return count_within(network, list(inputs), modules, counting)
 
     def count_shape(self, module, input_shape, counting):
         return count_shape(module, input_shape, counting)

@@ -20,19 +20,21 @@ from .export import to_onnx
 from .operators import FEATURE_NAMES, classify_node
 from .session import profile_nodes
 
-__all__ = ["count", "count_shape"]
+__all__ = ["count", "count_shape", "count_within"]
 
 _CACHE_SIZE = 256
-_cache: OrderedDict[tuple, tuple[dict, dict, tuple, tuple]] = OrderedDict()
+_cache: OrderedDict[tuple, tuple[tuple[str, ...], tuple[OpRecord, ...], tuple]] = OrderedDict()
 
 
-def _counted(module: nn.Module, inputs: Sequence[torch.Tensor], counting: Counting) -> BlockFeatures:
+def _classified(module: nn.Module, inputs: Sequence[torch.Tensor], counting: Counting
+                ) -> tuple[tuple[str, ...], tuple[OpRecord, ...], tuple[tuple[str, str], ...]]:
+    """Every node ORT runs for ``module(*inputs)``: its name, its record (kind, class, features, what it adds), and
+    the node kinds no formula covers (with a node of each); cached by what determines the graph."""
     key = (module_signature(module), tuple((tuple(t.shape), str(t.dtype)) for t in inputs), counting)
     if key not in _cache:
         protocol = MeasurementProtocol(threads=counting.threads, vector_width=counting.vector_width,
                                        l2_kb=counting.l2_kb, llc_kb=counting.llc_kb, runtime="onnxruntime")
-        totals: Counter[str] = Counter()
-        records, uncovered, op_counts = [], {}, Counter()
+        names, records, uncovered = [], [], {}
         for node in profile_nodes(to_onnx(module, inputs), inputs, protocol):
             cls, features, adds, covered = classify_node(node, counting)
             if not covered:
@@ -40,18 +42,63 @@ def _counted(module: nn.Module, inputs: Sequence[torch.Tensor], counting: Counti
             delta = Counter({f"{cls}.{name}": value for name, value in features.items()})
             delta["overhead.nodes"] += 1
             delta.update(adds)
-            totals.update(delta)
-            op_counts[node.kind] += 1
+            names.append(node.name)
             records.append(OpRecord(node.kind, cls, features, dict(delta)))
-        _cache[key] = (dict(totals), dict(op_counts), tuple(records), tuple(sorted(uncovered.items())))
+        _cache[key] = (tuple(names), tuple(records), tuple(sorted(uncovered.items())))
         if len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
     _cache.move_to_end(key)
-    totals, op_counts, records, uncovered = _cache[key]
+    return _cache[key]
+
+
+def _features(records: Sequence[OpRecord], uncovered: Sequence[str] = ()) -> BlockFeatures:
+    totals: Counter[str] = Counter()
+    for record in records:
+        totals.update(record.adds)
+    return BlockFeatures(dict(totals), op_counts=dict(Counter(record.op for record in records)),
+                         uncovered=tuple(uncovered), ops=tuple(records), names=FEATURE_NAMES)
+
+
+def _counted(module: nn.Module, inputs: Sequence[torch.Tensor], counting: Counting) -> BlockFeatures:
+    _, records, uncovered = _classified(module, inputs, counting)
     for op, where in uncovered:
         warn_uncovered(op, [where], stacklevel=4)
-    return BlockFeatures(totals, op_counts=op_counts, uncovered=tuple(op for op, _ in uncovered), ops=records,
-                         names=FEATURE_NAMES)
+    return _features(records, [op for op, _ in uncovered])
+
+
+def _scope_module(node_name: str, modules: dict[str, nn.Module]) -> str | None:
+    """The deepest module whose scope holds a node, from the node's name: the TorchScript exporter names a node by
+    its module path, one segment a level, each ending in that level's own name (``/features/features.4/block/
+    block.1/Mul`` is in ``features.4.block.1``); ORT keeps the name in the nodes it fuses or blocks (``.../Mul/
+    QuickGeluFusion/``, ``.../Conv_output_0_nchwc``). A node ORT inserted on its own (a layout reorder) has none."""
+    found, path = None, ""
+    for segment in node_name.split("/")[1:-1]:
+        path = f"{path}.{segment.rpartition('.')[2]}" if path else segment.rpartition(".")[2]
+        if path not in modules:
+            break
+        found = path
+    return found
+
+
+def count_within(network: nn.Module, inputs: Sequence[Any], modules: Sequence[tuple[str, nn.Module]],
+                 counting: Counting) -> tuple[BlockFeatures, dict[str, BlockFeatures]]:
+    """The features of ``network(*inputs)`` as ORT runs it, and each of ``modules``' share of them: the nodes ORT
+    ran inside its scope (``_scope_module``). Nodes ORT inserted outside any module (layout reorders between
+    blocks, reshapes around a Gemm) belong to no module; a module none of whose nodes ran is left out."""
+    names, records, uncovered = _classified(network, list(inputs), counting)
+    for op, where in uncovered:
+        warn_uncovered(op, [where], stacklevel=3)
+    everything = dict(network.named_modules())
+    wanted = [name for name, _ in modules]
+    owned: dict[str, list[OpRecord]] = {}
+    for name, record in zip(names, records):
+        scope = _scope_module(name, everything)
+        owner = next((block for block in wanted if scope is not None and (scope == block or
+                                                                          scope.startswith(block + "."))), None)
+        if owner is not None:
+            owned.setdefault(owner, []).append(record)
+    return _features(records, [op for op, _ in uncovered]), {name: _features(owned[name]) for name in wanted
+                                                               if name in owned}
 
 
 def count(module: nn.Module, inputs: Sequence[Any], counting: Counting) -> tuple[BlockFeatures, Any]:

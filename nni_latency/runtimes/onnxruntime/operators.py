@@ -50,15 +50,23 @@ TABLE = OpTable("onnxruntime", {c.name: c for c in (
     OpClass("recurrent", "recurrent layers (LSTM, GRU, RNN): FLOPs of every gate at every step", _MATMUL, "gemm"),
     OpClass("elementwise", "one arithmetic op per element (Add, Mul, Relu, Clip, HardSwish, ...)", _MEMORY,
             "transcendental"),
-    OpClass("transcendental", "a polynomial per element (Sigmoid, Tanh, Erf, Gelu, Exp, ...)", _MEMORY,
+    OpClass("transcendental", "a short polynomial per element (Sigmoid, Tanh, QuickGelu for SiLU, Exp)", _MEMORY,
             "elementwise"),
+    OpClass("gelu", "the erf polynomial per element (Gelu, Erf, BiasGelu): twice a sigmoid's cost", _MEMORY,
+            "transcendental"),
+    OpClass("scalar", "per-element loops ORT runs unvectorized (PRelu, branching on each element's sign; Elu, Selu, "
+                      "Celu, Softplus, Log, Sin, Cos, Sign): 1 to 10 ns an element against 0.1 for Add", _MEMORY,
+            "transcendental"),
     OpClass("softmax", "softmax over rows", _MEMORY, "transcendental"),
     OpClass("norm", "layer, skip-layer, group, instance and batch norm", _MEMORY, "transcendental"),
     OpClass("reduce", "means, sums and global pooling", _MEMORY, "elementwise"),
-    OpClass("maxpool", "max pooling (NCHW): work is outputs x window", _WINDOW, "avgpool"),
-    OpClass("avgpool", "average pooling (NCHW): work is outputs x window", _WINDOW, "maxpool"),
+    OpClass("maxpool", "max pooling (NCHW): work is outputs x window", _WINDOW, "pool_blocked"),
+    OpClass("avgpool", "average pooling (NCHW): work is outputs x window", _WINDOW, "pool_blocked"),
     OpClass("pool_blocked", "max and average pooling in the blocked NCHWc layout", _WINDOW, "maxpool"),
-    OpClass("transpose", "transposes (permuted copies)", _MEMORY, "move"),
+    OpClass("transpose", "transposes that keep the innermost axis (attention heads): rows copied whole", _MEMORY,
+            "move"),
+    OpClass("transpose_inner", "transposes that move the innermost axis (NCHW to NHWC): every element read with a "
+                               "stride", _MEMORY, "transpose"),
     OpClass("move", "contiguous copies: concatenation, splits, slices, padding, expand, casts", _MEMORY, "transpose"),
     OpClass("gather", "gathers by index (Gather, GatherElements, GatherND): reads that jump", _MEMORY, "move"),
     OpClass("resize", "upsampling and pixel shuffles (Resize, DepthToSpace)", _MEMORY, "move"),
@@ -68,17 +76,19 @@ TABLE = OpTable("onnxruntime", {c.name: c for c in (
     OpClass("view", "shape-only nodes that still run (Reshape, Flatten, Squeeze, Unsqueeze, Shape)", ("calls",),
             "elementwise"),
 )}, overheads=("overhead.nodes",), docs={"nodes": "graph nodes ORT ran"}, fixed_cost=True,
-    edge_classes=("reorder_edge",), fuses_modules=True)
+    edge_classes=("reorder_edge",), fuses_modules=True,
+    op_clock="every node's kernel time from ORT's profiler, in whole microseconds, less the profiler's own cost")
 OP_CLASSES = TABLE.classes
 FEATURE_NAMES = TABLE.all_feature_names
 
 _ELEMENTWISE = frozenset({
     "Add", "Sub", "Mul", "Div", "Relu", "Clip", "LeakyRelu", "Max", "Min", "Neg", "Abs", "Sqrt", "Pow",
     "Reciprocal", "Where", "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "And", "Or", "Not", "Xor",
-    "HardSwish", "HardSigmoid", "PRelu", "Sum", "BiasAdd", "Floor", "Ceil", "Round", "Sign", "Mod", "IsNaN",
-    "Dropout", "Identity", "Affine", "ThresholdedRelu", "Selu", "Elu", "Celu", "Shrink"})
-_TRANSCENDENTAL = frozenset({"Sigmoid", "Tanh", "Erf", "Gelu", "FastGelu", "BiasGelu", "QuickGelu", "Exp", "Log",
-                             "Softplus", "Softsign", "Mish", "Sin", "Cos", "BiasSplitGelu", "SkipGelu"})
+    "HardSwish", "HardSigmoid", "Sum", "BiasAdd", "Floor", "Ceil", "Round", "Mod", "IsNaN", "Dropout", "Identity",
+    "Affine", "ThresholdedRelu", "Shrink"})
+_TRANSCENDENTAL = frozenset({"Sigmoid", "Tanh", "QuickGelu", "FastGelu", "Exp", "Softsign"})
+_GELU = frozenset({"Gelu", "Erf", "BiasGelu", "BiasSplitGelu", "SkipGelu"})
+_SCALAR = frozenset({"PRelu", "Elu", "Selu", "Celu", "Softplus", "Mish", "Log", "Sin", "Cos", "Sign"})
 _SOFTMAX = frozenset({"Softmax", "LogSoftmax", "BiasSoftmax"})
 _NORM = frozenset({"LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
                    "SkipSimplifiedLayerNormalization", "InstanceNormalization", "GroupNorm", "GroupNormalization",
@@ -98,9 +108,10 @@ _GEMM_OPS = frozenset({"Gemm", "FusedGemm", "MatMul", "FusedMatMul", "MatMulInte
 _ATTENTION = frozenset({"Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention"})
 _RECURRENT = {"LSTM": 4, "GRU": 3, "RNN": 1}  # gates per step
 # memory class -> the block-level category its elements add to (``count.features.MEMORY_CATEGORIES``)
-_CATEGORY = {"elementwise": "simple", "transcendental": "transcendental", "softmax": "transcendental",
-             "norm": "norm", "reduce": "reduce", "transpose": "move", "move": "move", "gather": "move",
-             "resize": "move", "reorder": "move", "reorder_edge": "move"}
+_CATEGORY = {"elementwise": "simple", "transcendental": "transcendental", "gelu": "transcendental",
+             "scalar": "transcendental", "softmax": "transcendental", "norm": "norm", "reduce": "reduce",
+             "transpose": "move", "transpose_inner": "move", "move": "move", "gather": "move", "resize": "move",
+             "reorder": "move", "reorder_edge": "move"}
 assert set(_CATEGORY.values()) <= set(MEMORY_CATEGORIES)
 
 # One classified node: (class, the class's features, the block-level features it adds, covered by a formula).
@@ -214,11 +225,16 @@ def _window(node: NodeRun, counting: Counting) -> Classified:
 
 def _memory_class(node: NodeRun) -> tuple[str, bool]:
     op = node.op
+    if op == "Transpose":
+        perm = list(node.attributes.get("perm") or range(len(node.inputs[0]) - 1, -1, -1))
+        return ("transpose_inner" if perm and perm[-1] != len(perm) - 1 else "transpose"), True
     if op in _REORDER:
         edge = (op == "ReorderInput" and node.from_graph_input) or (op == "ReorderOutput" and node.to_graph_output)
         return ("reorder_edge" if edge else "reorder"), True
-    for cls, ops in (("elementwise", _ELEMENTWISE), ("transcendental", _TRANSCENDENTAL), ("softmax", _SOFTMAX),
-                     ("norm", _NORM), ("reduce", _REDUCE), ("transpose", {"Transpose"}), ("move", _MOVE),
+    for cls, ops in (("elementwise", _ELEMENTWISE), ("transcendental", _TRANSCENDENTAL), ("gelu", _GELU),
+                     ("scalar", _SCALAR),
+                     ("softmax", _SOFTMAX),
+                     ("norm", _NORM), ("reduce", _REDUCE), ("move", _MOVE),
                      ("gather", _GATHER), ("resize", _RESIZE)):
         if op in ops:
             return cls, True

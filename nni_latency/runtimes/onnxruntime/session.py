@@ -10,11 +10,13 @@ it saw and the time its kernel took (``enable_profiling``).
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -29,10 +31,14 @@ from ..protocol import MeasurementProtocol
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["session_options", "new_session", "feeds", "NodeRun", "profile_nodes", "settings", "OPTIMIZATION"]
+__all__ = ["session_options", "new_session", "feeds", "NodeRun", "profile_nodes", "profiler_cost_ms", "settings",
+           "session_bytes", "OPTIMIZATION", "WARMUP_RUNS"]
 
 OPTIMIZATION = "all"  # ORT_ENABLE_ALL: basic and extended fusions, and layout optimizations (NCHWc)
 _LOG_ERRORS_ONLY = 3
+# Runs a new session takes before it runs as it will from then on: the first allocates the arena and packs the
+# weights; the second still faults in the memory pattern's pages it planned after the first.
+WARMUP_RUNS = 2
 
 
 def settings(protocol: MeasurementProtocol) -> dict[str, Any]:
@@ -69,6 +75,21 @@ def session_options(protocol: MeasurementProtocol, profile_prefix: str | None = 
 def new_session(model: bytes, protocol: MeasurementProtocol, **options: Any) -> ort.InferenceSession:
     """An ``InferenceSession`` of the serialized ONNX ``model`` under ``protocol``."""
     return ort.InferenceSession(model, session_options(protocol, **options), providers=_providers(protocol))
+
+
+def session_bytes(model: bytes, inputs: Sequence[Any]) -> int:
+    """The memory one session of ``model`` holds: its weights, its inputs and every intermediate tensor (ONNX shape
+    inference; an upper bound of its arena and memory pattern, which it keeps to itself). Sessions rotated as
+    copies each hold all of it, so the rotate protocol counts it per copy: 32 sessions of a block with 250 MB of
+    attention intermediates would fault through gigabytes a run, and time the kernel's page faults, not the block."""
+    graph = onnx.shape_inference.infer_shapes(onnx.load_from_string(model)).graph
+    intermediates = 0
+    for value in list(graph.value_info) + list(graph.output):
+        tensor = value.type.tensor_type
+        size = helper.tensor_dtype_to_np_dtype(tensor.elem_type).itemsize if tensor.elem_type else 4
+        intermediates += int(np.prod([max(1, d.dim_value) for d in tensor.shape.dim])) * size
+    given = sum(int(np.asarray(x.detach().cpu() if hasattr(x, "detach") else x).nbytes) for x in inputs)
+    return len(model) + given + intermediates
 
 
 def feeds(session: ort.InferenceSession, inputs: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -141,7 +162,7 @@ def _input_shapes(node: onnx.NodeProto | None, reported: tuple[tuple[int, ...], 
 
 
 def profile_nodes(model: bytes, inputs: Sequence[Any], protocol: MeasurementProtocol, passes: int = 1,
-                  warmup: int = 1, copies: int = 1) -> list[NodeRun]:
+                  warmup: int = WARMUP_RUNS, copies: int = 1) -> list[NodeRun]:
     """The nodes ORT runs for ``model`` on ``inputs``, in execution order, each with its kernel time in each of
     ``passes`` profiled passes, after ``warmup`` passes per session that allocate its memory and are not kept.
     ``copies`` sessions (each with its own copy of the weights, the first on ``inputs``, the others on inputs of
@@ -172,16 +193,46 @@ def profile_nodes(model: bytes, inputs: Sequence[Any], protocol: MeasurementProt
         graph = onnx.load(optimized, load_external_data=False).graph
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    timed = []  # per pass: its kernel events, in execution order
+    position = _canonical_order(graph)
+    timed = []  # per pass: its kernel events, in the graph's canonical order
     for kernels, taken in per_session:
         runs = warmup + taken
         if not kernels or len(kernels) % runs:
             return []
         size = len(kernels) // runs
-        timed.extend(kernels[i * size:(i + 1) * size] for i in range(warmup, runs))
+        for i in range(warmup, runs):
+            run = kernels[i * size:(i + 1) * size]
+            timed.append(sorted(run, key=lambda e: (position.get(_node_name(e), len(position)), _node_name(e))))
     if not timed or any([e["name"] for e in run] != [e["name"] for e in timed[0]] for run in timed):
         return []
     return _node_runs(graph, timed)
+
+
+def _node_name(event: dict) -> str:
+    return str(event["name"])[: -len("_kernel_time")]
+
+
+def _canonical_order(graph: onnx.GraphProto) -> dict[str, int]:
+    """Each node's place in one topological order of ``graph`` that breaks ties by node name. ORT's sessions may
+    run independent nodes (two layout reorders after one Conv) in either order, from one session to the next: every
+    pass, and every count of the same graph, lists its nodes in this order instead."""
+    producers = {output: node.name for node in graph.node for output in node.output if output}
+    waiting = {node.name: {producers[i] for i in node.input if i in producers} - {node.name} for node in graph.node}
+    consumers: dict[str, list[str]] = {name: [] for name in waiting}
+    for name, inputs in waiting.items():
+        for producer in inputs:
+            consumers[producer].append(name)
+    ready = [name for name, inputs in waiting.items() if not inputs]
+    heapq.heapify(ready)
+    order: dict[str, int] = {}
+    while ready:
+        name = heapq.heappop(ready)
+        order[name] = len(order)
+        for consumer in consumers[name]:
+            waiting[consumer].discard(name)
+            if not waiting[consumer] and consumer not in order:
+                heapq.heappush(ready, consumer)
+    return order
 
 
 def _kernel_events(events: Sequence[dict]) -> list[dict]:
@@ -195,7 +246,7 @@ def _node_runs(graph: onnx.GraphProto, timed: Sequence[Sequence[dict]]) -> list[
     nodes = {node.name: node for node in graph.node}
     runs = []
     for index, event in enumerate(timed[0]):
-        name = event["name"][: -len("_kernel_time")]
+        name = _node_name(event)
         node = nodes.get(name)
         args = event.get("args", {})
         runs.append(NodeRun(
@@ -208,3 +259,56 @@ def _node_runs(graph: onnx.GraphProto, timed: Sequence[Sequence[dict]]) -> list[
             to_graph_output=node is not None and any(o in graph_outputs for o in node.output),
             ms=tuple(float(run[index]["dur"]) / 1e3 for run in timed)))
     return runs
+
+
+_PROBE_NODES, _PROBE_ELEMENTS, _PROBE_RUNS = 64, 1024, 200
+_profiler_costs: dict[tuple[int, str], float] = {}
+
+
+def _probe_chain(nodes: int) -> bytes:
+    """A chain of ``nodes`` element-wise ``Abs`` nodes on a small vector: kernels of a fraction of a microsecond,
+    so what ORT's profiler reports for them is mostly its own cost."""
+    tensors = [f"t{i}" for i in range(nodes + 1)]
+    graph = helper.make_graph(
+        [helper.make_node("Abs", [tensors[i]], [tensors[i + 1]], name=f"abs{i}") for i in range(nodes)], "probe",
+        [helper.make_tensor_value_info(tensors[0], onnx.TensorProto.FLOAT, [_PROBE_ELEMENTS])],
+        [helper.make_tensor_value_info(tensors[-1], onnx.TensorProto.FLOAT, [_PROBE_ELEMENTS])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _run_ms(session: ort.InferenceSession, given: dict, runs: int) -> float:
+    for _ in range(runs // 4):
+        session.run(None, given)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        session.run(None, given)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times)) * 1e3
+
+
+def profiler_cost_ms(protocol: MeasurementProtocol) -> float:
+    """What ORT's profiler adds to each node's reported kernel time, in this process (ms): its clock reads and
+    event records, and the microsecond it rounds to. A chain of tiny nodes is run without the profiler (once with
+    one node, once with many: the difference is the nodes' own time) and with it; the excess per node is the cost,
+    measured once per thread count and execution provider."""
+    key = (protocol.threads, _providers(protocol)[0])
+    if key not in _profiler_costs:
+        given = {"t0": np.linspace(-1.0, 1.0, _PROBE_ELEMENTS, dtype=np.float32)}
+        one = _run_ms(new_session(_probe_chain(1), protocol), given, _PROBE_RUNS)
+        chain = _probe_chain(_PROBE_NODES)
+        many = _run_ms(new_session(chain, protocol), given, _PROBE_RUNS)
+        own = max(0.0, many - one) / (_PROBE_NODES - 1)
+        folder = tempfile.mkdtemp(prefix="nni-latency-ort-")
+        try:
+            session = new_session(chain, protocol, profile_prefix=os.path.join(folder, "probe"))
+            for _ in range(_PROBE_RUNS // 4):
+                session.run(None, given)
+            with open(session.end_profiling(), encoding="utf-8") as handle:
+                reported = [float(e["dur"]) / 1e3 for e in _kernel_events(json.load(handle))]
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        _profiler_costs[key] = max(0.0, float(np.mean(reported)) - own)
+    return _profiler_costs[key]

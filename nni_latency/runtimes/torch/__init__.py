@@ -10,7 +10,7 @@ import torch
 
 from ..base import OpTimes, Runtime
 from .clock import time_ops
-from .counting import run_counted
+from .counting import count_within, run_counted
 from .meta import count_features
 from .operators import TABLE
 from .timing import measure
@@ -30,6 +30,9 @@ class TorchRuntime(Runtime):
 
     def count(self, module, inputs: Sequence[Any], counting):
         return run_counted(module, tuple(inputs), counting)
+
+    def count_within(self, network, inputs: Sequence[Any], modules, counting):
+        return count_within(network, inputs, modules, counting)
 
     def count_shape(self, module, input_shape, counting):
         """The features of ``module`` (or of what the builder ``module()`` returns) on ``input_shape``, counted on

@@ -28,7 +28,7 @@ from .operators import FEATURE_NAMES, classify_op
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["run_counted", "extract_features", "as_counting", "DEFAULT_VECTOR_WIDTH"]
+__all__ = ["run_counted", "extract_features", "count_within", "as_counting", "DEFAULT_VECTOR_WIDTH"]
 
 # The vector width features are counted at unless told otherwise: what every existing model was fitted with.
 DEFAULT_VECTOR_WIDTH = LEGACY_VECTOR_WIDTH
@@ -147,3 +147,45 @@ def extract_features(module: nn.Module, input_shape: Sequence[int] | Sequence[Se
         raise ShapeError(f"input shape {shape_text} does not fit {type(module).__name__} "
                          f"({failure_details(module, error)})") from error
     return features
+
+
+class _Call(nn.Module):
+    """One call of a module's own ``forward`` with its keyword arguments bound, as a module ``run_counted``
+    can count (its training flag is off, so counting never switches the real module's)."""
+
+    def __init__(self, forward, kwargs):
+        super().__init__()
+        self._forward, self._kwargs = forward, kwargs
+        self.train(False)
+
+    def forward(self, *args):
+        return self._forward(*args, **self._kwargs)
+
+
+def count_within(network: nn.Module, inputs: Sequence[torch.Tensor], modules: Sequence[tuple[str, nn.Module]],
+                 counting: Counting | None = None) -> tuple[BlockFeatures, dict[str, BlockFeatures]]:
+    """The features of ``network(*inputs)``, and those each of ``modules`` (disjoint, by name) adds inside that one
+    pass, whatever its arguments: each call is counted by a counter of its own, nested in the whole network's.
+    A module never called is left out."""
+    counted: dict[str, BlockFeatures] = {}
+    patched = []
+
+    def counted_forward(name: str, original):
+        def forward(*args, **kwargs):
+            features, output = run_counted(_Call(original, kwargs), args, counting)
+            counted[name] = counted[name] + features if name in counted else features
+            return output
+        return forward
+
+    try:
+        for name, module in modules:
+            patched.append((module, module.__dict__.get("forward")))
+            module.forward = counted_forward(name, module.forward)
+        whole, _ = run_counted(network, tuple(inputs), counting)
+    finally:
+        for module, own in patched:
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
+    return whole, counted

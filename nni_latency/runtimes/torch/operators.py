@@ -54,7 +54,7 @@ FREE_OPS = frozenset({
     "ones_like", "full", "full_like", "lift_fresh", "_to_copy_noop", "sym_size", "sym_stride", "size",
     "stride", "dim", "is_contiguous", "_local_scalar_dense", "item", "new_empty", "new_zeros",
     "new_ones", "narrow", "expand_as", "view_as", "reshape_as", "_reshape_alias", "set_", "resize_",
-    "randn", "rand", "normal_", "uniform_", "arange", "scalar_tensor",
+    "randn", "rand", "normal_", "uniform_", "arange", "scalar_tensor", "_nnpack_available",
     # views a decomposed GRU or LSTM cell takes of its gates, and in-place transposes of metadata
     "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk", "transpose_", "t_", "squeeze_", "unsqueeze_",
 })
@@ -125,7 +125,8 @@ TABLE = OpTable("torch", {c.name: c for c in (
     OpClass("instance_norm", "batch norm computing its own statistics (instance norm, batch norm in training)",
             _MEMORY, "group_norm"),
 )}, overheads=("overhead.ops", "overhead.free_ops", "overhead.modules"),
-    docs={"ops": "aten calls that do work", "free_ops": "aten calls that only change metadata"})
+    docs={"ops": "aten calls that do work", "free_ops": "aten calls that only change metadata"},
+    op_clock="every aten call timed in place, the clock's own cost removed")
 OP_CLASSES = TABLE.classes
 # Costs paid per call whatever the operator: Python dispatch of every aten call (free ones too) and of every
 # module's forward. They are fitted on what block totals leave over the sum of their operators' times.
