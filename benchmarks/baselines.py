@@ -68,8 +68,9 @@ def fit_predictors(records: Sequence[dict], default_model: LatencyModel, seed: i
 
     from sklearn.ensemble import RandomForestRegressor
 
+    names = default_model.feature_names  # the runtime's: block-level and operator-class features
     forest, seconds = _timed(lambda: RandomForestRegressor(n_estimators=300, random_state=seed)
-                             .fit(features_matrix(rows), y))
-    predictors[FOREST] = Predictor(FOREST, "random_forest", lambda rows: forest.predict(features_matrix(rows)),
-                                   seconds)
+                             .fit(features_matrix(rows, names), y))
+    predictors[FOREST] = Predictor(FOREST, "random_forest",
+                                   lambda rows: forest.predict(features_matrix(rows, names)), seconds)
     return predictors

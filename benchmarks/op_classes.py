@@ -106,14 +106,18 @@ def run(args, profile) -> dict[str, Any]:
         results = network_rows(specs, models, protocol)
         summary[label] = {"networks": len(results), "rows": summarise(results, list(models)),
                           "per_network": results}
-    return {"models": list(models), "sets": summary}
+    return {"models": list(models), "sets": summary, "runtime": profile.model.runtime}
 
 
 def render(summary: dict[str, Any]) -> str:
     names = summary["models"]
-    parts = ["## Per operator class: predicted against measured, in place", "",
-             "Every aten call of each network timed inside the network (`op_timing`, the clock's own cost per call "
-             "removed), against what each model charges that call from its own features "
+    from nni_latency.runtimes import get_table
+
+    runtime = summary.get("runtime", "torch")
+    title = "" if runtime == "torch" else " (ONNX Runtime)"
+    parts = [f"## Per operator class: predicted against measured, in place{title}", "",
+             f"Every call of each network timed inside the network ({get_table(runtime).op_clock}), against what "
+             "each model charges that call from its own features "
              "(`nni-latency analyze NET --measure --ops` shows the same for one network). Each network's time is "
              "normalised to 1; *share* is a class's mean share of a network's time. Target: every class with ≥ 2% "
              "of the zoo's time within [0.9, 1.1].", ""]

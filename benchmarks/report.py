@@ -309,8 +309,12 @@ def render(*, args, machine: dict, profile, timing: dict, predictors: dict, test
         "",
         "## Protocol",
         "",
-        f"- Every latency is `nni_latency.runtimes.torch.timing.measure_latency`: runs of about 10 ms of calls (at least three) "
-        f"under `torch.utils.benchmark`'s timer, eval mode, no grad, {timing['threads']} thread(s), fp32, batch as "
+        "- Every whole network (zoo, HF, search-space samples, calibration samples) is timed in a process of its "
+        "own (`nni_latency.measure.isolated`), built afresh there: what a process ran before changes what it "
+        "measures (docs/PROTOCOL.md).",
+        f"- Every latency is `nni_latency.measure.latency.measure_latency` (eager PyTorch on "
+        "`torch.utils.benchmark`'s timer; ONNX Runtime sessions in the ORT sections): runs of about 10 ms of calls "
+        f"(at least three), eval mode, no grad, {timing['threads']} thread(s), fp32, batch as "
         f"stated, {timing['min_run_time']}-{timing['max_run_time']} s per measurement, re-measured when IQR/median "
         f"exceeds {timing['max_spread']:.0%}; the latency is the profile's statistic, the "
         f"{_quantile_text(timing.get('quantile', 0.5))} of the runs, pooled over the profile's "

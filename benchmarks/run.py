@@ -1,6 +1,6 @@
 """Regenerate docs/BENCHMARKS.md: accuracy and setup cost of the device model against its baselines.
 
-    python benchmarks/run.py                       # the full run (about 45 minutes from scratch)
+    python benchmarks/run.py                       # the full run (about 100 minutes from scratch)
     python benchmarks/run.py --quick --output /tmp/bench/BENCHMARKS.md   # a few minutes, smaller everything
     python benchmarks/run.py --profile-dir runs/profile                  # reuse a measured profile
 
@@ -12,10 +12,12 @@ What it measures: the profiling suite (setup cost of the device model); the held
 proxy and a random forest; random FBNet and ProxylessNAS architectures measured end to end against the
 NNI ``LatencyProfiler``, the sum of block predictions and a measured lookup table (FBNet's approach);
 the allocator before/after table, measured in fresh processes because the policy is one-way; the zoo and
-NNI hub samples measured whole in four regimes beside their repeat floor (``whole_networks.py``; its 2-thread
-regime wants two cores, e.g. ``taskset -c 0,1``); and the GPU section, re-rendered from ``docs/gpu/*.json``
-(``gpu_section.py``, written by ``benchmarks/gpu_check.sh`` on a GPU machine); and every search space of
-``nni_latency.spaces.hub``: profiler build time, ``profile`` time, whole-network error (``search_spaces.py``).
+NNI hub samples measured whole in four eager regimes and two ONNX Runtime ones, beside their repeat floor
+(``whole_networks.py``; its 2-thread regimes want two cores), with eager against ORT on the same networks; one
+FBNet search steered by each runtime's model (``search_compare.py``); the GPU section, re-rendered from
+``docs/gpu/*.json`` (``gpu_section.py``, written by ``benchmarks/gpu_check.sh`` on a GPU machine); and every
+search space of ``nni_latency.spaces.hub`` in both runtimes: profiler build time, ``profile`` time, whole-network
+error, and with ``calibrate=10`` (``search_spaces.py``). Every whole network is timed in a fresh process.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import nas_memo_hits  # noqa: E402
 import networks  # noqa: E402
 import op_classes  # noqa: E402
 import report  # noqa: E402
+import search_compare  # noqa: E402
 import search_engine  # noqa: E402
 import search_spaces  # noqa: E402
 import whole_networks  # noqa: E402
@@ -220,9 +223,14 @@ def run_space(kind: str, args, profile: Profile, predictors: dict, timing: dict[
     from tqdm.auto import tqdm
 
     from nni_latency.files.fileio import append_jsonl, read_jsonl
-    from nni_latency.measure.latency import measure_latency
+    from nni_latency.measure.isolated import measure_module_fresh
     from nni_latency.nas.profiler import LatencyProfiler
+    from nni_latency.runtimes.protocol import protocol_of
     from nni_latency.spaces.hub import build_space
+
+    # Each architecture is timed whole in a fresh process, as a user's script would: this process has built the
+    # space's profiler and lookup table, and what a process ran before changes what it measures.
+    protocol = protocol_of(profile.model).replace(allocator="steady", **timing)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -256,7 +264,7 @@ def run_space(kind: str, args, profile: Profile, predictors: dict, timing: dict[
         network = networks.build_network({"kind": kind, "sample": sample}, space)
         record = cached.get(index)
         if record is None or record.get("sample") != sample or record.get("seed") != args.seed:
-            m = measure_latency(network, networks.NETWORK_INPUT, allocator="steady", **timing)
+            m = measure_module_fresh(network, networks.NETWORK_INPUT, protocol)
             record = {"index": index, "seed": args.seed, "sample": sample, "measured_ms": m.median_ms,
                       "iqr_ms": m.iqr_ms, "noisy": m.noisy}
             append_jsonl(args.cache_dir / f"{kind}_networks.jsonl", record)
@@ -376,13 +384,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The search spaces and the loss step before the zoo: a process that has built and run a hundred large
     # networks runs slower than a fresh one (its drift probe moved +15% to +27% here), so what is timed late
     # would carry that drift. The zoo's regimes each check the probe themselves.
-    spaces_section = run_search_spaces(args, profile, timing)
+    ort = ort_profile(args, profile)  # profiled here, right before its search spaces; the zoo regime reuses it
+    spaces_section = run_search_spaces(args, profile.model, timing, calibrate=0 if args.quick else 10)
+    ort_spaces_section = run_search_spaces(args, ort.model, timing)
     model_path = str(profile.directory / "device_model.json")
     nas_sections = [nas_loss_speed.section(model_path, min_run_time=0.3 if args.quick else 1.0),
                     nas_memo_hits.section(40 if args.quick else 300),
                     search_engine.section(model_path, *((4, 1, 100) if args.quick else (16, 2, 600)))]
     ops_section = op_classes.render(op_classes.run(args, profile))  # beside the whole-network tables
+    ort_ops_section = op_classes.render(op_classes.run(args, ort))
     zoo_section = whole_networks.render(whole_networks.run(args, profile, timing), images)
+    search_section = search_compare.render(search_compare.run(model_path, str(ort.directory / "device_model.json"),
+                                                               args.cache_dir / "search_compare", timing, args.quick))
     per_entry = spaces["fbnet"].entry_seconds / max(spaces["fbnet"].lut_distinct, 1)
     width_spaces = {name: width_space_entries(multipliers) for name, multipliers in WIDTH_CHOICES.items()}
 
@@ -391,7 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          testset=testset, spaces=spaces, allocator=allocator, width_spaces=width_spaces,
                          per_entry_seconds=per_entry, plots=plots, targets=TARGETS,
                          seconds=time.perf_counter() - started, output=output, host_line=hostcheck.header_line(host),
-                         sections={"zoo": "\n\n".join([ops_section, zoo_section, spaces_section, *nas_sections]), "gpu": gpu_section.render()})
+                         sections={"zoo": "\n\n".join([ops_section, ort_ops_section, zoo_section, search_section,
+                                                         spaces_section, ort_spaces_section, *nas_sections]),
+                                   "gpu": gpu_section.render()})
     from nni_latency.files.fileio import atomic_write_text
 
     atomic_write_text(output, text)
@@ -399,13 +414,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run_search_spaces(args, profile: Profile, timing: dict[str, Any]) -> str:
-    """The per-space section: every space of ``nni_latency.spaces.hub`` (``search_spaces.py``)."""
+def run_search_spaces(args, model, timing: dict[str, Any], calibrate: int = 0) -> str:
+    """The per-space section for ``model``'s runtime: every space of ``nni_latency.spaces.hub``
+    (``search_spaces.py``), each architecture measured in a fresh process."""
     from nni_latency.spaces.hub import space_names
 
-    result = search_spaces.run(space_names(), profile.model, min(args.networks, 8), args.seed, 1 if args.quick else 3,
-                               timing, args.cache_dir / "spaces", not args.no_progress)
+    result = search_spaces.run(space_names(), model, 2 if args.quick else 6, args.seed, 1 if args.quick else 2,
+                               timing, args.cache_dir / "spaces", not args.no_progress, calibrate)
     return search_spaces.render(result)
+
+
+def ort_profile(args, profile: Profile) -> Profile:
+    """The ONNX Runtime device model of the whole-network section's first ORT regime (profiled once, cached)."""
+    from nni_latency.rows.store import load_records
+
+    regime = next(r for r in whole_networks.REGIMES if r.slug == whole_networks.ORT)
+    model, _ = whole_networks.regime_model(regime, profile, args)
+    directory = args.cache_dir / "whole_networks" / regime.slug / "profile"
+    return Profile(model, load_records(directory / "microbench.jsonl"), model.metrics.get("profile_seconds") or 0.0,
+                   directory, True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ so a noisy stretch of the machine spreads over all of them instead of spoiling o
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -32,24 +31,6 @@ _logger = logging.getLogger("benchmarks.spaces")
 
 TARGETS = {"build_seconds": 30.0, "median_error": 0.10, "hub_median_error": 0.08, "loss_step_ms": 1.0}
 HUB_TARGET_SPACES = ("proxylessnas", "mobilenetv3", "shufflenet")
-
-
-def _random_samples(space, profiler, count: int, seed: int) -> list[dict]:
-    if hasattr(profiler, "space_labels"):
-        rng = np.random.default_rng(seed)
-        return [profiler.space_labels.random_sample(rng) for _ in range(count)]
-    samples: list[dict] = []
-    state = np.random.RandomState(seed)
-    for _ in range(100 * count):  # NNI's own sampler; NasBench101's draws can break its graph constraint
-        sample: dict = {}
-        try:
-            space.random(memo=sample, random_state=state)
-        except ValueError:  # nni.mutable.ConstraintViolation: draw again
-            continue
-        samples.append(sample)
-        if len(samples) == count:
-            break
-    return samples
 
 
 def _profile_seconds(profiler, samples: list[dict]) -> tuple[float, float]:
@@ -72,50 +53,53 @@ def _profile_seconds(profiler, samples: list[dict]) -> tuple[float, float]:
 
 
 def run_space(name: str, model, count: int, seed: int, rounds: int, timing: dict[str, Any], cache: Path,
-              progress: bool) -> dict[str, Any]:
-    """Build one space's profiler, time ``profile``, and measure ``count`` random architectures."""
-    from tqdm.auto import tqdm
-
-    from nni_latency.files.fileio import append_jsonl, read_jsonl
-    from nni_latency.measure.latency import measure_latency
-    from nni_latency.nas.fallback import sample_key
-    from nni_latency.spaces.hub import build_space, profiler_for, space_entry
+              progress: bool, calibrate: int = 0) -> dict[str, Any]:
+    """Build one space's profiler, time ``profile``, and measure ``count`` random architectures (``hub:SPACE:N``'s
+    samples), each whole in a fresh process per round, in the model's runtime; with ``calibrate``, the same
+    architectures against a profiler calibrated on that many others (``LatencyProfiler(calibrate=N)``)."""
+    from nni_latency.evaluate.networks import measure_networks
+    from nni_latency.evaluate.selection import hub_samples
+    from nni_latency.runtimes.protocol import TIMING_FIELDS
+    from nni_latency.spaces.hub import profiler_for, space_entry
 
     entry = space_entry(name)
     shape = (1, 3, entry.input_size, entry.input_size)
+    spaces: dict = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        space = build_space(name, entry.input_size)
+        specs = hub_samples(name, count, seed, spaces)
         started = time.perf_counter()
-        profiler = profiler_for(name, space, shape, model)
+        profiler = profiler_for(name, spaces[name], shape, model)
         build = time.perf_counter() - started
-        samples = _random_samples(space, profiler, count, seed)
+        samples = [dict(spec.sample) for spec in specs]
         cold, warm = _profile_seconds(profiler, samples)
-        predicted = [profiler.profile(sample) for sample in samples]
-    path = cache / f"space_{name}.jsonl"
-    done = {}
-    for row in (read_jsonl(path) if path.exists() else []):
-        done.setdefault(json.dumps(sample_key(row["sample"])), []).append(row["latency_ms"])
-    networks = {}
-    for round_index in tqdm(range(rounds), desc=f"{name} networks", disable=not progress):
-        for sample in samples:  # interleaved: every architecture once per round
-            key = json.dumps(sample_key(sample))
-            if len(done.get(key, [])) > round_index:
-                continue
-            if key not in networks:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    networks[key] = space.freeze(sample).eval()
-            latency = measure_latency(networks[key], shape, allocator="steady", **timing).latency_ms
-            done.setdefault(key, []).append(latency)
-            append_jsonl(path, {"space": name, "seed": seed, "sample": sample, "latency_ms": latency})
-    measured = np.array([np.median(done[json.dumps(sample_key(s))][:rounds]) for s in samples])
-    signed = np.array(predicted) / measured - 1
-    return {"space": name, "input": entry.input_size, "profiler": type(profiler).__name__, "build_s": build,
-            "forward_passes": getattr(profiler, "forward_passes", None), "profile_s": cold, "memo_s": warm,
-            "networks": len(samples), "median_error": float(np.median(np.abs(signed))),
-            "median_signed": float(np.median(signed)), "within_10pct": float(np.mean(np.abs(signed) <= 0.10)),
-            "entries": sum(int(np.size(t.table)) for t in getattr(profiler, "terms", [])), "profiler_object": profiler}
+        predicted = np.array([profiler.profile(sample) for sample in samples])
+    protocol = model.measuring_protocol(rounds=rounds, threads=timing["threads"],
+                                        timing={k: timing[k] for k in TIMING_FIELDS if k in timing})
+    rows = measure_networks(specs, protocol, cache / f"space_{name}_{model.runtime}.jsonl", 1, progress=progress,
+                            spaces=spaces)
+    measured = np.array([rows[spec.name]["latency_ms"] for spec in specs])
+    signed = predicted / measured - 1
+    result = {"space": name, "input": entry.input_size, "profiler": type(profiler).__name__, "build_s": build,
+              "forward_passes": getattr(profiler, "forward_passes", None), "profile_s": cold, "memo_s": warm,
+              "networks": len(samples), "median_error": float(np.median(np.abs(signed))),
+              "median_signed": float(np.median(signed)), "within_10pct": float(np.mean(np.abs(signed) <= 0.10)),
+              "entries": sum(int(np.size(t.table)) for t in getattr(profiler, "terms", [])),
+              "profiler_object": profiler}
+    if calibrate and type(profiler).__name__ == "LatencyProfiler":
+        from nni_latency.nas.profiler import LatencyProfiler
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            started = time.perf_counter()
+            calibrated = LatencyProfiler(spaces[name], shape, model, calibrate=calibrate)
+            seconds = time.perf_counter() - started - build
+            after = np.array([calibrated.profile(sample) for sample in samples]) / measured - 1
+        result["calibrated"] = {"samples": calibrate, "seconds": seconds,
+                                "median_error": float(np.median(np.abs(after))),
+                                "median_signed": float(np.median(after)),
+                                "scales": calibrated.calibration["scales"]}
+    return result
 
 
 def loss_step(profiler) -> dict[str, Any]:
@@ -146,47 +130,65 @@ def loss_step(profiler) -> dict[str, Any]:
 
 
 def run(names: Sequence[str], model, count: int, seed: int, rounds: int, timing: dict[str, Any], cache: Path,
-        progress: bool = True) -> dict[str, Any]:
+        progress: bool = True, calibrate: int = 0) -> dict[str, Any]:
     cache.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in names:
         _logger.info("space %s: building its profiler and measuring %d random architectures", name, count)
-        rows.append(run_space(name, model, count, seed, rounds, timing, cache, progress))
+        rows.append(run_space(name, model, count, seed, rounds, timing, cache, progress, calibrate))
     with_tables = [row for row in rows if row["profiler"] == "LatencyProfiler"]
     largest = max(with_tables, key=lambda row: row["entries"], default=None)
     step = dict(loss_step(largest["profiler_object"]), space=largest["space"]) if largest else None
     for row in rows:
         row.pop("profiler_object")
-    return {"rows": rows, "loss_step": step, "rounds": rounds}
+    return {"rows": rows, "loss_step": step, "rounds": rounds, "runtime": model.runtime, "calibrate": calibrate}
 
 
 def _mark(ok: bool) -> str:
     return "" if ok else " (over target)"
 
 
+_RUNTIMES = {"torch": "eager PyTorch", "onnxruntime": "ONNX Runtime"}
+
+
 def render(result: dict[str, Any]) -> str:
     """The markdown section."""
+    calibrated = any("calibrated" in row for row in result["rows"])
     rows = []
     for row in result["rows"]:
         target = TARGETS["hub_median_error"] if row["space"] in HUB_TARGET_SPACES else TARGETS["median_error"]
         memo = "" if row["profiler"] == "LatencyProfiler" else f", memoised {num(row['memo_s'] * 1e6, 0)} us"
-        rows.append([row["space"], f"{row['input']} px", row["profiler"],
-                     f"{num(row['build_s'], 1)} s{_mark(row['build_s'] <= TARGETS['build_seconds'])}",
-                     f"{num(row['profile_s'] * 1e6, 0)} us{memo}" if row["profile_s"] < 0.01
-                     else f"{num(row['profile_s'], 2)} s{memo}",
-                     row["networks"], f"{pct(row['median_error'])}{_mark(row['median_error'] <= target)}",
-                     pct(row["median_signed"]), pct(row["within_10pct"], 0)])
+        cells = [row["space"], f"{row['input']} px", row["profiler"],
+                 f"{num(row['build_s'], 1)} s{_mark(row['build_s'] <= TARGETS['build_seconds'])}",
+                 f"{num(row['profile_s'] * 1e6, 0)} us{memo}" if row["profile_s"] < 0.01
+                 else f"{num(row['profile_s'], 2)} s{memo}",
+                 row["networks"], f"{pct(row['median_error'])}{_mark(row['median_error'] <= target)}",
+                 pct(row["median_signed"]), pct(row["within_10pct"], 0)]
+        if calibrated:
+            after = row.get("calibrated")
+            cells += [f"{pct(after['median_error'])} ({pct(after['median_signed'])}), {num(after['seconds'], 0)} s"
+                      if after else "-"]
+        rows.append(cells)
+    runtime = _RUNTIMES.get(result.get("runtime", "torch"), result.get("runtime"))
+    header = ["space", "input", "profiler", "build", "`profile(sample)`", "networks", "median error",
+              "median signed", "within ±10%"]
+    if calibrated:
+        header.append(f"with calibrate={result['calibrate']}: median error (signed), its cost")
     lines = [
-        "## One device model for every search space",
+        f"## One device model for every search space ({runtime})",
         "",
         "Each space of NNI 3.0's hub (and FBNetSpace) built with its defaults at its natural input size, its "
-        "profiler built from the device model (no measurement), and random architectures measured end to end "
-        f"({result['rounds']} interleaved rounds, median) against `profile(sample)`. `FrozenLatencyProfiler` is "
+        f"profiler built from a device model of {runtime} (no measurement), and random architectures "
+        f"(`hub:SPACE:N`) measured whole in {runtime}, each in a fresh process per round ({result['rounds']} "
+        "interleaved rounds, the profile's statistic), against `profile(sample)`. `FrozenLatencyProfiler` is "
         "the fallback for spaces whose choices change shapes in ways latency tables cannot follow; its "
-        "`profile` freezes, counts and predicts the network (first call) and is memoised.",
+        "`profile` freezes, counts and predicts the network (first call) and is memoised."
+        + (" The last column scores the same architectures against a profiler built with "
+           f"`calibrate={result['calibrate']}`: that many other architectures of the space measured, each in a "
+           "fresh process, and a scale per cost role fitted with a strong prior toward 1 (build time included)."
+           if calibrated else ""),
         "",
-        table(["space", "input", "profiler", "build", "`profile(sample)`", "networks", "median error",
-               "median signed", "within ±10%"], rows),
+        table(header, rows),
         "",
         f"Targets: build ≤ {TARGETS['build_seconds']:.0f} s; median error ≤ {pct(TARGETS['median_error'], 0)} "
         f"(≤ {pct(TARGETS['hub_median_error'], 0)} on {', '.join(HUB_TARGET_SPACES)}); loss step ≤ "
@@ -209,16 +211,18 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", required=True, help="the markdown file to write")
     parser.add_argument("--cache-dir", default=None, help="measurement cache (default: PROFILE_DIR/../spaces)")
     parser.add_argument("--spaces", default=",".join(space_names()), help="comma-separated space names")
-    parser.add_argument("--networks", type=int, default=None, help="random architectures per space (8, quick 2)")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved measurement rounds (3, quick 1)")
+    parser.add_argument("--networks", type=int, default=None, help="random architectures per space (6, quick 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved measurement rounds (2, quick 1)")
+    parser.add_argument("--calibrate", type=int, default=0,
+                        help="also score a profiler calibrated on this many other architectures (0: off)")
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="2 networks, 1 round, short timings")
     parser.add_argument("--no-progress", action="store_true")
     hostcheck.add_argument(parser)
     args = parser.parse_args(argv)
-    args.networks = args.networks or (2 if args.quick else 8)
-    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.networks = args.networks or (2 if args.quick else 6)
+    args.rounds = args.rounds or (1 if args.quick else 2)
     return args
 
 
@@ -242,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "quantile": protocol.quantile}
     cache = Path(args.cache_dir) if args.cache_dir else Path(args.profile_dir).parent / "spaces"
     result = run([name.strip() for name in args.spaces.split(",") if name.strip()], model, args.networks,
-                 args.seed, args.rounds, timing, cache, not args.no_progress)
+                 args.seed, args.rounds, timing, cache, not args.no_progress, args.calibrate)
     atomic_write_text(args.output, f"{hostcheck.header_line(host)}\n\n{render(result)}\n")
     _logger.info("wrote %s", args.output)
     return 0

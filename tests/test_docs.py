@@ -45,6 +45,8 @@ BLOCKS = {
     "README.md: pip install torch==2.13.0 && pip install -e . && nni-latency profile --device cpu --threads 1 "
     "--output-dir runs/cpu": "installs packages and profiles the default suite (minutes); CI does the same",
     'README.md: pip install -e ".[test]" && python3 -m pytest -q': "the whole test suite: this test is part of it",
+    'README.md: pip install -e ".[onnx]" && nni-latency profile --device cpu --runtime onnxruntime --output-dir runs/ort':
+        "installs packages and profiles ONNX Runtime (minutes); tests/test_onnxruntime.py profiles a tiny suite",
     "README.md: from nni_latency import LatencyModel, analyze_network, zoo": RUN,
     "README.md: from nni_latency.cli.quiet import quiet_nni": RUN,
     "docs/ACCURACY.md: nni-latency evaluate --model runs/cpu/device_model.json --output-dir runs/evaluate":

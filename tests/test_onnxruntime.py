@@ -314,3 +314,17 @@ def test_analyze_measure_ops_times_ort_nodes_against_their_prices(ort_profile, c
                  str(ort_profile), "--measure", "--ops", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "ORT's profiler" in out and "conv_dense" in out and "conv_pointwise" in out
+
+
+def test_inputs_nested_in_lists_or_left_unused_reach_the_graph_by_name(ort):
+    class Pair(nn.Module):  # a DARTS cell's preprocessor takes its predecessors as a list
+        def forward(self, states):
+            return states[0] + states[1]
+
+    class FirstOnly(nn.Module):  # the exporter leaves the unused second input out of the graph
+        def forward(self, a, b):
+            return a * 2
+
+    pair, _ = ort.count(Pair().eval(), ([torch.randn(1, 8), torch.randn(1, 8)],), COUNTING)
+    first, _ = ort.count(FirstOnly().eval(), (torch.randn(1, 8), torch.randn(1, 8)), COUNTING)
+    assert [r.op for r in pair.ops] == ["Add"] and [r.op for r in first.ops] == ["Mul"]

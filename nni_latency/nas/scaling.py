@@ -18,7 +18,6 @@ with a scale per role (``scaled_terms``); the intercept, paid once per network, 
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any, Mapping, Sequence
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from ..count.features import ROLES
 from ..errors import InvalidInput
-from ..measure.isolated import measure_fresh
+from ..measure.isolated import measure_module_fresh
 from .label_tables import LatencyTerm, merge_terms
 from .walk import TermBuilder
 
@@ -88,11 +87,6 @@ def fusion_scales(profiler, by_role, samples: int = FUSION_SAMPLES, seed: int = 
     return {"samples": samples, "scales": scales, "whole_ms": whole, "parts_ms": parts}
 
 
-def _given(module):
-    """The network itself (what a fresh process builds): a picklable builder of an already frozen network."""
-    return module
-
-
 def _fit(costs: np.ndarray, intercept: float, measured: np.ndarray, prior: float) -> np.ndarray:
     """Role scales minimising the squared relative error of ``costs @ s + intercept`` against ``measured`` plus
     ``prior * |s - 1|^2``, clipped to ``SCALE_BOUNDS``."""
@@ -116,7 +110,7 @@ def calibrate(profiler, by_role, scales: Mapping[str, float], count: int, seed: 
     measured, costs = [], []
     for index, sample in enumerate(samples):
         network = profiler.model_space.freeze(sample)
-        measured.append(measure_fresh(functools.partial(_given, network), profiler.input_shape, protocol).median_ms)
+        measured.append(measure_module_fresh(network, profiler.input_shape, protocol).median_ms)
         role_ms = role_costs(profiler.space_labels, by_role, sample)
         costs.append([role_ms[role] * scales.get(role, 1.0) for role in ROLES])
         _logger.info("calibration %d/%d: measured %.3f ms", index + 1, count, measured[-1])

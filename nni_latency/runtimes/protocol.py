@@ -57,8 +57,8 @@ class MeasurementProtocol:
     ``rounds``: how many interleaved passes the measuring loop makes over its items; an item's latency is the
     ``quantile`` of its passes' pooled runs, so a burst of load on a shared host spoils one pass, not the estimate.
     ``quantile``: the statistic of the timed runs (each at least ~10 ms of calls) that is the latency: 0.5
-    is the median; a lower quantile (0.25, the profiling default) is the speed of the device when other
-    tenants leave it alone, which repeats far better on a shared machine and equals the median on a quiet one.
+    is the median (the profiling default: what a user's own timing loop reports); a lower quantile (0.25) is the
+    speed of the device when other tenants leave it alone, which repeats better on a shared machine.
     ``vector_width``: channels are rounded up to it in the ``vflops_*`` features; None detects it for
     ``device`` (16 with AVX-512, 8 with AVX/AVX2 or on CUDA, 4 otherwise).
     ``l2_kb``, ``llc_kb``: the per-core L2 and the last-level cache (KiB); None reads them for ``device``.

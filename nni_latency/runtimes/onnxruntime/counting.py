@@ -10,13 +10,14 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 from ...count.features import BlockFeatures, OpRecord, warn_uncovered
 from ...count.inputs import failure_details, make_inputs
 from ...count.signature import module_signature
 from ...errors import ShapeError
 from ..protocol import Counting, MeasurementProtocol
-from .export import to_onnx
+from .export import flat_inputs, to_onnx
 from .operators import FEATURE_NAMES, classify_node
 from .session import profile_nodes
 
@@ -30,12 +31,14 @@ def _classified(module: nn.Module, inputs: Sequence[torch.Tensor], counting: Cou
                 ) -> tuple[tuple[str, ...], tuple[OpRecord, ...], tuple[tuple[str, str], ...]]:
     """Every node ORT runs for ``module(*inputs)``: its name, its record (kind, class, features, what it adds), and
     the node kinds no formula covers (with a node of each); cached by what determines the graph."""
-    key = (module_signature(module), tuple((tuple(t.shape), str(t.dtype)) for t in inputs), counting)
+    flat = flat_inputs(inputs)
+    key = (module_signature(module), str(tree_flatten(list(inputs))[1]),
+           tuple((tuple(t.shape), str(t.dtype)) for t in flat), counting)
     if key not in _cache:
         protocol = MeasurementProtocol(threads=counting.threads, vector_width=counting.vector_width,
                                        l2_kb=counting.l2_kb, llc_kb=counting.llc_kb, runtime="onnxruntime")
         names, records, uncovered = [], [], {}
-        for node in profile_nodes(to_onnx(module, inputs), inputs, protocol):
+        for node in profile_nodes(to_onnx(module, inputs), flat, protocol):
             cls, features, adds, covered = classify_node(node, counting)
             if not covered:
                 uncovered.setdefault(f"onnx.{node.kind}", node.name)

@@ -9,10 +9,11 @@ import io
 import logging
 import warnings
 from collections import OrderedDict
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 from ...count.signature import module_signature
 from ...errors import MeasurementError, first_line
@@ -20,28 +21,41 @@ from ..torch.timing import clone_module
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["to_onnx", "OPSET"]
+__all__ = ["to_onnx", "flat_inputs", "input_names", "OPSET"]
 
 OPSET = 17  # LayerNormalization and the ops ORT fuses into attention are native from 17 on
 _CACHE_SIZE = 64
 _cache: OrderedDict[tuple, bytes] = OrderedDict()
 
 
-def _key(module: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple:
-    return module_signature(module), tuple((tuple(t.shape), str(t.dtype)) for t in inputs)
+def flat_inputs(inputs: Sequence[Any]) -> list[torch.Tensor]:
+    """The tensors of a forward's positional arguments, nested lists and tuples flattened in order (a DARTS cell's
+    preprocessor takes a list): the graph's inputs, ``input0``, ``input1``, ..."""
+    return [leaf for leaf in tree_flatten(list(inputs))[0] if isinstance(leaf, torch.Tensor)]
 
 
-def to_onnx(module: nn.Module, inputs: Sequence[torch.Tensor]) -> bytes:
-    """The serialized ONNX model of ``module(*inputs)`` (inputs named ``input0``, ``input1``, ...). The caller's
-    module is not touched (a copy is exported, in eval mode); an export failure is a one-line
-    ``MeasurementError`` naming the module and why."""
+def input_names(count: int) -> list[str]:
+    """The names of a graph's first ``count`` inputs: what ``session.feeds`` matches arrays to."""
+    return [f"input{i}" for i in range(count)]
+
+
+def _key(module: nn.Module, inputs: Sequence[Any]) -> tuple:
+    structure = str(tree_flatten(list(inputs))[1])
+    return module_signature(module), structure, tuple((tuple(t.shape), str(t.dtype)) for t in flat_inputs(inputs))
+
+
+def to_onnx(module: nn.Module, inputs: Sequence[Any]) -> bytes:
+    """The serialized ONNX model of ``module(*inputs)`` (its tensors, nested ones flattened, named ``input0``,
+    ``input1``, ...; an input the graph does not use is left out of it). The caller's module is not touched (a
+    copy is exported, in eval mode); an export failure is a one-line ``MeasurementError`` naming the module and
+    why."""
     key = _key(module, inputs)
     if key in _cache:
         _cache.move_to_end(key)
         return _cache[key]
     copy = _without_hooks(clone_module(module).eval())
     buffer = io.BytesIO()
-    names = [f"input{i}" for i in range(len(inputs))]
+    names = input_names(len(flat_inputs(inputs)))
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer and exporter notes a user cannot act on

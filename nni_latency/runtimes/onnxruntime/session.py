@@ -28,6 +28,7 @@ from onnx import helper
 
 from ...count.inputs import random_like
 from ..protocol import MeasurementProtocol
+from .export import input_names
 
 _logger = logging.getLogger(__name__)
 
@@ -93,9 +94,11 @@ def session_bytes(model: bytes, inputs: Sequence[Any]) -> int:
 
 
 def feeds(session: ort.InferenceSession, inputs: Sequence[Any]) -> dict[str, np.ndarray]:
-    """The session's inputs by name, from tensors or arrays in the graph's input order."""
-    arrays = [np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x) for x in inputs]
-    return {spec.name: array for spec, array in zip(session.get_inputs(), arrays)}
+    """The session's inputs by name, from the exported forward's flattened tensors (or arrays) in order
+    (``export.input_names``); one the graph does not use is left out, as the exporter left it out."""
+    wanted = {spec.name for spec in session.get_inputs()}
+    return {name: np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
+            for name, x in zip(input_names(len(inputs)), inputs) if name in wanted}
 
 
 @dataclass(frozen=True)
