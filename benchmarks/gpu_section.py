@@ -51,7 +51,8 @@ def collect(run_dir: Path, seconds: float | None = None) -> dict[str, Any]:
         "seconds": seconds,
         "profile": {"kind": model.get("kind"), "blocks": metrics.get("points"),
                     "seconds": metrics.get("profile_seconds"), "batches": device.get("batches"),
-                    "dtype": device.get("dtype"), "cv": {k: cv.get(k) for k in ("mdape", "within_10pct", "kendall_tau")},
+                    "dtype": device.get("dtype"),
+                    "cv": {k: cv.get(k) for k in ("mdape", "within_10pct", "kendall_tau")},
                     "probe_ms": (device.get("probe") or {}).get("total_ms")},
         "networks": [],
     }
@@ -86,8 +87,8 @@ def _device_section(result: dict[str, Any]) -> list[str]:
     rows = []
     if result.get("blocks"):
         b = result["blocks"]
-        rows.append(("held-out blocks (reduced test set)", b["count"], _pct(b["mdape"]), "-", _pct(b["within_10pct"], 0),
-                     "-", _num(b["kendall_tau"]), "-", "-"))
+        rows.append(("held-out blocks (reduced test set)", b["count"], _pct(b["mdape"]), "-",
+                     _pct(b["within_10pct"], 0), "-", _num(b["kendall_tau"]), "-", "-"))
     for n in result["networks"]:
         floor = n.get("floor") or {}
         worst = ", ".join(f"{w['name']} {_pct(w['error'])}" for w in n.get("worst", [])) or "-"

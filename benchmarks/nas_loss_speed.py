@@ -47,7 +47,7 @@ def synthetic_model():
 
 
 class _Logits:
-    """Hands ``architecture_probs`` the logits already found (``_arch_alpha`` as a dict), so both paths skip the walk."""
+    """Hands ``architecture_probs`` the logits already found (``_arch_alpha`` as a dict): both paths skip the walk."""
 
     def __init__(self, logits):
         self._arch_alpha = logits

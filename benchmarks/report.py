@@ -113,7 +113,7 @@ def make_plots(images: Path, testset, spaces: dict, predictors: dict) -> dict[st
 # markdown
 
 
-def _status(value: float, goal: float, higher_is_better: bool, unit: str) -> str:
+def target_status(value: float, goal: float, higher_is_better: bool, unit: str) -> str:
     if value is None or not math.isfinite(value):
         return "not measured"
     met = value >= goal if higher_is_better else value <= goal
@@ -148,7 +148,7 @@ def _targets(targets: dict, testset, spaces: dict, profile) -> str:
         ("Profiling incl. fit", f"≤ {targets['profile_seconds']:.0f} s", profile.seconds, targets["profile_seconds"],
          False, "s", f"{seconds(profile.seconds)} s"),
     ]
-    rows = [(name, goal, shown, _status(value, target, higher, unit))
+    rows = [(name, goal, shown, target_status(value, target, higher, unit))
             for name, goal, value, target, higher, unit, shown in rows_spec]
     return table(["target", "goal", "measured", "status"], rows)
 

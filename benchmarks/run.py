@@ -272,7 +272,8 @@ def run_space(kind: str, args, profile: Profile, predictors: dict, timing: dict[
         blocks = networks.network_blocks(network)
         block_rows = _block_features(blocks, feature_cache, profile.model)
         rows[PROFILER_ROW].append(profiler.profile(sample))
-        rows[MODULE_ROW].append(float(predictors[baselines.DEFAULT].predict([_network_features(network, profile.model)])[0]))
+        features = _network_features(network, profile.model)
+        rows[MODULE_ROW].append(float(predictors[baselines.DEFAULT].predict([features])[0]))
         for name, predictor in predictors.items():
             rows[name].append(float(np.sum(predictor.predict(block_rows))))
         lut_total = 0.0

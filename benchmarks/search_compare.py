@@ -50,12 +50,18 @@ def _frozen(space: dict[str, Any], architecture: dict[str, Any]):
         return built.freeze(dict(architecture)).eval()
 
 
+def settings(quick: bool) -> list[str]:
+    """The search's ``--set`` overrides, the quick ones replacing the keys they name."""
+    chosen = dict(item.split("=", 1) for item in SETTINGS + (QUICK if quick else []))
+    return [f"{key}={value}" for key, value in chosen.items()]
+
+
 def search(label: str, device_model: str, output: Path, quick: bool) -> dict[str, Any]:
     """One ``nni-latency search`` (or its result from an earlier run of this benchmark)."""
     if not (output / "result.json").exists():
         command = [sys.executable, "-m", "nni_latency.cli.dispatch", "search", "--config", "fbnet_search.yaml", "--set",
                    f"latency.device_model={device_model}", "--set", f"output_dir={output}"]
-        for setting in SETTINGS + (QUICK if quick else []):
+        for setting in settings(quick):
             command += ["--set", setting]
         _logger.info("searching with the %s model", label)
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -84,7 +90,7 @@ def run(eager_model: str, ort_model: str, cache: Path, timing: dict[str, Any], q
         rows.append({"steered by": label, "architecture": result["architecture"],
                      "predicted_ms": result["predicted_latency_ms"], "measured_ms": measured,
                      "accuracy": result.get("val_accuracy")})
-    return {"rows": rows, "input_size": INPUT_SIZE, "settings": SETTINGS + (QUICK if quick else [])}
+    return {"rows": rows, "input_size": INPUT_SIZE, "settings": settings(quick)}
 
 
 def _short(architecture: dict[str, Any]) -> str:

@@ -328,3 +328,28 @@ def test_inputs_nested_in_lists_or_left_unused_reach_the_graph_by_name(ort):
     pair, _ = ort.count(Pair().eval(), ([torch.randn(1, 8), torch.randn(1, 8)],), COUNTING)
     first, _ = ort.count(FirstOnly().eval(), (torch.randn(1, 8), torch.randn(1, 8)), COUNTING)
     assert [r.op for r in pair.ops] == ["Add"] and [r.op for r in first.ops] == ["Mul"]
+
+
+_SHARED_POOL_CHILD = """
+import warnings
+from nni_latency.runtimes.onnxruntime.session import session_options
+from nni_latency.runtimes.protocol import MeasurementProtocol
+
+one, two, three = (session_options(MeasurementProtocol(runtime="onnxruntime", threads=n)) for n in (1, 2, 2))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    other = session_options(MeasurementProtocol(runtime="onnxruntime", threads=3))
+print(one.use_per_session_threads, two.use_per_session_threads, three.use_per_session_threads,
+      other.use_per_session_threads, other.intra_op_num_threads, len(caught), "process of its own" in str(caught[0].message))
+"""
+
+
+def test_sessions_above_one_thread_share_the_process_pool_and_another_size_is_named():
+    """Rotated sessions with pools of their own spin against each other: at 2 threads they share one pool; a third
+    size in the same process keeps its own pool, and says so (a child process: the pool is process-wide)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _SHARED_POOL_CHILD], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "False", "True", "3", "1", "True"]

@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, result in results.items():
         q1, median, q3 = np.percentile(times[name], [25, 50, 75])
-        rows.append({"run": RUNS[name][0], "strategy": result["strategy"], "predicted_ms": result["predicted_latency_ms"],
+        rows.append({"run": RUNS[name][0], "strategy": result["strategy"],
+                     "predicted_ms": result["predicted_latency_ms"],
                      "measured_ms": float(median), "iqr_ms": float(q3 - q1), "measured_rounds_ms": times[name],
                      "accuracy": result["accuracy"], "search_s": result["timings_s"]["search"],
                      "architecture": result["architecture"]})

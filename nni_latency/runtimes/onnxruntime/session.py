@@ -1,7 +1,8 @@
 """ONNX Runtime sessions configured as deployed, and what ORT itself says about a graph it runs.
 
 A session runs with ORT's full graph optimization (fusions, constant folding, the NCHWc blocked layout on x86),
-the protocol's thread count as intra-op threads, one inter-op thread and sequential execution, on the CPU
+the protocol's thread count as intra-op threads (above one, on the process's one shared pool, as a deployed
+process's one session has one), one inter-op thread and sequential execution, on the CPU
 execution provider (CUDA's where the protocol's device is a GPU and ORT has it). What fuses and which layout
 changes are inserted is ORT's decision, read back from the graph its optimizer writes (``optimized_model_filepath``)
 and from its own profiler: every node ORT ran, with its op type after fusion, its domain and attributes, the shapes
@@ -17,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -25,6 +27,7 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnx import helper
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
 
 from ...count.inputs import random_like
 from ..protocol import MeasurementProtocol
@@ -40,6 +43,7 @@ _LOG_ERRORS_ONLY = 3
 # Runs a new session takes before it runs as it will from then on: the first allocates the arena and packs the
 # weights; the second still faults in the memory pattern's pages it planned after the first.
 WARMUP_RUNS = 2
+_SHARED_POOL: dict[str, Any] = {}  # the size of this process's shared intra-op pool, once this module sized it
 
 
 def settings(protocol: MeasurementProtocol) -> dict[str, Any]:
@@ -62,8 +66,9 @@ def session_options(protocol: MeasurementProtocol, profile_prefix: str | None = 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = protocol.threads
-    options.inter_op_num_threads = 1
+    if not _share_pool(options, protocol.threads):
+        options.intra_op_num_threads = protocol.threads
+        options.inter_op_num_threads = 1
     options.log_severity_level = _LOG_ERRORS_ONLY  # not the note that an NCHWc graph is specific to this machine
     if profile_prefix is not None:
         options.enable_profiling = True
@@ -71,6 +76,32 @@ def session_options(protocol: MeasurementProtocol, profile_prefix: str | None = 
     if optimized_path is not None:
         options.optimized_model_filepath = optimized_path
     return options
+
+
+def _share_pool(options: ort.SessionOptions, threads: int) -> bool:
+    """Let a session of ``threads`` > 1 run on this process's one shared intra-op pool, as a deployed process's
+    one session has one pool. Sessions with pools of their own leave them spinning after each run, taking the
+    cores from the next session of a rotation (8 rotated SqueezeNet sessions at 2 threads ran 9x slower than
+    one). ORT lets a process size its shared pool once; False (per-session pools) once it was sized otherwise."""
+    if threads <= 1:
+        return False
+    if "threads" not in _SHARED_POOL:
+        try:
+            ort.set_global_thread_pool_sizes(threads, 1)
+        except OrtFail:  # sized before, by someone else
+            _SHARED_POOL["threads"] = None
+        else:
+            _SHARED_POOL["threads"] = threads
+    if _SHARED_POOL["threads"] != threads:
+        if not _SHARED_POOL.get("warned"):
+            _SHARED_POOL["warned"] = True
+            warnings.warn(f"ONNX Runtime sessions at {threads} threads run on pools of their own in this process "
+                          f"(its shared pool was sized for {_SHARED_POOL['threads']}): rotated sessions spin against "
+                          "each other and read slow; measure each thread count in a process of its own",
+                          RuntimeWarning, stacklevel=3)
+        return False
+    options.use_per_session_threads = False
+    return True
 
 
 def new_session(model: bytes, protocol: MeasurementProtocol, **options: Any) -> ort.InferenceSession:
