@@ -195,7 +195,8 @@ class LatencyReport:
                        + " of the time (columns attn, mlp: their share of each row's time)")
         if measured:
             m = self.measurement
-            out.append(f"measured whole network {m['total_ms']:.3f} ms on {m['device']} ({m['threads']} thread(s)); "
+            out.append(f"measured whole network {m['total_ms']:.3f} ms on {m['device']} ({m['threads']} thread(s), "
+                       "in this process); "
                        f"predicted {self.total_predicted_ms:.3f} ms ({100 * m['error']:+.1f}%); "
                        f"measured blocks sum to {m['blocks_sum_ms']:.3f} ms")
             if m.get("drift"):
