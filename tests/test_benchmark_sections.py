@@ -159,7 +159,8 @@ def test_the_whole_network_section_renders_every_regime(tmp_path):
                   "scores": {whole_networks.FLOOR: scores, "default model": default, "FLOPs": default}}
                  for regime in whole_networks.REGIMES]
     text = whole_networks.render(summaries, tmp_path)
-    assert text.count("### ") == len(whole_networks.REGIMES) + 1 and "repeat floor" in text
+    assert text.count("### ") == len(whole_networks.REGIMES) + 2 and "repeat floor" in text
+    assert "| ONNX Runtime, 1 thread, batch 1 | cnn | 3 | MdAPE | ≤ 5% | 10.0% | missed by 5.0 points |" in text
     assert "Eager PyTorch against ONNX Runtime" in text and "1 of 3 pairs of networks change order" in text
     assert "Eager latency over ORT latency: 0.95-2.40 (median 1.50)" in text
     assert "batch 8 lies outside the profiled batches [1, 2, 4]" in text and "profiled at 2 threads" in text
