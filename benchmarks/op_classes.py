@@ -43,13 +43,15 @@ def _models(profile) -> dict[str, Any]:
     return models
 
 
-def network_rows(specs, models: dict[str, Any], protocol) -> list[dict[str, Any]]:
+def network_rows(specs, models: dict[str, Any], protocol) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Per network: each class's measured and (per model) predicted time, normalised by the network's measured
-    time of all its calls; networks whose calls change from pass to pass are skipped with a log line."""
+    time of all its calls; and the networks left out (calls that change from pass to pass, or a network the
+    runtime cannot run), each with its reason."""
     from nni_latency.analysis.op_errors import class_rows, time_calls
+    from nni_latency.errors import MeasurementError, first_line
 
     model = next(iter(models.values()))
-    results = []
+    results, left_out = [], {}
     for spec in specs:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -57,8 +59,9 @@ def network_rows(specs, models: dict[str, Any], protocol) -> list[dict[str, Any]
             shape = spec.input_shape(1, None)
             try:
                 features, timed = time_calls(network, shape, model, protocol)
-            except ValueError as error:
-                _logger.info("%s: %s", spec.name, error)
+            except (ValueError, MeasurementError) as error:  # calls that change, or what the runtime cannot run
+                _logger.info("%s left out: %s", spec.name, error)
+                left_out[spec.name] = first_line(error)
                 continue
         total = timed.total_ms or 1.0
         classes: dict[str, dict[str, float]] = {}
@@ -68,7 +71,7 @@ def network_rows(specs, models: dict[str, Any], protocol) -> list[dict[str, Any]
                 entry[name] = row.predicted_ms / total
         results.append({"name": spec.name, "kind": spec.kind, "total_ms": timed.total_ms, "classes": classes})
         _logger.info("%s: %d calls, %.2f ms in place", spec.name, len(timed.ops), timed.total_ms)
-    return results
+    return results, left_out
 
 
 def summarise(results: Sequence[dict], names: Sequence[str]) -> list[dict[str, Any]]:
@@ -103,9 +106,9 @@ def run(args, profile) -> dict[str, Any]:
     summary = {}
     for label, selection in selections.items():
         specs = select_networks(selection, seed=args.seed, spaces={})
-        results = network_rows(specs, models, protocol)
+        results, left_out = network_rows(specs, models, protocol)
         summary[label] = {"networks": len(results), "rows": summarise(results, list(models)),
-                          "per_network": results}
+                          "per_network": results, "left_out": left_out}
     return {"models": list(models), "sets": summary, "runtime": profile.model.runtime}
 
 
@@ -127,6 +130,9 @@ def render(summary: dict[str, Any]) -> str:
         parts += [f"### {label} ({data['networks']} networks, 1 thread, batch 1)", "",
                   table(["operator class", "share of time", "calls", *[f"{n}: pred / meas" for n in names]], rows),
                   ""]
+        if data.get("left_out"):
+            parts += ["Left out: " + "; ".join(f"{name}: {reason}" for name, reason in data["left_out"].items()),
+                      ""]
     return "\n".join(parts)
 
 

@@ -169,6 +169,7 @@ def regime_model(regime: Regime, profile, args) -> tuple[Any, dict]:
 
 def run_regime(regime: Regime, specs, args, profile, timing: dict[str, Any], spaces: dict) -> dict[str, Any]:
     """Measure, predict and score ``specs`` in ``regime``; a JSON-able summary (also written to the cache)."""
+    from nni_latency.errors import MeasurementError, first_line
     from nni_latency.evaluate.networks import score_networks
     from nni_latency.measure.drift import check_drift
     from nni_latency.runtimes.protocol import protocol_of
@@ -180,8 +181,16 @@ def run_regime(regime: Regime, specs, args, profile, timing: dict[str, Any], spa
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         drift = check_drift(model, protocol)
+    counted, left_out = {}, {}
+    for spec in specs:  # counted first: a network this runtime cannot run is left out, with its reason
+        try:
+            counted[spec.name] = _features(spec, regime, model, spaces)
+        except MeasurementError as error:
+            _logger.info("%s left out of %s: %s", spec.name, regime.slug, error)
+            left_out[spec.name] = first_line(error)
+    specs = [spec for spec in specs if spec.name in counted]
     rows = measured_rows(specs, protocol, directory / "networks.jsonl", regime, not args.no_progress, spaces)
-    features = [_features(spec, regime, model, spaces) for spec in specs]
+    features = [counted[spec.name] for spec in specs]
     measured = [rows[spec.name] for spec in specs]
     scores = {FLOOR: repeat_floor(measured)}
     for name in ROWS[:-1]:
@@ -201,7 +210,7 @@ def run_regime(regime: Regime, specs, args, profile, timing: dict[str, Any], spa
                "profile_cv_mdape": model.metrics.get("cv", {}).get(model.kind, {}).get("mdape"),
                "model_threads": protocol_of(model).threads, "model_batches": model.device.get("batches"),
                "drift": drift.to_dict() if drift else None,
-               "warnings": sorted({str(w.message) for w in caught}),
+               "warnings": sorted({str(w.message) for w in caught}), "left_out": left_out,
                "measured_ms": [min(r["latency_ms"] for r in measured), max(r["latency_ms"] for r in measured)],
                "scores": scores,
                "rows": [{"name": s.name, "kind": s.kind, "measured_ms": r["latency_ms"], "round_ms": r["round_ms"],
@@ -258,6 +267,10 @@ def render(summaries: Sequence[dict], images: Path, image_dir: str = "img") -> s
                          f"(noise ±{100 * summary['drift']['noise']:.1f}%)")
         if regime["threads"] != 1:
             notes.append(f"scored with a model profiled at {regime['threads']} threads")
+        if summary.get("left_out"):
+            notes.append("left out, as this runtime cannot run them: " + "; ".join(
+                f"{name} ({reason.split(';')[0]})"
+                for name, reason in summary["left_out"].items()))
         if regime["batch"] > max(summary["model_batches"] or [1]):
             notes.append(f"batch {regime['batch']} lies outside the profiled batches "
                          f"{summary['model_batches']}: an extrapolation")

@@ -21,6 +21,7 @@ SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import gpu_section  # noqa: E402
+import op_classes  # noqa: E402
 import whole_networks  # noqa: E402
 
 
@@ -165,3 +166,21 @@ def test_the_whole_network_section_renders_every_regime(tmp_path):
     assert "Eager latency over ORT latency: 0.95-2.40 (median 1.50)" in text
     assert "batch 8 lies outside the profiled batches [1, 2, 4]" in text and "profiled at 2 threads" in text
     assert "drift probe before measuring: +2.0%" in text and (tmp_path / "zoo_networks.png").exists()
+
+
+def test_networks_a_runtime_cannot_run_are_left_out_with_their_reason():
+    """One network ORT cannot export must not stop the per-class section: it is named with its reason."""
+    from nni_latency.errors import MeasurementError
+    from nni_latency.evaluate.selection import select_networks
+    from nni_latency.runtimes.protocol import MeasurementProtocol
+
+    class Refusing:
+        def count(self, module, shape):
+            raise MeasurementError("Net cannot be exported to ONNX (operator X is not supported); use torch")
+
+    specs = select_networks("squeezenet1_1", seed=0, spaces={})
+    results, left_out = op_classes.network_rows(specs, {"default model": Refusing()}, MeasurementProtocol())
+    assert results == [] and "operator X is not supported" in left_out["squeezenet1_1"]
+    text = op_classes.render({"models": ["default model"], "runtime": "torch",
+                              "sets": {"zoo": {"networks": 0, "rows": [], "left_out": left_out}}})
+    assert "Left out: squeezenet1_1: Net cannot be exported" in text
