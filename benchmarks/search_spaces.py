@@ -87,12 +87,17 @@ def run_space(name: str, model, count: int, seed: int, rounds: int, timing: dict
               "entries": sum(int(np.size(t.table)) for t in getattr(profiler, "terms", [])),
               "profiler_object": profiler}
     if calibrate and type(profiler).__name__ == "LatencyProfiler":
+        from nni_latency.errors import InvalidInput
         from nni_latency.nas.profiler import LatencyProfiler
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             started = time.perf_counter()
-            calibrated = LatencyProfiler(spaces[name], shape, model, calibrate=calibrate)
+            try:
+                calibrated = LatencyProfiler(spaces[name], shape, model, calibrate=calibrate)
+            except InvalidInput as error:  # a space calibration cannot scale (NNI cells): the row says "-"
+                _logger.info("space %s: %s", name, error)
+                return result
             seconds = time.perf_counter() - started - build
             after = np.array([calibrated.profile(sample) for sample in samples]) / measured - 1
         result["calibrated"] = {"samples": calibrate, "seconds": seconds,

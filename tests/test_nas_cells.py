@@ -13,6 +13,7 @@ from nas_search import latency_only_search
 from nni.nas.nn.pytorch import InputChoice, LayerChoice, ModelSpace
 from torch import nn
 
+from nni_latency.errors import InvalidInput
 from nni_latency.nas import (FBNet, FBNetLatencyLoss, FrozenLatencyProfiler, LatencyDARTS, LatencyProfiler,
                              predict_frozen)
 from nni_latency.nas.loss import ExpectedLatency
@@ -97,6 +98,14 @@ def darts(synthetic_dataset):
     torch.manual_seed(0)
     space = build_space("darts", 8, 10, width=4, num_cells=3)
     return space, LatencyProfiler(space, (1, 3, 8, 8), model)
+
+
+def test_calibrating_a_cell_space_is_refused_before_any_measurement(darts):
+    """A cell's tables are priced by the whole model, not by role: scaling roles would count them three times
+    (DARTS predicted 3.0x with every scale at 1), so calibration refuses cell spaces in one line."""
+    space, profiler = darts
+    with pytest.raises(InvalidInput, match="calibrate cannot scale a space of NNI cells"):
+        LatencyProfiler(space, (1, 3, 8, 8), profiler.device_model, calibrate=4)
 
 
 def _random_latencies(profiler, count=32):

@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 from nni.mutable import Categorical, CategoricalMultiple, Mutable, Sample
-from nni.nas.nn.pytorch import ModelSpace
+from nni.nas.nn.pytorch import Cell, ModelSpace
 from nni.nas.profiler import ExpressionProfiler
 from torch import nn
 
@@ -99,6 +99,10 @@ class LatencyProfiler(ExpressionProfiler, LatencySource):
         if isinstance(calibrate, bool) or not isinstance(calibrate, int) or calibrate < 0 or calibrate == 1:
             raise InvalidInput(f"calibrate must be 0 (off) or a number of architectures to measure, at least 2; got "
                                f"{calibrate!r}")
+        if calibrate and any(isinstance(module, Cell) for module in model_space.modules()):
+            raise InvalidInput("calibrate cannot scale a space of NNI cells yet: a cell's tables are priced by the "
+                               "whole device model, not by cost role, so scaling each role would count them once per "
+                               "role; use calibrate=0 on this space")
         self.model_space = model_space
         self.device_model = _load_device_model(device_model)
         self.space_labels = LabelSpace(_categorical_choices(model_space, max_combinations),
