@@ -82,7 +82,9 @@ def _share_pool(options: ort.SessionOptions, threads: int) -> bool:
     """Let a session of ``threads`` > 1 run on this process's one shared intra-op pool, as a deployed process's
     one session has one pool. Sessions with pools of their own leave them spinning after each run, taking the
     cores from the next session of a rotation (8 rotated SqueezeNet sessions at 2 threads ran 9x slower than
-    one). ORT lets a process size its shared pool once; False (per-session pools) once it was sized otherwise."""
+    one). ORT lets a process size its shared pool once; False (per-session pools) once it was sized otherwise.
+    What this leaves in a caller's process: ORT's shared pool exists, sized so; the caller's own sessions keep
+    pools of their own unless they opt in, and a later ``set_global_thread_pool_sizes`` there fails."""
     if threads <= 1:
         return False
     if "threads" not in _SHARED_POOL:
